@@ -1,0 +1,1006 @@
+//! Adaptive Dormand–Prince 5(4) ("RK45") that reproduces SciPy's `solve_ivp(method="RK45")`.
+//!
+//! Dormand & Prince, "A family of embedded Runge–Kutta formulae", J. Comput. Appl. Math. 6
+//! (1980); dense output of Shampine, "Some practical Runge–Kutta formulas", Math. Comp. 46
+//! (1986). The algorithm is SciPy's, step for step: the same initial-step selection, error
+//! norm, safety/min/max factors, rejection rule, FSAL reuse of the last stage, quartic dense
+//! output for `t_eval`, `max_step`, `first_step`, and the same statistics (`nfev`, accepted and
+//! rejected steps), so that for the same problem and tolerances the same steps are taken.
+//!
+//! # Batches
+//!
+//! The state is `[rows, dim]` and every stage is **one** batched right-hand-side call. Rows are
+//! grouped for step-size control:
+//!
+//! * [`BatchMode::WholeBatch`] — the batch is one system of `rows·dim` unknowns with one `t`
+//!   and one `h` (SciPy's semantics when the flattened batch is passed to `solve_ivp`).
+//! * [`BatchMode::PerRow`] — every row has its own `t`, `h` and error norm (exactly what SciPy
+//!   would do on that row alone), but all active rows still share one batched call per stage
+//!   (each row at its own time); finished rows drop out of the batch.
+
+use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, s};
+
+use crate::control::{
+    InitialStepInput, StepController, initial_step_finish, initial_step_trial, min_step,
+};
+use crate::grid::check_span;
+use crate::{OdeSystem, ProblemError, Real, SolveError};
+
+/// Number of stages (the seventh, FSAL, evaluation is the first stage of the next step).
+const STAGES: usize = 6;
+/// Nodes.
+const C: [f64; STAGES] = [0.0, 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0];
+/// Runge–Kutta matrix (row `s` holds `a_{s,0..s}`).
+const A: [[f64; 5]; STAGES] = [
+    [0.0, 0.0, 0.0, 0.0, 0.0],
+    [1.0 / 5.0, 0.0, 0.0, 0.0, 0.0],
+    [3.0 / 40.0, 9.0 / 40.0, 0.0, 0.0, 0.0],
+    [44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0, 0.0, 0.0],
+    [
+        19372.0 / 6561.0,
+        -25360.0 / 2187.0,
+        64448.0 / 6561.0,
+        -212.0 / 729.0,
+        0.0,
+    ],
+    [
+        9017.0 / 3168.0,
+        -355.0 / 33.0,
+        46732.0 / 5247.0,
+        49.0 / 176.0,
+        -5103.0 / 18656.0,
+    ],
+];
+/// Fifth-order weights.
+const B: [f64; STAGES] = [
+    35.0 / 384.0,
+    0.0,
+    500.0 / 1113.0,
+    125.0 / 192.0,
+    -2187.0 / 6784.0,
+    11.0 / 84.0,
+];
+/// Error weights (fifth minus fourth order), over the six stages and the FSAL stage.
+const E: [f64; STAGES + 1] = [
+    -71.0 / 57600.0,
+    0.0,
+    71.0 / 16695.0,
+    -71.0 / 1920.0,
+    17253.0 / 339200.0,
+    -22.0 / 525.0,
+    1.0 / 40.0,
+];
+/// Dense-output coefficients (Shampine's optimum c₆): `y(t_old + θh) = y_old + h Σ_k Q_k θ^{k+1}`
+/// with `Q = Kᵀ P`.
+const P: [[f64; 4]; STAGES + 1] = [
+    [
+        1.0,
+        -8048581381.0 / 2820520608.0,
+        8663915743.0 / 2820520608.0,
+        -12715105075.0 / 11282082432.0,
+    ],
+    [0.0, 0.0, 0.0, 0.0],
+    [
+        0.0,
+        131558114200.0 / 32700410799.0,
+        -68118460800.0 / 10900136933.0,
+        87487479700.0 / 32700410799.0,
+    ],
+    [
+        0.0,
+        -1754552775.0 / 470086768.0,
+        14199869525.0 / 1410260304.0,
+        -10690763975.0 / 1880347072.0,
+    ],
+    [
+        0.0,
+        127303824393.0 / 49829197408.0,
+        -318862633887.0 / 49829197408.0,
+        701980252875.0 / 199316789632.0,
+    ],
+    [
+        0.0,
+        -282668133.0 / 205662961.0,
+        2019193451.0 / 616988883.0,
+        -1453857185.0 / 822651844.0,
+    ],
+    [
+        0.0,
+        40617522.0 / 29380423.0,
+        -110615467.0 / 29380423.0,
+        69997945.0 / 29380423.0,
+    ],
+];
+/// Order of the embedded error estimator.
+const ERROR_ESTIMATOR_ORDER: usize = 4;
+
+/// How rows share step-size control (see the module documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BatchMode {
+    /// One system of `rows·dim` unknowns (SciPy semantics).
+    #[default]
+    WholeBatch,
+    /// Every row its own `t`, `h` and error norm; one batched call per stage.
+    PerRow,
+}
+
+/// Absolute tolerance: one value, or one per component of a row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Atol<T> {
+    /// The same for every component.
+    Scalar(T),
+    /// One per component (`dim` values), the same for every row.
+    PerComponent(Vec<T>),
+}
+
+/// Which states an adaptive solve returns.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum OdeSave<T> {
+    /// `t0` and every accepted step (SciPy's default; whole-batch mode only).
+    #[default]
+    Steps,
+    /// Only the final state at `t1`.
+    Final,
+    /// Dense output at these times (SciPy's `t_eval`): within the span, strictly monotone in
+    /// the direction of integration.
+    Times(Vec<T>),
+}
+
+/// Statistics of one step-size-control group (the batch, or one row).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Right-hand-side evaluations this group took part in (SciPy's `nfev`).
+    pub nfev: usize,
+    /// Accepted steps.
+    pub naccepted: usize,
+    /// Rejected step attempts.
+    pub nrejected: usize,
+}
+
+/// Statistics of a solve.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdaptiveStats {
+    /// Batched right-hand-side calls.
+    pub calls: usize,
+    /// Row evaluations: the sum over calls of the rows in the call.
+    pub row_evals: usize,
+    /// Per group: one entry in whole-batch mode, one per row in per-row mode.
+    pub groups: Vec<GroupStats>,
+}
+
+impl AdaptiveStats {
+    /// Total accepted steps over groups.
+    pub fn naccepted(&self) -> usize {
+        self.groups.iter().map(|g| g.naccepted).sum()
+    }
+    /// Total rejected attempts over groups.
+    pub fn nrejected(&self) -> usize {
+        self.groups.iter().map(|g| g.nrejected).sum()
+    }
+}
+
+/// Progress of an adaptive solve, reported after every round of stage evaluations.
+#[derive(Clone, Copy, Debug)]
+pub struct AdaptiveProgress<T> {
+    /// Groups still integrating.
+    pub active_groups: usize,
+    /// All groups.
+    pub groups: usize,
+    /// The least advanced time among active groups (the final time when all are done).
+    pub t_min: T,
+    /// Batched calls so far.
+    pub calls: usize,
+}
+
+/// The result of an adaptive solve.
+#[derive(Clone, Debug)]
+pub struct OdeSolution<T> {
+    /// Times of the saved states.
+    pub t: Vec<T>,
+    /// Saved states, `[t.len(), rows, dim]`.
+    pub y: Array3<T>,
+    /// Evaluation and step counts.
+    pub stats: AdaptiveStats,
+}
+
+impl<T: Real> OdeSolution<T> {
+    /// The last saved state `[rows, dim]`.
+    pub fn last(&self) -> ArrayView2<'_, T> {
+        self.y.index_axis(Axis(0), self.y.shape()[0] - 1)
+    }
+}
+
+/// The Dormand–Prince 5(4) solver with SciPy's defaults (`rtol = 1e-3`, `atol = 1e-6`,
+/// no `max_step`, whole-batch control, save every step).
+///
+/// ```
+/// use itoflow_sde::ode::{Dopri5, OdeSave};
+/// use itoflow_sde::OdeFn;
+/// use ndarray::array;
+///
+/// // y' = -y on [0, 1], y(0) = 1
+/// let sys = OdeFn::new(1, |_t: f64, y, mut dy| dy[0] = -y[0]);
+/// let sol = Dopri5::new()
+///     .rtol(1e-8)
+///     .atol(1e-10)
+///     .save(OdeSave::Final)
+///     .solve(&sys, 0.0, 1.0, array![[1.0]].view())
+///     .unwrap();
+/// assert!((sol.last()[[0, 0]] - (-1.0f64).exp()).abs() < 1e-8);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Dopri5<T> {
+    rtol: T,
+    atol: Atol<T>,
+    first_step: Option<T>,
+    max_step: T,
+    max_steps: Option<usize>,
+    mode: BatchMode,
+    save: OdeSave<T>,
+}
+
+impl<T: Real> Default for Dopri5<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One step-size-control group: a contiguous run of active rows.
+#[derive(Clone, Debug)]
+struct Group<T> {
+    /// Index in the output statistics (the row index in per-row mode).
+    id: usize,
+    /// First active row.
+    start: usize,
+    /// Number of rows.
+    len: usize,
+    t: T,
+    h_abs: T,
+    /// Signed step of the current attempt and its end time.
+    h: T,
+    t_new: T,
+    min_step: T,
+    /// Starting a new step (not retrying a rejected one).
+    fresh: bool,
+    rejected: bool,
+    done: bool,
+    /// Next `t_eval` index to fill.
+    next_eval: usize,
+    stats: GroupStats,
+}
+
+impl<T: Real> Dopri5<T> {
+    /// The solver with SciPy's defaults.
+    pub fn new() -> Self {
+        Self {
+            rtol: T::c(1e-3),
+            atol: Atol::Scalar(T::c(1e-6)),
+            first_step: None,
+            max_step: T::infinity(),
+            max_steps: None,
+            mode: BatchMode::WholeBatch,
+            save: OdeSave::Steps,
+        }
+    }
+
+    /// Relative tolerance (values below 100 ε are raised to 100 ε, as SciPy does).
+    pub fn rtol(mut self, rtol: T) -> Self {
+        self.rtol = rtol;
+        self
+    }
+
+    /// Absolute tolerance, the same for every component.
+    pub fn atol(mut self, atol: T) -> Self {
+        self.atol = Atol::Scalar(atol);
+        self
+    }
+
+    /// Absolute tolerance per component of a row.
+    pub fn atol_per_component(mut self, atol: Vec<T>) -> Self {
+        self.atol = Atol::PerComponent(atol);
+        self
+    }
+
+    /// The first step size (otherwise chosen automatically as SciPy does).
+    pub fn first_step(mut self, h: T) -> Self {
+        self.first_step = Some(h);
+        self
+    }
+
+    /// The largest allowed step size.
+    pub fn max_step(mut self, h: T) -> Self {
+        self.max_step = h;
+        self
+    }
+
+    /// Fails with [`SolveError::MaxStepsExceeded`] when a group has made this many step attempts
+    /// (accepted plus rejected). Unlimited by default, as in SciPy.
+    pub fn max_steps(mut self, n: usize) -> Self {
+        self.max_steps = Some(n);
+        self
+    }
+
+    /// Whole-batch or per-row step-size control.
+    pub fn mode(mut self, mode: BatchMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Per-row step-size control (shorthand for `mode(BatchMode::PerRow)`).
+    pub fn per_row(self) -> Self {
+        self.mode(BatchMode::PerRow)
+    }
+
+    /// Which states to return.
+    pub fn save(mut self, save: OdeSave<T>) -> Self {
+        self.save = save;
+        self
+    }
+
+    /// Dense output at these times (shorthand for `save(OdeSave::Times(t_eval))`).
+    pub fn t_eval(self, t_eval: Vec<T>) -> Self {
+        self.save(OdeSave::Times(t_eval))
+    }
+
+    /// Integrates every row of `y0` from `t0` to `t1` (either direction).
+    pub fn solve<P: OdeSystem<T> + ?Sized>(
+        &self,
+        sys: &P,
+        t0: T,
+        t1: T,
+        y0: ArrayView2<'_, T>,
+    ) -> Result<OdeSolution<T>, SolveError> {
+        self.solve_with(sys, t0, t1, y0, &mut |_| {})
+    }
+
+    /// Like [`Dopri5::solve`], calling `progress` after every round of stage evaluations.
+    pub fn solve_with<P: OdeSystem<T> + ?Sized>(
+        &self,
+        sys: &P,
+        t0: T,
+        t1: T,
+        y0: ArrayView2<'_, T>,
+        progress: &mut dyn FnMut(AdaptiveProgress<T>),
+    ) -> Result<OdeSolution<T>, SolveError> {
+        Run::new(self, sys, t0, t1, y0)?.run(progress)
+    }
+}
+
+/// State of one solve.
+struct Run<'a, T: Real, P: ?Sized> {
+    opts: &'a Dopri5<T>,
+    sys: &'a P,
+    t_bound: T,
+    direction: T,
+    rtol: T,
+    atol: Vec<T>,
+    dim: usize,
+    rows: usize,
+    ctrl: StepController<T>,
+    /// Active rows are `0..active`; `orig[r]` is the input row of active row `r`.
+    active: usize,
+    orig: Vec<usize>,
+    groups: Vec<Group<T>>,
+    y: Array2<T>,
+    y_new: Array2<T>,
+    tmp: Array2<T>,
+    k: Vec<Array2<T>>,
+    times: Array1<T>,
+    calls: usize,
+    row_evals: usize,
+    group_stats: Vec<GroupStats>,
+    t_eval: Vec<T>,
+    out_t: Vec<T>,
+    out_y: Vec<Array2<T>>,
+    eval_y: Option<Array3<T>>,
+    final_y: Option<Array2<T>>,
+}
+
+impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
+    fn new(
+        opts: &'a Dopri5<T>,
+        sys: &'a P,
+        t0: T,
+        t1: T,
+        y0: ArrayView2<'_, T>,
+    ) -> Result<Self, SolveError> {
+        check_span(t0, t1)?;
+        let dim = sys.dim();
+        let rows = y0.nrows();
+        if y0.ncols() != dim || dim == 0 {
+            return Err(SolveError::shape(
+                "y0",
+                format!("[rows, {dim}]"),
+                y0.shape(),
+            ));
+        }
+        if let Some((r, _)) = y0
+            .outer_iter()
+            .enumerate()
+            .find(|(_, row)| row.iter().any(|v| !v.is_finite()))
+        {
+            return Err(SolveError::NonFinite {
+                path: r,
+                t: t0.f64(),
+                step: 0,
+                what: "initial state",
+            });
+        }
+        if !(opts.rtol >= T::zero()) || !opts.rtol.is_finite() {
+            return Err(SolveError::option(
+                "rtol",
+                format!("must be finite and non-negative, got {}", opts.rtol),
+            ));
+        }
+        let rtol = opts.rtol.max(T::c(100.0) * T::epsilon());
+        let atol = match &opts.atol {
+            Atol::Scalar(a) => vec![*a; dim],
+            Atol::PerComponent(v) => {
+                if v.len() != dim {
+                    return Err(SolveError::shape("atol", format!("[{dim}]"), [v.len()]));
+                }
+                v.clone()
+            }
+        };
+        if let Some(a) = atol.iter().find(|a| !(**a >= T::zero()) || !a.is_finite()) {
+            return Err(SolveError::option(
+                "atol",
+                format!("must be finite and non-negative, got {a}"),
+            ));
+        }
+        if !(opts.max_step > T::zero()) {
+            return Err(SolveError::option(
+                "max_step",
+                format!("must be positive, got {}", opts.max_step),
+            ));
+        }
+        if let Some(h) = opts.first_step {
+            if !(h > T::zero()) || !h.is_finite() {
+                return Err(SolveError::option(
+                    "first_step",
+                    format!("must be positive, got {h}"),
+                ));
+            }
+            if h > (t1 - t0).abs() {
+                return Err(SolveError::option(
+                    "first_step",
+                    format!("{h} exceeds the length of the span [{t0}, {t1}]"),
+                ));
+            }
+        }
+        let direction = if t1 > t0 { T::one() } else { -T::one() };
+        let mut t_eval = Vec::new();
+        match &opts.save {
+            OdeSave::Steps if opts.mode == BatchMode::PerRow => {
+                return Err(SolveError::option(
+                    "save",
+                    "per-row mode has no common steps to save; use OdeSave::Final or OdeSave::Times",
+                ));
+            }
+            OdeSave::Times(ts) => {
+                let (lo, hi) = if t0 < t1 { (t0, t1) } else { (t1, t0) };
+                for (i, &t) in ts.iter().enumerate() {
+                    if !(t >= lo && t <= hi) {
+                        return Err(SolveError::option(
+                            "t_eval",
+                            format!("t_eval[{i}] = {t} is not within the span [{t0}, {t1}]"),
+                        ));
+                    }
+                    if i > 0 && !(direction * (t - ts[i - 1]) > T::zero()) {
+                        return Err(SolveError::option(
+                            "t_eval",
+                            "values must be strictly monotone in the direction of integration",
+                        ));
+                    }
+                }
+                t_eval = ts.clone();
+            }
+            _ => {}
+        }
+        let ngroups = match opts.mode {
+            BatchMode::WholeBatch => usize::from(rows > 0),
+            BatchMode::PerRow => rows,
+        };
+        let groups = (0..ngroups)
+            .map(|g| {
+                let (start, len) = match opts.mode {
+                    BatchMode::WholeBatch => (0, rows),
+                    BatchMode::PerRow => (g, 1),
+                };
+                Group {
+                    id: g,
+                    start,
+                    len,
+                    t: t0,
+                    h_abs: T::zero(),
+                    h: T::zero(),
+                    t_new: t0,
+                    min_step: T::zero(),
+                    fresh: true,
+                    rejected: false,
+                    done: false,
+                    next_eval: 0,
+                    stats: GroupStats::default(),
+                }
+            })
+            .collect();
+        let zeros = || Array2::zeros((rows, dim));
+        Ok(Self {
+            opts,
+            sys,
+            t_bound: t1,
+            direction,
+            rtol,
+            atol,
+            dim,
+            rows,
+            ctrl: StepController::new(ERROR_ESTIMATOR_ORDER),
+            active: rows,
+            orig: (0..rows).collect(),
+            groups,
+            y: y0.to_owned(),
+            y_new: zeros(),
+            tmp: zeros(),
+            k: (0..=STAGES).map(|_| zeros()).collect(),
+            times: Array1::zeros(rows),
+            calls: 0,
+            row_evals: 0,
+            group_stats: vec![GroupStats::default(); ngroups],
+            eval_y: (!t_eval.is_empty()).then(|| Array3::zeros((t_eval.len(), rows, dim))),
+            t_eval,
+            out_t: Vec::new(),
+            out_y: Vec::new(),
+            final_y: None,
+        })
+    }
+
+    /// Evaluates `f(times, input)` into stage `k[stage]` for all active rows.
+    fn eval(
+        &mut self,
+        input: Which,
+        stage: usize,
+        step_of: impl Fn(&Group<T>) -> usize,
+    ) -> Result<(), SolveError> {
+        let n = self.active;
+        let src = match input {
+            Which::Y => self.y.slice(s![..n, ..]),
+            Which::Tmp => self.tmp.slice(s![..n, ..]),
+            Which::YNew => self.y_new.slice(s![..n, ..]),
+        };
+        let res = self.sys.rhs(
+            self.times.slice(s![..n]),
+            src,
+            self.k[stage].slice_mut(s![..n, ..]),
+        );
+        self.calls += 1;
+        self.row_evals += n;
+        for g in self.groups.iter_mut() {
+            g.stats.nfev += 1;
+        }
+        res.map_err(|e: ProblemError| {
+            let (row, source) = e.into_parts();
+            let g = row.and_then(|r| self.group_of_row(r));
+            let (t, step) = match g {
+                Some(g) => (self.times[row.unwrap_or(0)].f64(), step_of(&self.groups[g])),
+                None => (
+                    self.groups.first().map_or(self.t_bound, |g| g.t).f64(),
+                    self.groups.first().map_or(0, &step_of),
+                ),
+            };
+            SolveError::Problem {
+                path: row.map(|r| self.orig[r]),
+                t,
+                step,
+                source,
+            }
+        })
+    }
+
+    fn group_of_row(&self, r: usize) -> Option<usize> {
+        self.groups
+            .iter()
+            .position(|g| r >= g.start && r < g.start + g.len)
+    }
+
+    fn atol_at(&self, flat: usize) -> T {
+        self.atol[flat % self.dim]
+    }
+
+    fn run(
+        mut self,
+        progress: &mut dyn FnMut(AdaptiveProgress<T>),
+    ) -> Result<OdeSolution<T>, SolveError> {
+        let (rows, dim) = (self.rows, self.dim);
+        let t0 = self.groups.first().map_or(self.t_bound, |g| g.t);
+        if matches!(self.opts.save, OdeSave::Steps) {
+            self.out_t.push(t0);
+            self.out_y.push(self.y.clone());
+        }
+        if rows > 0 {
+            self.start(t0)?;
+            while self.active > 0 {
+                self.attempt()?;
+                let t_min = self.groups.iter().map(|g| g.t).fold(self.t_bound, |a, b| {
+                    if self.direction * (b - a) < T::zero() {
+                        b
+                    } else {
+                        a
+                    }
+                });
+                let active_groups = self.groups.iter().filter(|g| !g.done).count();
+                progress(AdaptiveProgress {
+                    active_groups,
+                    groups: self.group_stats.len(),
+                    t_min,
+                    calls: self.calls,
+                });
+                self.compact();
+            }
+        }
+        let stats = AdaptiveStats {
+            calls: self.calls,
+            row_evals: self.row_evals,
+            groups: self.group_stats,
+        };
+        let (t, y) = match &self.opts.save {
+            OdeSave::Steps => {
+                let mut y = Array3::zeros((self.out_y.len(), rows, dim));
+                for (i, yi) in self.out_y.iter().enumerate() {
+                    y.index_axis_mut(Axis(0), i).assign(yi);
+                }
+                (self.out_t, y)
+            }
+            OdeSave::Final => {
+                let fin = self.final_y.unwrap_or_else(|| Array2::zeros((rows, dim)));
+                (vec![self.t_bound], fin.insert_axis(Axis(0)))
+            }
+            OdeSave::Times(ts) => (
+                ts.clone(),
+                self.eval_y.unwrap_or_else(|| Array3::zeros((0, rows, dim))),
+            ),
+        };
+        Ok(OdeSolution { t, y, stats })
+    }
+
+    /// `f(t0, y0)` and SciPy's initial step for every group.
+    fn start(&mut self, t0: T) -> Result<(), SolveError> {
+        self.times.fill(t0);
+        self.eval(Which::Y, 0, |_| 0)?;
+        self.check_stage_finite(0, "derivative")?;
+        let interval = (self.t_bound - t0).abs();
+        if let Some(h) = self.opts.first_step {
+            for g in self.groups.iter_mut() {
+                g.h_abs = h;
+            }
+            return Ok(());
+        }
+        let dim = self.dim;
+        let mut trial = Vec::with_capacity(self.groups.len());
+        for gi in 0..self.groups.len() {
+            let g = &self.groups[gi];
+            let (a, b) = (g.start * dim, (g.start + g.len) * dim);
+            let y0 = &self.y.as_slice().expect("contiguous")[a..b];
+            let f0 = &self.k[0].as_slice().expect("contiguous")[a..b];
+            let atol = |i: usize| self.atol_at(i);
+            let inp = InitialStepInput {
+                y0,
+                f0,
+                rtol: self.rtol,
+                atol: &atol,
+                interval_length: interval,
+                max_step: self.opts.max_step,
+                order: ERROR_ESTIMATOR_ORDER,
+            };
+            let (h0, d1) = initial_step_trial(&inp);
+            trial.push((h0, d1));
+            let step = h0 * self.direction;
+            for r in g.start..g.start + g.len {
+                self.times[r] = t0 + step;
+                for i in 0..dim {
+                    self.tmp[[r, i]] = self.y[[r, i]] + step * self.k[0][[r, i]];
+                }
+            }
+        }
+        // f1 goes into stage 1's storage, which the first step overwrites anyway.
+        self.eval(Which::Tmp, 1, |_| 0)?;
+        for (gi, &(h0, d1)) in trial.iter().enumerate() {
+            let g = &self.groups[gi];
+            let (a, b) = (g.start * dim, (g.start + g.len) * dim);
+            let atol = |i: usize| self.atol_at(i);
+            let inp = InitialStepInput {
+                y0: &self.y.as_slice().expect("contiguous")[a..b],
+                f0: &self.k[0].as_slice().expect("contiguous")[a..b],
+                rtol: self.rtol,
+                atol: &atol,
+                interval_length: interval,
+                max_step: self.opts.max_step,
+                order: ERROR_ESTIMATOR_ORDER,
+            };
+            let f1 = &self.k[1].as_slice().expect("contiguous")[a..b];
+            let h = initial_step_finish(&inp, h0, d1, f1);
+            self.groups[gi].h_abs = h;
+        }
+        Ok(())
+    }
+
+    /// One round: every active group attempts one step.
+    fn attempt(&mut self) -> Result<(), SolveError> {
+        let dim = self.dim;
+        let per_row = self.opts.mode == BatchMode::PerRow;
+        // Step sizes, as at the top of SciPy's `_step_impl` and its retry loop.
+        for g in self.groups.iter_mut() {
+            if g.fresh {
+                g.min_step = min_step(g.t, self.direction);
+                if g.h_abs > self.opts.max_step {
+                    g.h_abs = self.opts.max_step;
+                } else if g.h_abs < g.min_step {
+                    g.h_abs = g.min_step;
+                }
+                g.fresh = false;
+                g.rejected = false;
+            }
+            let path = per_row.then(|| self.orig[g.start]);
+            if g.h_abs < g.min_step {
+                return Err(SolveError::StepSizeUnderflow {
+                    t: g.t.f64(),
+                    h: g.h_abs.f64(),
+                    path,
+                });
+            }
+            if let Some(max) = self.opts.max_steps {
+                if g.stats.naccepted + g.stats.nrejected >= max {
+                    return Err(SolveError::MaxStepsExceeded {
+                        max_steps: max,
+                        t: g.t.f64(),
+                        path,
+                    });
+                }
+            }
+            let mut t_new = g.t + g.h_abs * self.direction;
+            if self.direction * (t_new - self.t_bound) > T::zero() {
+                t_new = self.t_bound;
+            }
+            g.h = t_new - g.t;
+            g.h_abs = g.h.abs();
+            g.t_new = t_new;
+        }
+
+        // Stages 1..6.
+        for stage in 1..STAGES {
+            for g in &self.groups {
+                let ts = g.t + T::c(C[stage]) * g.h;
+                for r in g.start..g.start + g.len {
+                    self.times[r] = ts;
+                }
+            }
+            {
+                let y = self.y.as_slice().expect("contiguous");
+                let tmp = self.tmp.as_slice_mut().expect("contiguous");
+                let ks: [&[T]; STAGES + 1] =
+                    std::array::from_fn(|j| self.k[j].as_slice().expect("contiguous"));
+                let ks = &ks[..stage];
+                for g in &self.groups {
+                    for idx in g.start * dim..(g.start + g.len) * dim {
+                        let mut dy = T::zero();
+                        for (j, kj) in ks.iter().enumerate() {
+                            dy += kj[idx] * T::c(A[stage][j]);
+                        }
+                        tmp[idx] = y[idx] + dy * g.h;
+                    }
+                }
+            }
+            self.eval(Which::Tmp, stage, |g| g.stats.naccepted)?;
+        }
+        // y_new = y + h Σ b_j k_j, then the FSAL stage f(t + h, y_new).
+        {
+            let y = self.y.as_slice().expect("contiguous");
+            let y_new = self.y_new.as_slice_mut().expect("contiguous");
+            let ks: [&[T]; STAGES + 1] =
+                std::array::from_fn(|j| self.k[j].as_slice().expect("contiguous"));
+            let ks = &ks[..STAGES];
+            for g in &self.groups {
+                for idx in g.start * dim..(g.start + g.len) * dim {
+                    let mut acc = T::zero();
+                    for (j, kj) in ks.iter().enumerate() {
+                        acc += kj[idx] * T::c(B[j]);
+                    }
+                    y_new[idx] = y[idx] + g.h * acc;
+                }
+            }
+        }
+        for g in &self.groups {
+            for r in g.start..g.start + g.len {
+                self.times[r] = g.t + g.h;
+            }
+        }
+        self.eval(Which::YNew, STAGES, |g| g.stats.naccepted)?;
+
+        // Error norms, acceptance, dense output.
+        for gi in 0..self.groups.len() {
+            let err = self.error_norm(gi);
+            let g = &self.groups[gi];
+            if !err.is_finite() {
+                return Err(self.non_finite(gi));
+            }
+            if err < T::one() {
+                let factor = self.ctrl.accept_factor(err, g.rejected);
+                self.accept(gi, factor);
+            } else {
+                let factor = self.ctrl.reject_factor(err);
+                let g = &mut self.groups[gi];
+                g.h_abs *= factor;
+                g.rejected = true;
+                g.stats.nrejected += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn error_norm(&self, gi: usize) -> T {
+        let g = &self.groups[gi];
+        let dim = self.dim;
+        let y = self.y.as_slice().expect("contiguous");
+        let y_new = self.y_new.as_slice().expect("contiguous");
+        let ks: [&[T]; STAGES + 1] =
+            std::array::from_fn(|j| self.k[j].as_slice().expect("contiguous"));
+        let mut sum = T::zero();
+        for idx in g.start * dim..(g.start + g.len) * dim {
+            let mut e = T::zero();
+            for (j, kj) in ks.iter().enumerate() {
+                e += kj[idx] * T::c(E[j]);
+            }
+            let e = e * g.h;
+            let scale = self.atol_at(idx) + y[idx].abs().max(y_new[idx].abs()) * self.rtol;
+            let v = e / scale;
+            sum += v * v;
+        }
+        sum.sqrt() / T::from_count(g.len * dim).sqrt()
+    }
+
+    fn non_finite(&self, gi: usize) -> SolveError {
+        let g = &self.groups[gi];
+        let bad = |a: &Array2<T>, r: usize| a.row(r).iter().any(|v| !v.is_finite());
+        for r in g.start..g.start + g.len {
+            let what = if bad(&self.y_new, r) {
+                Some("state")
+            } else if self.k.iter().any(|k| bad(k, r)) {
+                Some("derivative")
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return SolveError::NonFinite {
+                    path: self.orig[r],
+                    t: g.t.f64(),
+                    step: g.stats.naccepted,
+                    what,
+                };
+            }
+        }
+        // Finite values whose scaled error overflowed.
+        SolveError::NonFinite {
+            path: self.orig[g.start],
+            t: g.t.f64(),
+            step: g.stats.naccepted,
+            what: "error estimate",
+        }
+    }
+
+    fn check_stage_finite(&self, stage: usize, what: &'static str) -> Result<(), SolveError> {
+        for r in 0..self.active {
+            if self.k[stage].row(r).iter().any(|v| !v.is_finite()) {
+                let g = self
+                    .group_of_row(r)
+                    .map(|g| self.groups[g].t)
+                    .unwrap_or(self.t_bound);
+                return Err(SolveError::NonFinite {
+                    path: self.orig[r],
+                    t: g.f64(),
+                    step: 0,
+                    what,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, gi: usize, factor: T) {
+        let dim = self.dim;
+        let (start, len, t_old, h, t_new) = {
+            let g = &mut self.groups[gi];
+            g.h_abs *= factor;
+            g.stats.naccepted += 1;
+            (g.start, g.len, g.t, g.h, g.t_new)
+        };
+        // Dense output for t_eval points in (t_old, t_new] (t0 itself at the first step).
+        if let Some(eval_y) = self.eval_y.as_mut() {
+            let mut next = self.groups[gi].next_eval;
+            while next < self.t_eval.len()
+                && self.direction * (self.t_eval[next] - t_new) <= T::zero()
+            {
+                let x = (self.t_eval[next] - t_old) / h;
+                let p = [x, x * x, x * x * x, x * x * x * x];
+                for r in start..start + len {
+                    let out_r = self.orig[r];
+                    for i in 0..dim {
+                        let mut acc = T::zero();
+                        for (kk, pk) in p.iter().enumerate() {
+                            let mut q = T::zero();
+                            for (j, kj) in self.k.iter().enumerate() {
+                                q += kj[[r, i]] * T::c(P[j][kk]);
+                            }
+                            acc += q * *pk;
+                        }
+                        eval_y[[next, out_r, i]] = h * acc + self.y[[r, i]];
+                    }
+                }
+                next += 1;
+            }
+            self.groups[gi].next_eval = next;
+        }
+        // y <- y_new, f <- f_new (FSAL).
+        for r in start..start + len {
+            for i in 0..dim {
+                self.y[[r, i]] = self.y_new[[r, i]];
+                self.k[0][[r, i]] = self.k[STAGES][[r, i]];
+            }
+        }
+        let whole = self.opts.mode == BatchMode::WholeBatch;
+        let g = &mut self.groups[gi];
+        g.t = t_new;
+        g.fresh = true;
+        if matches!(self.opts.save, OdeSave::Steps) && whole {
+            self.out_t.push(t_new);
+            self.out_y.push(self.y.clone());
+        }
+        if self.direction * (g.t - self.t_bound) >= T::zero() {
+            g.done = true;
+            self.group_stats[g.id] = g.stats;
+            if matches!(self.opts.save, OdeSave::Final) {
+                let fin = self
+                    .final_y
+                    .get_or_insert_with(|| Array2::zeros((self.rows, dim)));
+                for r in start..start + len {
+                    fin.row_mut(self.orig[r]).assign(&self.y.row(r));
+                }
+            }
+        }
+    }
+
+    /// Drops finished groups, moving the rows of the others to the front (state `y`, FSAL
+    /// derivative `k[0]`, and the row map).
+    fn compact(&mut self) {
+        if !self.groups.iter().any(|g| g.done) {
+            return;
+        }
+        let mut dst = 0;
+        let mut kept = Vec::with_capacity(self.groups.len());
+        for mut g in std::mem::take(&mut self.groups) {
+            if g.done {
+                continue;
+            }
+            if g.start != dst {
+                for off in 0..g.len {
+                    let (from, to) = (g.start + off, dst + off);
+                    let (mut a, b) = self.y.multi_slice_mut((s![to, ..], s![from, ..]));
+                    a.assign(&b);
+                    let (mut a, b) = self.k[0].multi_slice_mut((s![to, ..], s![from, ..]));
+                    a.assign(&b);
+                    self.orig[to] = self.orig[from];
+                }
+                g.start = dst;
+            }
+            dst += g.len;
+            kept.push(g);
+        }
+        self.groups = kept;
+        self.active = dst;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Y,
+    Tmp,
+    YNew,
+}

@@ -1,0 +1,11 @@
+//! # itoflow
+//!
+//! Stochastic and ordinary differential equations in Rust, with a first-class adapter for
+//! score-based diffusion models.
+//!
+//! This facade re-exports the member crates:
+//!
+//! * [`sde`] — the general Itô SDE/ODE solver crate ([`itoflow_sde`]).
+#![warn(missing_docs)]
+
+pub use itoflow_sde as sde;
