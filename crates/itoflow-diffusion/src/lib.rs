@@ -1,0 +1,19 @@
+//! # itoflow-diffusion
+//!
+//! Score-based diffusion models on top of [`itoflow_sde`]: forward SDEs ([`forward`]), the
+//! score-model trait and parameterisation adapters ([`score`]), an analytic Gaussian mixture
+//! with exact density, score and divergence ([`gmm`]), the reverse-time SDE and the
+//! probability-flow ODE as core problems ([`reverse`]), samplers, and exact log-likelihoods
+//! through the probability-flow ODE.
+#![warn(missing_docs)]
+
+mod error;
+pub mod forward;
+pub mod gmm;
+pub mod reverse;
+pub mod score;
+
+pub use error::{DiffusionError, ScoreError};
+pub use forward::{Forward, ForwardSde};
+pub use gmm::GaussianMixture;
+pub use score::{Capabilities, Network, Parameterised, Prediction, ScoreModel, TimeInput};

@@ -1,0 +1,124 @@
+//! The reverse-time SDE and the probability-flow ODE of a forward SDE and a score model, as
+//! problems of the core crate, so that every core solver applies.
+//!
+//! Anderson (1982); Song et al. 2021, eqs. 6 and 13:
+//!
+//! ```text
+//!     reverse SDE:  dx = [f(t) x − g(t)² ∇ₓ log p_t(x)] dt + g(t) dW̄     (t from T down to ε)
+//!     PF-ODE:       dx/dt = f(t) x − ½ g(t)² ∇ₓ log p_t(x)
+//! ```
+//!
+//! Both are integrated with a *negative* time step from `T` to `ε`; the core solvers accept
+//! decreasing grids, and draw `dW̄` with variance `|dt|`.
+
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2, ArrayViewMut3, Axis, Zip};
+
+use crate::forward::ForwardSde;
+use crate::score::ScoreModel;
+use itoflow_sde::{NoiseKind, OdeSystem, ProblemError, Real, Sde};
+
+/// `out ← f(t) x − w g(t)² out` row by row, where `out` holds the score.
+fn drift_from_score<T: Real, S: ForwardSde + ?Sized>(
+    sde: &S,
+    weight: f64,
+    t: ArrayView1<'_, T>,
+    x: ArrayView2<'_, T>,
+    mut out: ArrayViewMut2<'_, T>,
+) {
+    for ((mut o, xr), &tr) in out.outer_iter_mut().zip(x.outer_iter()).zip(t.iter()) {
+        let tr = tr.f64();
+        let (f, g) = (T::c(sde.drift_coef(tr)), sde.diffusion(tr));
+        let w = T::c(weight * g * g);
+        Zip::from(&mut o)
+            .and(&xr)
+            .for_each(|o, &x| *o = f * x - w * *o);
+    }
+}
+
+/// The reverse-time SDE as an [`Sde`] with additive (state-independent, per-row) noise.
+///
+/// ```
+/// use itoflow_diffusion::forward::{Forward, Vp};
+/// use itoflow_diffusion::gmm::GaussianMixture;
+/// use itoflow_diffusion::reverse::ReverseSde;
+/// use itoflow_sde::{Sde, NoiseKind};
+/// let sde = Forward::Vp(Vp::default());
+/// let gmm = GaussianMixture::standard_normal(2, sde.clone());
+/// let rev = ReverseSde::new(&sde, &gmm);
+/// assert_eq!(Sde::<f64>::noise(&rev), NoiseKind::Additive);
+/// ```
+#[derive(Debug)]
+pub struct ReverseSde<'a, S: ?Sized, M: ?Sized> {
+    sde: &'a S,
+    model: &'a M,
+}
+
+impl<'a, S: ?Sized, M: ?Sized> ReverseSde<'a, S, M> {
+    /// The reverse SDE of `sde` with score `model`.
+    pub fn new(sde: &'a S, model: &'a M) -> Self {
+        Self { sde, model }
+    }
+}
+
+impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> Sde<T> for ReverseSde<'_, S, M> {
+    fn dim(&self) -> usize {
+        self.model.dim()
+    }
+    fn noise(&self) -> NoiseKind {
+        NoiseKind::Additive
+    }
+    fn drift(
+        &self,
+        t: ArrayView1<'_, T>,
+        x: ArrayView2<'_, T>,
+        mut f: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ProblemError> {
+        self.model.score(x, t, f.view_mut())?;
+        drift_from_score(self.sde, 1.0, t, x, f);
+        Ok(())
+    }
+    fn diffusion(
+        &self,
+        t: ArrayView1<'_, T>,
+        _x: ArrayView2<'_, T>,
+        mut g: ArrayViewMut3<'_, T>,
+    ) -> Result<(), ProblemError> {
+        let mut g = g.index_axis_mut(Axis(2), 0);
+        for (mut row, &tr) in g.outer_iter_mut().zip(t.iter()) {
+            row.fill(T::c(self.sde.diffusion(tr.f64())));
+        }
+        Ok(())
+    }
+}
+
+/// The probability-flow ODE as an [`OdeSystem`].
+#[derive(Debug)]
+pub struct ProbabilityFlow<'a, S: ?Sized, M: ?Sized> {
+    sde: &'a S,
+    model: &'a M,
+}
+
+impl<'a, S: ?Sized, M: ?Sized> ProbabilityFlow<'a, S, M> {
+    /// The PF-ODE of `sde` with score `model`.
+    pub fn new(sde: &'a S, model: &'a M) -> Self {
+        Self { sde, model }
+    }
+}
+
+impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> OdeSystem<T>
+    for ProbabilityFlow<'_, S, M>
+{
+    fn dim(&self) -> usize {
+        self.model.dim()
+    }
+    fn rhs(
+        &self,
+        t: ArrayView1<'_, T>,
+        x: ArrayView2<'_, T>,
+        mut dxdt: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ProblemError> {
+        self.model.score(x, t, dxdt.view_mut())?;
+        drift_from_score(self.sde, 0.5, t, x, dxdt);
+        Ok(())
+    }
+}

@@ -1,0 +1,572 @@
+//! The score-model trait and the adapters from the usual network parameterisations.
+//!
+//! A [`ScoreModel`] returns `∇ₓ log p_t(x)` for a batch `[B, d]` with one time per row.
+//! Networks are usually trained to predict something else; [`Parameterised`] turns the raw
+//! output `o` of a [`Network`] into a score. Every parameterisation is affine in `o` and `x`,
+//!
+//! ```text
+//!     input  x_in = c_in(t) · x,       score = a(t) · o(x_in, τ(t)) + b(t) · x,
+//! ```
+//!
+//! so a network's Jacobian products give the score's exactly: `J_score v = a c_in J_o v + b v`.
+//! With `s = s(t)`, `σ = σ(t)` of the forward SDE (Song et al. 2021; Ho et al. 2020; Salimans &
+//! Ho 2022; Karras et al. 2022):
+//!
+//! | prediction | o ≈ | c_in | a | b |
+//! |---|---|---|---|---|
+//! | `score` | ∇ log p_t | 1 | 1 | 0 |
+//! | `epsilon` | ε in x = s x₀ + σ ε | 1 | −1/σ | 0 |
+//! | `x0` | x₀ | 1 | s/σ² | −1/σ² |
+//! | `v` | v = s ε − σ x₀ | 1 | −s/(σ(s²+σ²)) | −1/(s²+σ²) |
+//! | `edm_denoiser` | D(x/s; σ̃) ≈ x₀ | 1/s | s/σ² | −1/σ² |
+//! | `edm_denoiser` with time input `edm_c_noise` (raw F_θ) | F | c_in^EDM(σ̃)/s | s c_out(σ̃)/σ² | (c_skip(σ̃) − 1)/σ² |
+//!
+//! where σ̃ = σ/s and c_skip, c_out, c_in^EDM use σ_data (EDM preconditioning). For discrete-time
+//! ε-models (time input `index`) on the VP SDE, σ is the discrete `√(1 − ᾱ_i)` at
+//! `i = ⌊t(N−1)/T⌋`, as score_sde's `get_score_fn` does.
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Zip};
+use num_complex::Complex64;
+
+use crate::forward::{Forward, ForwardSde};
+use crate::{DiffusionError, ScoreError};
+use itoflow_sde::Real;
+
+/// Which derivative products a model can compute natively.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `J v` with `J = ∂score/∂x`.
+    pub jvp: bool,
+    /// `vᵀ J`.
+    pub vjp: bool,
+    /// Evaluation at complex `x` (for complex-step differentiation).
+    pub complex: bool,
+}
+
+/// A batched score network: `∇ₓ log p_t(x)` for `x` `[B, d]` and one time per row.
+///
+/// Implementations must treat rows independently (a sample's score may not depend on the other
+/// rows of the batch), return [`ScoreError::NonFinite`] for rows with NaN/∞ outputs, and be
+/// callable from several threads.
+pub trait ScoreModel<T: Real>: Send + Sync {
+    /// Dimension `d` of one flattened sample.
+    fn dim(&self) -> usize;
+
+    /// Writes `∇ₓ log p_t(x)` for every row.
+    fn score(
+        &self,
+        x: ArrayView2<'_, T>,
+        t: ArrayView1<'_, T>,
+        out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError>;
+
+    /// Derivative products the model offers natively.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// `J v` per row, `J = ∂score/∂x` (only when `capabilities().jvp`).
+    fn score_jvp(
+        &self,
+        _x: ArrayView2<'_, T>,
+        _t: ArrayView1<'_, T>,
+        _v: ArrayView2<'_, T>,
+        _out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        Err(ScoreError::Unsupported {
+            what: "Jacobian–vector products",
+        })
+    }
+
+    /// `vᵀ J` per row (only when `capabilities().vjp`).
+    fn score_vjp(
+        &self,
+        _x: ArrayView2<'_, T>,
+        _t: ArrayView1<'_, T>,
+        _v: ArrayView2<'_, T>,
+        _out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        Err(ScoreError::Unsupported {
+            what: "vector–Jacobian products",
+        })
+    }
+
+    /// The score at complex `x` (only when `capabilities().complex`), for complex-step
+    /// differentiation: `Im score(x + i h v) / h = J v + O(h²)`.
+    fn score_complex(
+        &self,
+        _x: ArrayView2<'_, Complex64>,
+        _t: ArrayView1<'_, f64>,
+        _out: ArrayViewMut2<'_, Complex64>,
+    ) -> Result<(), ScoreError> {
+        Err(ScoreError::Unsupported {
+            what: "complex evaluation",
+        })
+    }
+
+    /// Largest batch the model wants per call (callers split larger batches), if any.
+    fn max_batch(&self) -> Option<usize> {
+        None
+    }
+
+    /// A one-line description for messages and reports.
+    fn describe(&self) -> String {
+        "score model".to_string()
+    }
+}
+
+impl<T: Real, M: ScoreModel<T> + ?Sized> ScoreModel<T> for &M {
+    fn dim(&self) -> usize {
+        (**self).dim()
+    }
+    fn score(
+        &self,
+        x: ArrayView2<'_, T>,
+        t: ArrayView1<'_, T>,
+        out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        (**self).score(x, t, out)
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    fn score_jvp(
+        &self,
+        x: ArrayView2<'_, T>,
+        t: ArrayView1<'_, T>,
+        v: ArrayView2<'_, T>,
+        out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        (**self).score_jvp(x, t, v, out)
+    }
+    fn score_vjp(
+        &self,
+        x: ArrayView2<'_, T>,
+        t: ArrayView1<'_, T>,
+        v: ArrayView2<'_, T>,
+        out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        (**self).score_vjp(x, t, v, out)
+    }
+    fn score_complex(
+        &self,
+        x: ArrayView2<'_, Complex64>,
+        t: ArrayView1<'_, f64>,
+        out: ArrayViewMut2<'_, Complex64>,
+    ) -> Result<(), ScoreError> {
+        (**self).score_complex(x, t, out)
+    }
+    fn max_batch(&self) -> Option<usize> {
+        (**self).max_batch()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
+/// What a network predicts (ONNX metadata `itoflow.prediction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Prediction {
+    /// The score itself.
+    Score,
+    /// The noise ε (DDPM).
+    Epsilon,
+    /// The clean sample x₀.
+    X0,
+    /// The velocity v = s ε − σ x₀ (Salimans & Ho 2022).
+    V,
+    /// The EDM denoiser D(x/s; σ̃).
+    EdmDenoiser,
+}
+
+impl Prediction {
+    /// Parses the metadata name (`score`, `epsilon`, `x0`, `v`, `edm_denoiser`).
+    pub fn parse(s: &str) -> Result<Self, DiffusionError> {
+        Ok(match s {
+            "score" => Prediction::Score,
+            "epsilon" | "eps" => Prediction::Epsilon,
+            "x0" | "sample" => Prediction::X0,
+            "v" | "v_prediction" => Prediction::V,
+            "edm_denoiser" | "edm" => Prediction::EdmDenoiser,
+            other => {
+                return Err(DiffusionError::invalid(
+                    "prediction",
+                    format!(
+                        "unknown parameterisation `{other}` (expected score, epsilon, x0, v or edm_denoiser)"
+                    ),
+                ));
+            }
+        })
+    }
+
+    /// The metadata name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Prediction::Score => "score",
+            Prediction::Epsilon => "epsilon",
+            Prediction::X0 => "x0",
+            Prediction::V => "v",
+            Prediction::EdmDenoiser => "edm_denoiser",
+        }
+    }
+}
+
+/// What a network receives as its time input (ONNX metadata `itoflow.time_input`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeInput {
+    /// The SDE time `t`.
+    T,
+    /// `t (N − 1) / T` (score_sde's discrete-time convention; DDPM timesteps).
+    Index,
+    /// The noise level σ̃(t) = σ(t)/s(t) (σ(t) for VE and EDM).
+    Sigma,
+    /// EDM's `c_noise = ¼ ln σ̃` (raw F_θ networks; preconditioning applied by the adapter).
+    EdmCNoise,
+}
+
+impl TimeInput {
+    /// Parses the metadata name (`t`, `index`, `sigma`, `edm_c_noise`).
+    pub fn parse(s: &str) -> Result<Self, DiffusionError> {
+        Ok(match s {
+            "t" | "continuous" => TimeInput::T,
+            "index" | "discrete" => TimeInput::Index,
+            "sigma" => TimeInput::Sigma,
+            "edm_c_noise" | "c_noise" => TimeInput::EdmCNoise,
+            other => {
+                return Err(DiffusionError::invalid(
+                    "time_input",
+                    format!(
+                        "unknown time convention `{other}` (expected t, index, sigma or edm_c_noise)"
+                    ),
+                ));
+            }
+        })
+    }
+
+    /// The metadata name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeInput::T => "t",
+            TimeInput::Index => "index",
+            TimeInput::Sigma => "sigma",
+            TimeInput::EdmCNoise => "edm_c_noise",
+        }
+    }
+}
+
+/// A raw network `o = net(x_in, τ)` for a batch, as trained (before conversion to a score).
+pub trait Network<T: Real>: Send + Sync {
+    /// Dimension of one flattened sample.
+    fn dim(&self) -> usize;
+
+    /// Writes the raw output for every row.
+    fn forward(
+        &self,
+        x: ArrayView2<'_, T>,
+        time: ArrayView1<'_, T>,
+        out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError>;
+
+    /// Whether [`Network::vjp`] is available.
+    fn has_vjp(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Network::jvp`] is available.
+    fn has_jvp(&self) -> bool {
+        false
+    }
+
+    /// `vᵀ ∂o/∂x_in` per row.
+    fn vjp(
+        &self,
+        _x: ArrayView2<'_, T>,
+        _time: ArrayView1<'_, T>,
+        _v: ArrayView2<'_, T>,
+        _out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        Err(ScoreError::Unsupported {
+            what: "vector–Jacobian products",
+        })
+    }
+
+    /// `∂o/∂x_in · v` per row.
+    fn jvp(
+        &self,
+        _x: ArrayView2<'_, T>,
+        _time: ArrayView1<'_, T>,
+        _v: ArrayView2<'_, T>,
+        _out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        Err(ScoreError::Unsupported {
+            what: "Jacobian–vector products",
+        })
+    }
+
+    /// Largest batch per call, if any.
+    fn max_batch(&self) -> Option<usize> {
+        None
+    }
+
+    /// A one-line description.
+    fn describe(&self) -> String {
+        "network".to_string()
+    }
+}
+
+/// The affine map of one row: `x_in = c_in x`, `score = a o + b x`, network time `time`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Affine {
+    /// Input scale.
+    pub c_in: f64,
+    /// Output coefficient.
+    pub a: f64,
+    /// Skip coefficient.
+    pub b: f64,
+    /// The network's time input.
+    pub time: f64,
+}
+
+/// A [`Network`] turned into a [`ScoreModel`] for a forward SDE (see the module documentation).
+///
+/// ```
+/// use itoflow_diffusion::forward::{Forward, ForwardSde, Vp};
+/// use itoflow_diffusion::score::{Parameterised, Prediction, TimeInput};
+/// let p = Parameterised::new((), Forward::Vp(Vp::default()), Prediction::Epsilon, TimeInput::T).unwrap();
+/// let c = p.affine(0.5);
+/// assert!((c.a + 1.0 / Vp::default().std(0.5)).abs() < 1e-12);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Parameterised<N> {
+    net: N,
+    sde: Forward,
+    prediction: Prediction,
+    time_input: TimeInput,
+    sigma_data: f64,
+}
+
+impl<N> Parameterised<N> {
+    /// Wraps `net`; checks that the combination makes sense (`index` needs a discrete VP-type
+    /// SDE for ε-models, `edm_c_noise` needs `edm_denoiser`).
+    pub fn new(
+        net: N,
+        sde: Forward,
+        prediction: Prediction,
+        time_input: TimeInput,
+    ) -> Result<Self, DiffusionError> {
+        if time_input == TimeInput::EdmCNoise && prediction != Prediction::EdmDenoiser {
+            return Err(DiffusionError::invalid(
+                "time_input",
+                "`edm_c_noise` is the time input of raw EDM networks and requires prediction `edm_denoiser`",
+            ));
+        }
+        let sigma_data = match &sde {
+            Forward::Edm(e) => e.sigma_data,
+            _ => 0.5,
+        };
+        Ok(Self {
+            net,
+            sde,
+            prediction,
+            time_input,
+            sigma_data,
+        })
+    }
+
+    /// Overrides σ_data used by the EDM preconditioning (default: the EDM SDE's, else 0.5).
+    pub fn with_sigma_data(mut self, sigma_data: f64) -> Self {
+        self.sigma_data = sigma_data;
+        self
+    }
+
+    /// The forward SDE.
+    pub fn sde(&self) -> &Forward {
+        &self.sde
+    }
+
+    /// The network.
+    pub fn network(&self) -> &N {
+        &self.net
+    }
+
+    /// The parameterisation.
+    pub fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    /// The time convention.
+    pub fn time_input(&self) -> TimeInput {
+        self.time_input
+    }
+
+    /// The per-row affine map at time `t`.
+    pub fn affine(&self, t: f64) -> Affine {
+        let sde = &self.sde;
+        let s = sde.mean_scale(t);
+        let sigma = sde.std(t);
+        let st = sigma / s;
+        let time = match self.time_input {
+            TimeInput::T => t,
+            TimeInput::Index => t * (sde.n() as f64 - 1.0) / sde.t_max(),
+            TimeInput::Sigma => st,
+            TimeInput::EdmCNoise => 0.25 * st.ln(),
+        };
+        let (c_in, a, b) = match self.prediction {
+            Prediction::Score => (1.0, 1.0, 0.0),
+            Prediction::Epsilon => {
+                let sig = match (&self.sde, self.time_input) {
+                    (Forward::Vp(vp), TimeInput::Index) => vp.discrete_std(t),
+                    _ => sigma,
+                };
+                (1.0, -1.0 / sig, 0.0)
+            }
+            Prediction::X0 => (1.0, s / (sigma * sigma), -1.0 / (sigma * sigma)),
+            Prediction::V => {
+                let n2 = s * s + sigma * sigma;
+                (1.0, -s / (sigma * n2), -1.0 / n2)
+            }
+            Prediction::EdmDenoiser => {
+                let s2 = sigma * sigma;
+                if self.time_input == TimeInput::EdmCNoise {
+                    let sd2 = self.sigma_data * self.sigma_data;
+                    let c_skip = sd2 / (st * st + sd2);
+                    let c_out = st * self.sigma_data / (st * st + sd2).sqrt();
+                    let c_in = 1.0 / (st * st + sd2).sqrt();
+                    (c_in / s, s * c_out / s2, (c_skip - 1.0) / s2)
+                } else {
+                    (1.0 / s, s / s2, -1.0 / s2)
+                }
+            }
+        };
+        Affine { c_in, a, b, time }
+    }
+}
+
+/// Per-row affine maps and the scaled input of a batch.
+fn prepare<T: Real, N>(
+    p: &Parameterised<N>,
+    x: ArrayView2<'_, T>,
+    t: ArrayView1<'_, T>,
+) -> (Vec<Affine>, Array2<T>, Array1<T>) {
+    let maps: Vec<Affine> = t.iter().map(|&ti| p.affine(ti.f64())).collect();
+    let mut x_in = x.to_owned();
+    for (mut row, m) in x_in.outer_iter_mut().zip(&maps) {
+        if m.c_in != 1.0 {
+            let c = T::c(m.c_in);
+            row.mapv_inplace(|v| v * c);
+        }
+    }
+    let time = maps.iter().map(|m| T::c(m.time)).collect();
+    (maps, x_in, time)
+}
+
+impl<T: Real, N: Network<T>> ScoreModel<T> for Parameterised<N> {
+    fn dim(&self) -> usize {
+        self.net.dim()
+    }
+
+    fn score(
+        &self,
+        x: ArrayView2<'_, T>,
+        t: ArrayView1<'_, T>,
+        mut out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        let (maps, x_in, time) = prepare(self, x, t);
+        self.net.forward(x_in.view(), time.view(), out.view_mut())?;
+        for (r, ((mut o, xr), m)) in out
+            .outer_iter_mut()
+            .zip(x.outer_iter())
+            .zip(&maps)
+            .enumerate()
+        {
+            let (a, b) = (T::c(m.a), T::c(m.b));
+            let mut finite = true;
+            Zip::from(&mut o).and(&xr).for_each(|o, &x| {
+                *o = a * *o + b * x;
+                finite &= o.is_finite();
+            });
+            if !finite {
+                return Err(ScoreError::NonFinite {
+                    row: r,
+                    t: t[r].f64(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            jvp: self.net.has_jvp(),
+            vjp: self.net.has_vjp(),
+            complex: false,
+        }
+    }
+
+    fn score_jvp(
+        &self,
+        x: ArrayView2<'_, T>,
+        t: ArrayView1<'_, T>,
+        v: ArrayView2<'_, T>,
+        mut out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        let (maps, x_in, time) = prepare(self, x, t);
+        self.net.jvp(x_in.view(), time.view(), v, out.view_mut())?;
+        combine(&maps, t, v, out)
+    }
+
+    fn score_vjp(
+        &self,
+        x: ArrayView2<'_, T>,
+        t: ArrayView1<'_, T>,
+        v: ArrayView2<'_, T>,
+        mut out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        let (maps, x_in, time) = prepare(self, x, t);
+        self.net.vjp(x_in.view(), time.view(), v, out.view_mut())?;
+        combine(&maps, t, v, out)
+    }
+
+    fn max_batch(&self) -> Option<usize> {
+        self.net.max_batch()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} ({} prediction, time input {}, {} SDE)",
+            self.net.describe(),
+            self.prediction.name(),
+            self.time_input.name(),
+            self.sde.name()
+        )
+    }
+}
+
+/// `out ← a c_in out + b v` per row (the chain rule through the affine map).
+fn combine<T: Real>(
+    maps: &[Affine],
+    t: ArrayView1<'_, T>,
+    v: ArrayView2<'_, T>,
+    mut out: ArrayViewMut2<'_, T>,
+) -> Result<(), ScoreError> {
+    for (r, ((mut o, vr), m)) in out
+        .outer_iter_mut()
+        .zip(v.outer_iter())
+        .zip(maps)
+        .enumerate()
+    {
+        let (ac, b) = (T::c(m.a * m.c_in), T::c(m.b));
+        let mut finite = true;
+        Zip::from(&mut o).and(&vr).for_each(|o, &v| {
+            *o = ac * *o + b * v;
+            finite &= o.is_finite();
+        });
+        if !finite {
+            return Err(ScoreError::NonFinite {
+                row: r,
+                t: t[r].f64(),
+            });
+        }
+    }
+    Ok(())
+}
