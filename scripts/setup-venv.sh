@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.itoflow-requirements
-want=$(cat scripts/requirements.txt python-export/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
+want=$( (cat scripts/requirements.txt; cat python-export/pyproject.toml 2>/dev/null || true) | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r scripts/requirements.txt
