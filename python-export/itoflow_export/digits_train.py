@@ -89,7 +89,7 @@ def train(config: dict, steps: int, batch: int = 256, lr: float = 1e-3, seed: in
 
 
 DEFAULT_CONFIG = {"arch": "mlp", "width": 256, "depth": 3, "temb": 128}
-DEFAULT_STEPS = 12000
+DEFAULT_STEPS = 6000
 
 
 def save_checkpoint(path, model, config, history, seconds, args: dict):

@@ -93,6 +93,9 @@ def export_module(module: torch.nn.Module, path, spec: ModelSpec, *, derivative:
     that ``repeats`` calls of the derivative graph at ``repeat_batch`` are bitwise identical.
     """
     log = log or (lambda *_: None)
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"expected a torch.nn.Module with forward(x, time), got "
+                        f"{type(module).__name__}; wrap functions in a Module")
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"the model file must end in .onnx, got {path}")

@@ -79,6 +79,7 @@ def derivative_fn(module, jvp: bool):
 def trace(fn, example_inputs, decompositions=None):
     """make_fx with only dim 0 (batch) of every input symbolic."""
     mode, fakes = _fake_batch_inputs(*example_inputs)
+    batch_syms = _batch_symbols(fakes)
     try:
         with mode:
             gm = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True,
@@ -89,7 +90,7 @@ def trace(fn, example_inputs, decompositions=None):
             "The network must be traceable by torch.fx.experimental.proxy_tensor.make_fx with a "
             "symbolic batch: no data-dependent Python control flow on tensor values, no .item(), "
             "no numpy calls on tensors inside forward().") from e
-    batch_specialised = _specialising_guards(mode.shape_env, fakes)
+    batch_specialised = _specialising_guards(mode.shape_env, batch_syms)
     if batch_specialised:
         raise ExportError(
             "the network fixes the batch size while tracing (shape guards: "
@@ -99,15 +100,19 @@ def trace(fn, example_inputs, decompositions=None):
     return gm
 
 
-def _specialising_guards(shape_env, fakes):
-    """Guards of the form batch == constant, i.e. the trace only holds for one batch size."""
-    import sympy
-
+def _batch_symbols(fakes):
     syms = set()
     for f in fakes:
         s = f.shape[0]
         if isinstance(s, torch.SymInt):
             syms |= set(s.node.expr.free_symbols)
+    return syms
+
+
+def _specialising_guards(shape_env, syms):
+    """Guards of the form batch == constant, i.e. the trace only holds for one batch size."""
+    import sympy
+
     bad = []
     for g in shape_env.guards:
         e = g.expr
