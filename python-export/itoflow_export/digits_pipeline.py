@@ -96,7 +96,7 @@ def sample_quality(model, train_raw, test_raw) -> tuple[dict, np.ndarray]:
     return res, samples
 
 
-def save_grid(samples: np.ndarray, path: Path, rows: int = 10, cols: int = 20):
+def save_grid(samples: np.ndarray, path: Path, rows: int = 10, cols: int = 20, scale: int = 4):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,6 +107,7 @@ def save_grid(samples: np.ndarray, path: Path, rows: int = 10, cols: int = 20):
     for k in range(n):
         r, c = divmod(k, cols)
         grid[1 + r * 9: 1 + r * 9 + 8, 1 + c * 9: 1 + c * 9 + 8] = samples[k].reshape(8, 8)
+    grid = np.kron(grid, np.ones((scale, scale)))
     plt.imsave(path, grid, cmap="gray_r", vmin=0, vmax=16)
 
 
