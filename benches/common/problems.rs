@@ -1,0 +1,195 @@
+//! The benchmark problems, shared by `benches/*.rs` and `examples/bench_peers.rs` (included
+//! with `#[path]`), so that the criterion numbers and the peer table measure the same code.
+//!
+//! Every problem implements the batched core traits directly (whole-array loops), as a user
+//! who cares about speed would; the per-row closure adapters (`SdeFn`, `OdeFn`) are benched
+//! separately to show their overhead.
+#![allow(dead_code)]
+
+use itoflow::sde::{NoiseKind, OdeSystem, ProblemError, Real, Sde};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, ArrayViewMut3, Axis, Zip};
+
+/// GBM drift μ.
+pub const GBM_MU: f64 = 0.05;
+/// GBM volatility σ.
+pub const GBM_SIGMA: f64 = 0.2;
+/// GBM paths.
+pub const GBM_PATHS: usize = 10_000;
+/// GBM steps on [0, 1].
+pub const GBM_STEPS: usize = 1000;
+
+/// OU dimension.
+pub const OU_DIM: usize = 64;
+/// OU mean reversion θ.
+pub const OU_THETA: f32 = 1.0;
+/// OU noise σ.
+pub const OU_SIGMA: f32 = 0.5;
+/// OU paths.
+pub const OU_PATHS: usize = 4096;
+/// OU steps on [0, 1].
+pub const OU_STEPS: usize = 1000;
+
+/// Van der Pol μ, span and tolerances.
+pub const VDP_MU: f64 = 1.0;
+pub const VDP_T1: f64 = 10.0;
+pub const VDP_RTOL: f64 = 1e-6;
+pub const VDP_ATOL: f64 = 1e-9;
+
+/// Linear 2-D systems: count, span, tolerances.
+pub const LIN_ROWS: usize = 10_000;
+pub const LIN_T1: f64 = 10.0;
+pub const LIN_RTOL: f64 = 1e-6;
+pub const LIN_ATOL: f64 = 1e-9;
+
+/// Geometric Brownian motion `dX = μX dt + σX dW` (diagonal noise), whole-array loops.
+#[derive(Clone, Copy, Debug)]
+pub struct Gbm {
+    pub mu: f64,
+    pub sigma: f64,
+}
+
+impl Default for Gbm {
+    fn default() -> Self {
+        Self {
+            mu: GBM_MU,
+            sigma: GBM_SIGMA,
+        }
+    }
+}
+
+impl Sde<f64> for Gbm {
+    fn dim(&self) -> usize {
+        1
+    }
+    fn noise(&self) -> NoiseKind {
+        NoiseKind::Diagonal
+    }
+    fn drift(
+        &self,
+        _t: ArrayView1<'_, f64>,
+        x: ArrayView2<'_, f64>,
+        mut f: ArrayViewMut2<'_, f64>,
+    ) -> Result<(), ProblemError> {
+        let mu = self.mu;
+        Zip::from(&mut f).and(&x).for_each(|f, &x| *f = mu * x);
+        Ok(())
+    }
+    fn diffusion(
+        &self,
+        _t: ArrayView1<'_, f64>,
+        x: ArrayView2<'_, f64>,
+        mut g: ArrayViewMut3<'_, f64>,
+    ) -> Result<(), ProblemError> {
+        let s = self.sigma;
+        let g = g.index_axis_mut(Axis(2), 0);
+        Zip::from(g).and(&x).for_each(|g, &x| *g = s * x);
+        Ok(())
+    }
+}
+
+/// The `d`-dimensional Ornstein–Uhlenbeck process `dX = −θX dt + σ dW` (additive noise).
+#[derive(Clone, Copy, Debug)]
+pub struct Ou<T> {
+    pub dim: usize,
+    pub theta: T,
+    pub sigma: T,
+}
+
+impl Default for Ou<f32> {
+    fn default() -> Self {
+        Self {
+            dim: OU_DIM,
+            theta: OU_THETA,
+            sigma: OU_SIGMA,
+        }
+    }
+}
+
+impl<T: Real> Sde<T> for Ou<T> {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn noise(&self) -> NoiseKind {
+        NoiseKind::Additive
+    }
+    fn drift(
+        &self,
+        _t: ArrayView1<'_, T>,
+        x: ArrayView2<'_, T>,
+        mut f: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ProblemError> {
+        let th = self.theta;
+        Zip::from(&mut f).and(&x).for_each(|f, &x| *f = -th * x);
+        Ok(())
+    }
+    fn diffusion(
+        &self,
+        _t: ArrayView1<'_, T>,
+        _x: ArrayView2<'_, T>,
+        mut g: ArrayViewMut3<'_, T>,
+    ) -> Result<(), ProblemError> {
+        g.fill(self.sigma);
+        Ok(())
+    }
+}
+
+/// Van der Pol `y0' = y1, y1' = μ(1 − y0²) y1 − y0`.
+#[derive(Clone, Copy, Debug)]
+pub struct VanDerPol {
+    pub mu: f64,
+}
+
+impl OdeSystem<f64> for VanDerPol {
+    fn dim(&self) -> usize {
+        2
+    }
+    fn rhs(
+        &self,
+        _t: ArrayView1<'_, f64>,
+        y: ArrayView2<'_, f64>,
+        mut dy: ArrayViewMut2<'_, f64>,
+    ) -> Result<(), ProblemError> {
+        let mu = self.mu;
+        Zip::from(dy.rows_mut())
+            .and(y.rows())
+            .for_each(|mut d, y| {
+                d[0] = y[1];
+                d[1] = mu * (1.0 - y[0] * y[0]) * y[1] - y[0];
+            });
+        Ok(())
+    }
+}
+
+/// The damped oscillator `y' = A y`, `A = [[0, 1], [−1, −0.2]]`, for every row.
+#[derive(Clone, Copy, Debug)]
+pub struct Linear2;
+
+impl OdeSystem<f64> for Linear2 {
+    fn dim(&self) -> usize {
+        2
+    }
+    fn rhs(
+        &self,
+        _t: ArrayView1<'_, f64>,
+        y: ArrayView2<'_, f64>,
+        mut dy: ArrayViewMut2<'_, f64>,
+    ) -> Result<(), ProblemError> {
+        Zip::from(dy.rows_mut())
+            .and(y.rows())
+            .for_each(|mut d, y| {
+                d[0] = y[1];
+                d[1] = -y[0] - 0.2 * y[1];
+            });
+        Ok(())
+    }
+}
+
+/// Initial states of the linear systems: row `i` starts at
+/// `(1 + i/n)·(cos 2πi/n, sin 2πi/n)` (the same formula in `run_peers.py`).
+pub fn linear_y0(n: usize) -> Array2<f64> {
+    Array2::from_shape_fn((n, 2), |(i, j)| {
+        let a = 2.0 * std::f64::consts::PI * i as f64 / n as f64;
+        let r = 1.0 + i as f64 / n as f64;
+        if j == 0 { r * a.cos() } else { r * a.sin() }
+    })
+}
