@@ -147,15 +147,13 @@ impl OdeSystem<f64> for VanDerPol {
         &self,
         _t: ArrayView1<'_, f64>,
         y: ArrayView2<'_, f64>,
-        mut dy: ArrayViewMut2<'_, f64>,
+        dy: ArrayViewMut2<'_, f64>,
     ) -> Result<(), ProblemError> {
         let mu = self.mu;
-        Zip::from(dy.rows_mut())
-            .and(y.rows())
-            .for_each(|mut d, y| {
-                d[0] = y[1];
-                d[1] = mu * (1.0 - y[0] * y[0]) * y[1] - y[0];
-            });
+        pairs(y, dy, |y, d| {
+            d[0] = y[1];
+            d[1] = mu * (1.0 - y[0] * y[0]) * y[1] - y[0];
+        });
         Ok(())
     }
 }
@@ -172,15 +170,32 @@ impl OdeSystem<f64> for Linear2 {
         &self,
         _t: ArrayView1<'_, f64>,
         y: ArrayView2<'_, f64>,
-        mut dy: ArrayViewMut2<'_, f64>,
+        dy: ArrayViewMut2<'_, f64>,
     ) -> Result<(), ProblemError> {
-        Zip::from(dy.rows_mut())
-            .and(y.rows())
-            .for_each(|mut d, y| {
-                d[0] = y[1];
-                d[1] = -y[0] - 0.2 * y[1];
-            });
+        pairs(y, dy, |y, d| {
+            d[0] = y[1];
+            d[1] = -y[0] - 0.2 * y[1];
+        });
         Ok(())
+    }
+}
+
+/// Applies `f(y_row, dy_row)` to every row of a 2-column batch, on contiguous slices when the
+/// arrays are standard-layout (the drivers' buffers are), else row by row.
+#[inline(always)]
+fn pairs(y: ArrayView2<'_, f64>, mut dy: ArrayViewMut2<'_, f64>, f: impl Fn(&[f64], &mut [f64])) {
+    if let (Some(ys), Some(ds)) = (y.as_slice(), dy.as_slice_mut()) {
+        for (y, d) in ys.chunks_exact(2).zip(ds.chunks_exact_mut(2)) {
+            f(y, d);
+        }
+    } else {
+        for (y, mut d) in y.rows().into_iter().zip(dy.rows_mut()) {
+            let yr = [y[0], y[1]];
+            let mut dr = [0.0; 2];
+            f(&yr, &mut dr);
+            d[0] = dr[0];
+            d[1] = dr[1];
+        }
     }
 }
 

@@ -221,7 +221,9 @@ def torch_cases():
                 return GBM["sigma"] * y
 
         class Ou(torch.nn.Module):
-            noise_type = "additive"
+            # Constant diagonal g: torchsde's "additive" type wants a dense [batch, d, m] g
+            # (a batched matmul per step), which would not be the same amount of work.
+            noise_type = "diagonal"
 
             def __init__(self, sde_type):
                 super().__init__()
@@ -335,6 +337,7 @@ def jax_cases():
             def run(y0):
                 sol = diffrax.diffeqsolve(terms, solver, 0.0, 1.0, 1.0 / steps, y0,
                                           saveat=diffrax.SaveAt(t1=True),
+                                          adjoint=diffrax.ForwardMode(),
                                           max_steps=steps + 1)
                 return sol.ys
 
