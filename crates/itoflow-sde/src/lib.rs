@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod brownian;
+pub mod catalog;
 pub mod control;
 mod error;
 mod grid;
