@@ -22,6 +22,7 @@ use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, s};
 
 use crate::control::{
     InitialStepInput, StepController, initial_step_finish, initial_step_trial, min_step,
+    rms_divisor,
 };
 use crate::grid::check_span;
 use crate::{OdeSystem, ProblemError, Real, SolveError};
@@ -854,7 +855,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             let v = e / scale;
             sum += v * v;
         }
-        sum.sqrt() / T::from_count(g.len * dim).sqrt()
+        sum.sqrt() / rms_divisor(g.len * dim)
     }
 
     fn non_finite(&self, gi: usize) -> SolveError {
