@@ -261,6 +261,8 @@ struct Group<T> {
     h: T,
     t_new: T,
     min_step: T,
+    /// Divisor of the RMS error norm, `(len·dim)^0.5` (see [`rms_divisor`]).
+    rms_div: T,
     /// Starting a new step (not retrying a rejected one).
     fresh: bool,
     rejected: bool,
@@ -517,6 +519,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                     h: T::zero(),
                     t_new: t0,
                     min_step: T::zero(),
+                    rms_div: rms_divisor(len * dim),
                     fresh: true,
                     rejected: false,
                     done: false,
@@ -855,7 +858,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             let v = e / scale;
             sum += v * v;
         }
-        sum.sqrt() / rms_divisor(g.len * dim)
+        sum.sqrt() / g.rms_div
     }
 
     fn non_finite(&self, gi: usize) -> SolveError {
@@ -974,6 +977,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         if !self.groups.iter().any(|g| g.done) {
             return;
         }
+        let dim = self.dim;
         let mut dst = 0;
         let mut kept = Vec::with_capacity(self.groups.len());
         for mut g in std::mem::take(&mut self.groups) {
@@ -981,14 +985,17 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 continue;
             }
             if g.start != dst {
-                for off in 0..g.len {
-                    let (from, to) = (g.start + off, dst + off);
-                    let (mut a, b) = self.y.multi_slice_mut((s![to, ..], s![from, ..]));
-                    a.assign(&b);
-                    let (mut a, b) = self.k[0].multi_slice_mut((s![to, ..], s![from, ..]));
-                    a.assign(&b);
-                    self.orig[to] = self.orig[from];
-                }
+                // Moving towards the front: `copy_within` handles the overlap.
+                let (from, to) = (g.start * dim..(g.start + g.len) * dim, dst * dim);
+                self.y
+                    .as_slice_mut()
+                    .expect("contiguous")
+                    .copy_within(from.clone(), to);
+                self.k[0]
+                    .as_slice_mut()
+                    .expect("contiguous")
+                    .copy_within(from, to);
+                self.orig.copy_within(g.start..g.start + g.len, dst);
                 g.start = dst;
             }
             dst += g.len;
