@@ -39,7 +39,7 @@
 mod common;
 
 use common::scipy_ref::{Case, Problem, fnv1a, load, rel_dev};
-use itoflow::sde::ode::{BatchMode, Dopri5, GroupStats, OdeSave, OdeSolution};
+use itoflow::sde::ode::{BatchMode, Dopri5, GroupStats, OdeSave};
 use itoflow::sde::{OdeFn, OdeSystem, SolveError};
 use ndarray::{Array2, Axis};
 
