@@ -373,6 +373,7 @@ impl<T: Real> Dopri5<T> {
 struct Run<'a, T: Real, P: ?Sized> {
     opts: &'a Dopri5<T>,
     sys: &'a P,
+    t0: T,
     t_bound: T,
     direction: T,
     rtol: T,
@@ -481,6 +482,12 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 ));
             }
             OdeSave::Times(ts) => {
+                if ts.is_empty() {
+                    return Err(SolveError::option(
+                        "t_eval",
+                        "no times given; use OdeSave::Final for the final state only",
+                    ));
+                }
                 let (lo, hi) = if t0 < t1 { (t0, t1) } else { (t1, t0) };
                 for (i, &t) in ts.iter().enumerate() {
                     if !(t >= lo && t <= hi) {
@@ -532,6 +539,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         Ok(Self {
             opts,
             sys,
+            t0,
             t_bound: t1,
             direction,
             rtol,
@@ -592,7 +600,8 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 ),
             };
             SolveError::Problem {
-                path: row.map(|r| self.orig[r]),
+                // A row outside the batch (a bug in user code) names no path.
+                path: row.filter(|&r| r < n).map(|r| self.orig[r]),
                 t,
                 step,
                 source,
@@ -615,7 +624,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         progress: &mut dyn FnMut(AdaptiveProgress<T>),
     ) -> Result<OdeSolution<T>, SolveError> {
         let (rows, dim) = (self.rows, self.dim);
-        let t0 = self.groups.first().map_or(self.t_bound, |g| g.t);
+        let t0 = self.t0;
         if matches!(self.opts.save, OdeSave::Steps) {
             self.out_t.push(t0);
             self.out_y.push(self.y.clone());
