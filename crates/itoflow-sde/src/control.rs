@@ -87,7 +87,8 @@ pub fn rms_scaled<T: Real>(x: impl Iterator<Item = T>, n: usize) -> T {
     s.sqrt() / rms_divisor(n)
 }
 
-/// Inputs of [`initial_step`] for one system (one group of rows).
+/// Inputs of [`initial_step_trial`] and [`initial_step_finish`] for one system (one group of
+/// rows).
 pub struct InitialStepInput<'a, T> {
     /// Initial state.
     pub y0: &'a [T],

@@ -230,13 +230,13 @@ impl<T: Real> SaveAt<T> {
                             ),
                         )
                     })?;
-                    if let Some(&last) = v.last() {
-                        if i <= last {
-                            return Err(SolveError::option(
-                                "save",
-                                "save times must be strictly monotone in the direction of integration",
-                            ));
-                        }
+                    if let Some(&last) = v.last()
+                        && i <= last
+                    {
+                        return Err(SolveError::option(
+                            "save",
+                            "save times must be strictly monotone in the direction of integration",
+                        ));
                     }
                     v.push(i);
                 }

@@ -401,6 +401,8 @@ struct Run<'a, T: Real, P: ?Sized> {
 }
 
 impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
+    // `!(x > 0)` and the like are deliberate: NaN options must fail the checks.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn new(
         opts: &'a Dopri5<T>,
         sys: &'a P,
@@ -760,14 +762,14 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                     path,
                 });
             }
-            if let Some(max) = self.opts.max_steps {
-                if g.stats.naccepted + g.stats.nrejected >= max {
-                    return Err(SolveError::MaxStepsExceeded {
-                        max_steps: max,
-                        t: g.t.f64(),
-                        path,
-                    });
-                }
+            if let Some(max) = self.opts.max_steps
+                && g.stats.naccepted + g.stats.nrejected >= max
+            {
+                return Err(SolveError::MaxStepsExceeded {
+                    max_steps: max,
+                    t: g.t.f64(),
+                    path,
+                });
             }
             let mut t_new = g.t + g.h_abs * self.direction;
             if self.direction * (t_new - self.t_bound) > T::zero() {
