@@ -210,6 +210,12 @@ impl<T: Real> SaveAt<T> {
                 v
             }
             SaveAt::Times(ts) => {
+                if ts.is_empty() {
+                    return Err(SolveError::option(
+                        "save",
+                        "SaveAt::Times with no times; use SaveAt::Final for the final state only",
+                    ));
+                }
                 let mut v = Vec::with_capacity(ts.len());
                 for &t in ts {
                     let i = grid.index_of(t).ok_or_else(|| {

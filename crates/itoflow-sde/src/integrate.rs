@@ -259,7 +259,7 @@ where
         };
         let ev = stepper
             .step(sde, t, dt, x.view_mut(), &noise_k, &mut ws)
-            .map_err(|e| SolveError::from_problem(e, t.f64(), k, |r| first + r))?;
+            .map_err(|e| SolveError::from_problem_in_batch(e, t.f64(), k, rows, |r| first + r))?;
         stats.evals += ev;
         stats.steps += 1;
         let t_next = grid.times()[k + 1];
@@ -350,7 +350,7 @@ where
         let (t, dt) = (grid.times()[k], grid.dt(k));
         let calls = stepper
             .step(sys, t, dt, y.view_mut(), &mut ws)
-            .map_err(|e| SolveError::from_problem(e, t.f64(), k, |r| r))?;
+            .map_err(|e| SolveError::from_problem_in_batch(e, t.f64(), k, rows, |r| r))?;
         stats.evals.drift += calls;
         stats.steps += 1;
         let t_next = grid.times()[k + 1];
