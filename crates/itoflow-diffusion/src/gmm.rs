@@ -34,7 +34,7 @@ use itoflow_sde::Real;
 use itoflow_sde::brownian::{RandomStream, tags};
 
 /// Tag of the random streams [`GaussianMixture::sample_data`] uses.
-pub const TAG_GMM_DATA: u64 = tags::USER + 0x6d6d;
+pub const TAG_GMM_DATA: u32 = tags::USER + 0x6d6d;
 
 /// One mixture component, diagonalised.
 #[derive(Clone, Debug)]

@@ -17,7 +17,8 @@
 
 use ndarray::{Array2, ArrayViewMut2};
 
-use super::stream::{RandomStream, tags};
+use super::philox::SOA_BLOCKS;
+use super::stream::{RandomStream, normals_across, tags};
 use crate::Real;
 
 /// Seeded Brownian motions for a whole family of paths.
@@ -76,7 +77,7 @@ impl BrownianPaths {
     }
 
     /// The stream of path `path` (absolute index) for `tag`.
-    pub fn stream(&self, path: u64, tag: u64) -> RandomStream {
+    pub fn stream(&self, path: u64, tag: u32) -> RandomStream {
         RandomStream::new(self.seed, path, tag)
     }
 
@@ -104,13 +105,12 @@ impl BrownianPaths {
     }
 }
 
-/// A tile of normal variates `[rows, cols]`, refilled as a solver advances: row `r` holds
-/// normals `start, …, start + cols − 1` of its stream.
+/// A tile of normal variates for a batch, stored step-major: entry `(q, r)` at `q·rows + r`
+/// holds normal `start + q` of row `r`'s stream, so that the normals of one step are contiguous
+/// across rows. Sixteen rows are drawn at once (one Philox block per row in SIMD lanes).
 #[derive(Debug, Clone)]
 pub(crate) struct NormalTile {
-    seed: u64,
-    first_path: u64,
-    tag: u64,
+    streams: Vec<RandomStream>,
     rows: usize,
     cols: usize,
     start: u64,
@@ -118,40 +118,49 @@ pub(crate) struct NormalTile {
     data: Vec<f64>,
 }
 
-/// Tiles are sized to stay near this many bytes (cache friendly) unless one step needs more.
-const TILE_BYTES: usize = 1 << 20;
-
 impl NormalTile {
-    pub(crate) fn new(seed: u64, first_path: u64, tag: u64, rows: usize, per_step: usize) -> Self {
-        let budget = (TILE_BYTES / 8 / rows.max(1)).max(4);
-        // At least one step's worth plus alignment slack, rounded up to whole blocks.
-        let cols = budget.max(per_step + 3).div_ceil(4) * 4;
+    pub(crate) fn new(seed: u64, first_path: u64, tag: u32, rows: usize, per_step: usize) -> Self {
         Self {
-            seed,
-            first_path,
-            tag,
+            streams: (0..rows)
+                .map(|r| RandomStream::new(seed, first_path + r as u64, tag))
+                .collect(),
             rows,
-            cols,
+            // One step's worth plus alignment slack, in whole blocks (two normals each).
+            cols: (per_step + 1).div_ceil(2) * 2,
             start: 0,
             filled: false,
             data: Vec::new(),
         }
     }
 
-    /// Makes normals `[start, start + len)` available and returns the offset of `start` in
-    /// each row.
+    /// Makes normals `[start, start + len)` available and returns the offset `q` of `start`.
     pub(crate) fn ensure(&mut self, start: u64, len: usize) -> usize {
         let end = start + len as u64;
         if !(self.filled && start >= self.start && end <= self.start + self.cols as u64) {
-            let aligned = start & !3;
+            let aligned = start & !1;
             let need = (end - aligned) as usize;
             if need > self.cols {
-                self.cols = need.div_ceil(4) * 4;
+                self.cols = need.div_ceil(2) * 2;
             }
-            self.data.resize(self.rows * self.cols, 0.0);
-            for r in 0..self.rows {
-                let s = RandomStream::new(self.seed, self.first_path + r as u64, self.tag);
-                s.fill_normals(aligned, &mut self.data[r * self.cols..(r + 1) * self.cols]);
+            let (rows, cols) = (self.rows, self.cols);
+            self.data.resize(rows * cols, 0.0);
+            let whole = rows / SOA_BLOCKS * SOA_BLOCKS;
+            let mut pair = [[0.0; SOA_BLOCKS]; 2];
+            for b in 0..cols / 2 {
+                let block = aligned / 2 + b as u64;
+                let (even, odd) = self.data[2 * b * rows..(2 * b + 2) * rows].split_at_mut(rows);
+                for r0 in (0..whole).step_by(SOA_BLOCKS) {
+                    let streams: &[RandomStream; SOA_BLOCKS] = self.streams[r0..r0 + SOA_BLOCKS]
+                        .try_into()
+                        .expect("sixteen rows");
+                    normals_across(streams, block, &mut pair);
+                    even[r0..r0 + SOA_BLOCKS].copy_from_slice(&pair[0]);
+                    odd[r0..r0 + SOA_BLOCKS].copy_from_slice(&pair[1]);
+                }
+                for r in whole..rows {
+                    even[r] = self.streams[r].normal(2 * block);
+                    odd[r] = self.streams[r].normal(2 * block + 1);
+                }
             }
             self.start = aligned;
             self.filled = true;
@@ -159,9 +168,10 @@ impl NormalTile {
         (start - self.start) as usize
     }
 
+    /// Normals number `start + q` of every row (a slice of length `rows`).
     #[inline(always)]
-    pub(crate) fn row(&self, r: usize) -> &[f64] {
-        &self.data[r * self.cols..(r + 1) * self.cols]
+    pub(crate) fn column(&self, q: usize) -> &[f64] {
+        &self.data[q * self.rows..(q + 1) * self.rows]
     }
 }
 
@@ -192,25 +202,34 @@ impl IncrementGenerator {
         }
     }
 
-    /// Writes `ΔW` of grid step `step` (of length `dt`) into `out` `[rows, m]`.
+    /// Writes `ΔW` of grid step `step` (of length `dt`, either sign) into `out` `[rows, m]`.
     pub fn fill<T: Real>(&mut self, step: usize, dt: T, mut out: ArrayViewMut2<'_, T>) {
         let (m, r) = (self.m, self.refine);
         let per_step = m * r;
         let off = self.tile.ensure((step * per_step) as u64, per_step);
-        let sq = (dt.f64() / r as f64).sqrt();
-        for (row, mut o) in out.outer_iter_mut().enumerate() {
-            let z = &self.tile.row(row)[off..off + per_step];
+        let sq = (dt.f64().abs() / r as f64).sqrt();
+        if r == 1 && m == 1 {
+            if let Some(o) = out.as_slice_mut() {
+                for (o, &z) in o.iter_mut().zip(self.tile.column(off)) {
+                    *o = T::c(sq * z);
+                }
+                return;
+            }
+        }
+        for j in 0..m {
+            let mut col = out.column_mut(j);
             if r == 1 {
-                for (o, &z) in o.iter_mut().zip(z) {
+                let z = self.tile.column(off + j);
+                for (o, &z) in col.iter_mut().zip(z) {
                     *o = T::c(sq * z);
                 }
             } else {
-                for j in 0..m {
+                for (row, o) in col.iter_mut().enumerate() {
                     let mut dw = 0.0;
                     for s in 0..r {
-                        dw += sq * z[s * m + j];
+                        dw += sq * self.tile.column(off + s * m + j)[row];
                     }
-                    o[j] = T::c(dw);
+                    *o = T::c(dw);
                 }
             }
         }
@@ -240,9 +259,9 @@ impl ExtraNormals {
             return;
         }
         let off = self.tile.ensure((step * self.count) as u64, self.count);
-        for (row, mut o) in out.outer_iter_mut().enumerate() {
-            let z = &self.tile.row(row)[off..off + self.count];
-            for (o, &z) in o.iter_mut().zip(z) {
+        for j in 0..self.count {
+            let z = self.tile.column(off + j);
+            for (o, &z) in out.column_mut(j).iter_mut().zip(z) {
                 *o = T::c(z);
             }
         }

@@ -19,7 +19,7 @@ const V: f64 = 4.928_673_233_99e-3;
 
 /// Layer edges `x[i]` (decreasing, `x[1] = R`, `x[256] = 0`; `x[0] = V / f(R)` is the width of
 /// the base strip's equivalent rectangle) and heights `f[i] = exp(−x[i]²/2)`.
-pub(crate) struct Tables {
+pub struct Tables {
     x: [f64; LAYERS + 1],
     f: [f64; LAYERS + 1],
 }
@@ -56,6 +56,14 @@ pub(crate) fn unit_f64(bits: u64) -> f64 {
 #[inline(always)]
 fn unit_f64_open0(bits: u64) -> f64 {
     ((bits >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// The fast path: the candidate `x` for `bits` and whether it is accepted without further words.
+#[inline(always)]
+pub(crate) fn fast(t: &Tables, bits: u64) -> (f64, bool) {
+    let i = (bits & 0xff) as usize;
+    let x = (2.0 * unit_f64(bits) - 1.0) * t.x[i];
+    (x, x.abs() < t.x[i + 1])
 }
 
 /// A standard normal variate from `bits`, drawing more words from `more` only on rejection.

@@ -8,7 +8,7 @@
 //! Kloeden & Platen, *Numerical Solution of Stochastic Differential Equations* (1992), §9.1
 //! and §10.2; Maruyama (1955).
 
-use ndarray::{Array1, Array2, Array3, ArrayViewMut2, Zip};
+use ndarray::{Array1, Array2, Array3, ArrayViewMut2, Axis, Zip};
 
 use super::{Evals, SdeStepper, StepNoise, add_noise, diffusion_shape, fill_times};
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde};
@@ -64,8 +64,21 @@ impl<T: Real> SdeStepper<T> for EulerMaruyama {
         fill_times(&mut ws.t, t);
         sde.drift(ws.t.view(), x.view(), ws.f.view_mut())?;
         sde.diffusion(ws.t.view(), x.view(), ws.g.view_mut())?;
-        Zip::from(&mut x).and(&ws.f).for_each(|x, &f| *x += f * dt);
-        add_noise(sde.noise(), ws.g.view(), noise.dw, T::one(), x);
+        match sde.noise() {
+            // One fused pass for the common case.
+            NoiseKind::Diagonal | NoiseKind::Additive => {
+                let g = ws.g.index_axis(Axis(2), 0);
+                Zip::from(&mut x)
+                    .and(&ws.f)
+                    .and(&g)
+                    .and(&noise.dw)
+                    .for_each(|x, &f, &g, &w| *x += f * dt + g * w);
+            }
+            kind => {
+                Zip::from(&mut x).and(&ws.f).for_each(|x, &f| *x += f * dt);
+                add_noise(kind, ws.g.view(), noise.dw, T::one(), x);
+            }
+        }
         Ok(Evals {
             drift: 1,
             diffusion: 1,
