@@ -57,7 +57,7 @@ use itoflow_sde::brownian::{RandomStream, tags};
 
 /// Tag of the random streams Hutchinson probes are drawn from: probe `k` of sample `i` is
 /// positions `k·d … (k+1)·d − 1` of `RandomStream::new(seed, i, TAG_PROBES)`.
-pub const TAG_PROBES: u64 = tags::USER + 0x4855;
+pub const TAG_PROBES: u32 = tags::USER + 0x4855;
 
 /// Default complex step `h` (absolute); see the module documentation.
 pub const COMPLEX_STEP: f64 = 1e-20;
@@ -75,11 +75,12 @@ pub fn default_fd_step<T: Real>() -> f64 {
 }
 
 /// Distribution of Hutchinson probe vectors (both have `E[v vᵀ] = I`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Probe {
     /// Standard normal entries.
     Gaussian,
     /// Independent ±1 entries (score_sde's default, the lower-variance choice).
+    #[default]
     Rademacher,
 }
 
@@ -130,7 +131,7 @@ impl Probe {
 
 /// How the divergence of the score is obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Divergence {
+pub enum TraceEstimator {
     /// The exact trace from `d` Jacobian products per evaluation (expensive for large `d`:
     /// prefer Hutchinson for images).
     #[default]
@@ -144,10 +145,10 @@ pub enum Divergence {
     },
 }
 
-impl Divergence {
+impl TraceEstimator {
     /// Hutchinson with `probes` Rademacher probes.
     pub fn rademacher(probes: usize) -> Self {
-        Divergence::Hutchinson {
+        TraceEstimator::Hutchinson {
             probe: Probe::Rademacher,
             probes,
         }
@@ -155,7 +156,7 @@ impl Divergence {
 
     /// Hutchinson with `probes` Gaussian probes.
     pub fn gaussian(probes: usize) -> Self {
-        Divergence::Hutchinson {
+        TraceEstimator::Hutchinson {
             probe: Probe::Gaussian,
             probes,
         }
@@ -164,14 +165,14 @@ impl Divergence {
     /// Number of divergence values per sample (1 for the exact trace, `K` for Hutchinson).
     pub fn estimates(&self) -> usize {
         match *self {
-            Divergence::Exact => 1,
-            Divergence::Hutchinson { probes, .. } => probes,
+            TraceEstimator::Exact => 1,
+            TraceEstimator::Hutchinson { probes, .. } => probes,
         }
     }
 
     /// Checks the probe count.
     pub fn validate(&self) -> Result<(), DiffusionError> {
-        if let Divergence::Hutchinson { probes: 0, .. } = self {
+        if let TraceEstimator::Hutchinson { probes: 0, .. } = self {
             return Err(DiffusionError::invalid(
                 "probes",
                 "Hutchinson needs at least one probe per sample (two for a standard error)",
@@ -183,9 +184,81 @@ impl Divergence {
     /// A short description (`exact trace`, `Hutchinson (16 rademacher probes)`).
     pub fn describe(&self) -> String {
         match self {
-            Divergence::Exact => "exact trace".into(),
-            Divergence::Hutchinson { probe, probes } => {
+            TraceEstimator::Exact => "exact trace".into(),
+            TraceEstimator::Hutchinson { probe, probes } => {
                 format!("Hutchinson ({probes} {} probes)", probe.name())
+            }
+        }
+    }
+}
+
+/// Probes per sample of a bare `hutchinson` ([`TraceEstimator::from_str`](std::str::FromStr)):
+/// one, as in score_sde's `likelihood.py`.
+pub const DEFAULT_PROBES: usize = 1;
+
+impl std::str::FromStr for TraceEstimator {
+    type Err = DiffusionError;
+
+    /// Parses `exact`, `hutchinson` ([`DEFAULT_PROBES`] Rademacher probe), `hutchinson:K`
+    /// (`K` Rademacher probes) and `hutchinson:K:gaussian` / `hutchinson:K:rademacher`.
+    ///
+    /// ```
+    /// use itoflow_diffusion::divergence::{Probe, TraceEstimator};
+    /// let t: TraceEstimator = "hutchinson:16".parse().unwrap();
+    /// assert_eq!(t, TraceEstimator::Hutchinson { probes: 16, probe: Probe::Rademacher });
+    /// let g: TraceEstimator = "hutchinson:4:gaussian".parse().unwrap();
+    /// assert_eq!(g, TraceEstimator::Hutchinson { probes: 4, probe: Probe::Gaussian });
+    /// assert_eq!("exact".parse::<TraceEstimator>().unwrap(), TraceEstimator::Exact);
+    /// assert_eq!(g.to_string().parse::<TraceEstimator>().unwrap(), g);
+    /// assert!("hutchinson:0".parse::<TraceEstimator>().is_err());
+    /// assert!("trace".parse::<TraceEstimator>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.trim().to_ascii_lowercase();
+        let mut parts = lower.split(':');
+        let head = parts.next().unwrap_or_default();
+        let bad = |why: String| DiffusionError::invalid("trace estimator", why);
+        let out = match head {
+            "exact" => {
+                if parts.next().is_some() {
+                    return Err(bad(format!("`exact` takes no arguments, got `{s}`")));
+                }
+                TraceEstimator::Exact
+            }
+            "hutchinson" => {
+                let probes = match parts.next() {
+                    None => DEFAULT_PROBES,
+                    Some(k) => k.parse::<usize>().map_err(|_| {
+                        bad(format!("`{k}` in `{s}` is not a probe count (hutchinson:K)"))
+                    })?,
+                };
+                let probe = match parts.next() {
+                    None => Probe::Rademacher,
+                    Some(p) => Probe::parse(p)?,
+                };
+                if let Some(extra) = parts.next() {
+                    return Err(bad(format!("unexpected `{extra}` in `{s}`")));
+                }
+                TraceEstimator::Hutchinson { probes, probe }
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown estimator `{s}` (expected exact, hutchinson or hutchinson:K[:gaussian|rademacher])"
+                )));
+            }
+        };
+        out.validate()?;
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for TraceEstimator {
+    /// The [`FromStr`](std::str::FromStr) form: `exact` or `hutchinson:K:probe`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TraceEstimator::Exact => f.write_str("exact"),
+            TraceEstimator::Hutchinson { probes, probe } => {
+                write!(f, "hutchinson:{probes}:{}", probe.name())
             }
         }
     }
@@ -207,7 +280,32 @@ pub enum ProductSource {
     FiniteDifference,
 }
 
+impl std::str::FromStr for ProductSource {
+    type Err = DiffusionError;
+    /// See [`ProductSource::parse`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ProductSource::parse(s)
+    }
+}
+
+impl std::fmt::Display for ProductSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl ProductSource {
+    /// Short name (`auto`, `jvp`, `vjp`, `complex-step`, `finite-difference`); parses back.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProductSource::Auto => "auto",
+            ProductSource::Jvp => "jvp",
+            ProductSource::Vjp => "vjp",
+            ProductSource::ComplexStep => "complex-step",
+            ProductSource::FiniteDifference => "finite-difference",
+        }
+    }
+
     /// Parses `auto`, `jvp`, `vjp`, `complex` (or `complex-step`) and `fd` (or
     /// `finite-difference`, `central`).
     pub fn parse(s: &str) -> Result<Self, DiffusionError> {
@@ -258,6 +356,16 @@ impl ProductMethod {
             ProductMethod::Vjp => "vjp",
             ProductMethod::ComplexStep { .. } => "complex-step",
             ProductMethod::CentralDifference { .. } => "central-difference",
+        }
+    }
+
+    /// The (resolved, never [`ProductSource::Auto`]) source this method belongs to.
+    pub fn source(&self) -> ProductSource {
+        match self {
+            ProductMethod::Jvp => ProductSource::Jvp,
+            ProductMethod::Vjp => ProductSource::Vjp,
+            ProductMethod::ComplexStep { .. } => ProductSource::ComplexStep,
+            ProductMethod::CentralDifference { .. } => ProductSource::FiniteDifference,
         }
     }
 

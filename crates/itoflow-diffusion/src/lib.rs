@@ -18,6 +18,6 @@ pub mod score;
 pub use error::{DiffusionError, ScoreError};
 pub use forward::{Forward, ForwardSde};
 pub use gmm::GaussianMixture;
-pub use divergence::{Divergence, Probe, ProductSource};
-pub use likelihood::{LikelihoodOptions, log_likelihood};
+pub use divergence::{TraceEstimator, Probe, ProductSource};
+pub use likelihood::{LikelihoodOptions, LikelihoodResult, log_likelihood};
 pub use score::{Capabilities, Network, Parameterised, Prediction, ScoreModel, TimeInput};

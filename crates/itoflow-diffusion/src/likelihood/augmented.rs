@@ -2,7 +2,7 @@
 
 use ndarray::{Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, s};
 
-use crate::divergence::{Divergence, DivergenceEstimator, draw_probes};
+use crate::divergence::{TraceEstimator, DivergenceEstimator, draw_probes};
 use crate::forward::ForwardSde;
 use crate::score::ScoreModel;
 use crate::DiffusionError;
@@ -18,8 +18,8 @@ use itoflow_sde::{OdeSystem, ProblemError, Real};
 ///     dΔ_k/dt = d·f(t) − ½ g(t)² D_k(x, t)
 /// ```
 ///
-/// where `D_1 = ∇·s` exactly (`K = 1`, [`Divergence::Exact`]) or `D_k = v_kᵀ (∂s/∂x) v_k` for
-/// the `K` probes `v_k` of the row's sample ([`Divergence::Hutchinson`]), drawn once per
+/// where `D_1 = ∇·s` exactly (`K = 1`, [`TraceEstimator::Exact`]) or `D_k = v_kᵀ (∂s/∂x) v_k` for
+/// the `K` probes `v_k` of the row's sample ([`TraceEstimator::Hutchinson`]), drawn once per
 /// sample and held fixed along the trajectory. Since `∇·f̃ = d·f(t) − ½ g(t)² ∇·s`, integrating
 /// from `ε` to `T` gives `log p_ε(x(ε)) = log p_T(x(T)) + Δ(T)` (see [`crate::likelihood`]).
 ///
@@ -34,7 +34,7 @@ use itoflow_sde::{OdeSystem, ProblemError, Real};
 /// decoding.
 ///
 /// ```
-/// use itoflow_diffusion::divergence::{Divergence, DivergenceEstimator, ProductSource};
+/// use itoflow_diffusion::divergence::{TraceEstimator, DivergenceEstimator, ProductSource};
 /// use itoflow_diffusion::forward::{Forward, Vp};
 /// use itoflow_diffusion::gmm::GaussianMixture;
 /// use itoflow_diffusion::likelihood::AugmentedFlow;
@@ -44,7 +44,7 @@ use itoflow_sde::{OdeSystem, ProblemError, Real};
 /// let sde = Forward::Vp(Vp::default());
 /// let gmm = GaussianMixture::standard_normal(2, sde.clone());
 /// let est = DivergenceEstimator::new(&gmm, ProductSource::Auto).unwrap();
-/// let flow = AugmentedFlow::new(&sde, est, Divergence::Exact, 1, 0, 0).unwrap();
+/// let flow = AugmentedFlow::new(&sde, est, TraceEstimator::Exact, 1, 0, 0).unwrap();
 /// let y = flow.initial_state(array![[0.5, -0.5]].view()).unwrap(); // [x, Δ = 0]
 /// let mut dy = Array2::zeros((1, 3));
 /// flow.rhs(array![0.5].view(), y.view(), dy.view_mut()).unwrap();
@@ -54,7 +54,7 @@ use itoflow_sde::{OdeSystem, ProblemError, Real};
 pub struct AugmentedFlow<'a, T, S: ?Sized, M: ?Sized> {
     sde: &'a S,
     est: DivergenceEstimator<'a, T, M>,
-    divergence: Option<Divergence>,
+    divergence: Option<TraceEstimator>,
     probes: Option<Array3<T>>,
     samples: usize,
     d: usize,
@@ -67,7 +67,7 @@ impl<'a, T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> AugmentedFl
     pub fn new(
         sde: &'a S,
         est: DivergenceEstimator<'a, T, M>,
-        divergence: Divergence,
+        divergence: TraceEstimator,
         samples: usize,
         seed: u64,
         first: u64,
@@ -75,8 +75,8 @@ impl<'a, T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> AugmentedFl
         divergence.validate()?;
         let d = est.dim();
         let probes = match divergence {
-            Divergence::Exact => None,
-            Divergence::Hutchinson { probe, probes } => {
+            TraceEstimator::Exact => None,
+            TraceEstimator::Hutchinson { probe, probes } => {
                 Some(draw_probes(probe, seed, first, samples, probes, d))
             }
         };
@@ -182,7 +182,7 @@ impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> OdeSystem<T>
         let mut div = Array2::zeros((n, k.max(1)));
         match (&self.divergence, &self.probes) {
             (None, _) => self.est.score(x.view(), t, score.view_mut()),
-            (Some(Divergence::Hutchinson { .. }), Some(p)) => self.est.hutchinson_indexed(
+            (Some(TraceEstimator::Hutchinson { .. }), Some(p)) => self.est.hutchinson_indexed(
                 x.view(),
                 t,
                 p.view(),

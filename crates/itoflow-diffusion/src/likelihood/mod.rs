@@ -11,213 +11,145 @@
 //! ```
 //!
 //! [`log_likelihood`] integrates `[x, Δ]` with `dΔ/dt = ∇·f̃` ([`AugmentedFlow`]) from `ε` to
-//! `T` with [`Dopri5`] (score_sde: `solve_ivp(method="RK45", rtol=atol=1e-5)`, `ε = 1e-5`), and
+//! `T` with [`Dopri5`](itoflow_sde::ode::Dopri5) (score_sde: `solve_ivp(method="RK45", rtol=atol=1e-5)`, `ε = 1e-5`), and
 //! replaces the unknown `p_T` by the prior: `log p = prior_logp(x(T)) + Δ(T)`. The divergence
 //! comes from [`crate::divergence`]: the exact trace, or Hutchinson–Skilling with `K` probes per
 //! sample, each probe giving its own `Δ_k` and hence its own estimate, whose spread gives the
 //! standard error.
 //!
-//! * **Per-row mode** (default, [`BatchMode::PerRow`]): every sample has its own step-size
+//! * **Per-row mode** (default, [`LikelihoodOptions::per_row`]): every sample has its own step-size
 //!   control, so its result is bitwise independent of the batch it is in (batch size, position,
 //!   shard), while each solver stage still makes one batched model call for all active samples.
-//! * **Whole-batch mode** ([`BatchMode::WholeBatch`]): one step size for the batch, as
+//! * **Whole-batch mode** (`per_row: false`): one step size for the batch, as
 //!   score_sde's flattened `solve_ivp` does; results then depend on the batch composition.
 //!
 //! The prior replaces `p_T` exactly only in the limit: the reported `log_p` carries the
 //! (usually tiny) error `log N(x(T); 0, σ_T² I) − log p_T(x(T))` besides the ODE error, and the
-//! parts are reported separately ([`SampleLikelihood::prior_logp`],
-//! [`SampleLikelihood::delta_logp`], [`LikelihoodOutput::latents`]).
+//! parts are reported separately ([`LikelihoodResult::prior_logp`],
+//! [`LikelihoodResult::delta_logp`], [`LikelihoodResult::latents`]).
+//!
+//! Hutchinson probes and dequantisation noise are addressed by `(seed, first_index + row)`
+//! (counter-based streams, tags [`TAG_PROBES`] and [`TAG_DEQUANTISATION`]), so in per-row mode
+//! the result for a sample depends only on the sample, its index and the seed.
 //!
 //! ```
 //! use itoflow_diffusion::forward::{Forward, Vp};
 //! use itoflow_diffusion::gmm::GaussianMixture;
 //! use itoflow_diffusion::likelihood::{log_likelihood, LikelihoodOptions};
+//! use itoflow_diffusion::ProductSource;
 //! use ndarray::array;
 //!
 //! let sde = Forward::Vp(Vp::default());
 //! let gmm = GaussianMixture::standard_normal(2, sde.clone());
 //! let x = array![[0.3, -1.2], [2.0, 0.5]];
-//! let out = log_likelihood(&sde, &gmm, x.view(), &LikelihoodOptions::new().rtol(1e-8).atol(1e-8))?;
-//! for (s, xr) in out.samples.iter().zip(x.outer_iter()) {
+//! let opts = LikelihoodOptions { rtol: 1e-8, atol: 1e-8, ..Default::default() };
+//! let out = log_likelihood(&sde, &gmm, x.view(), &opts, 0, 0, None)?;
+//! for (lp, xr) in out.logp.iter().zip(x.outer_iter()) {
 //!     // N(0, I) is stationary under the VP SDE: log p_ε = log N(x; 0, I).
 //!     let exact = -(2.0 * std::f64::consts::PI).ln() - 0.5 * xr.dot(&xr);
-//!     assert!((s.log_p - exact).abs() < 1e-6);
+//!     assert!((lp - exact).abs() < 1e-6);
 //! }
-//! assert_eq!(out.products.name(), "jvp");
+//! assert_eq!(out.product_source, ProductSource::Jvp);
 //! # Ok::<(), itoflow_diffusion::DiffusionError>(())
 //! ```
 
 mod augmented;
 mod data;
 
+pub use crate::divergence::{DEFAULT_PROBES, Probe, ProductMethod, ProductSource, TAG_PROBES, TraceEstimator};
 pub use augmented::AugmentedFlow;
 pub use data::{DataScaling, Dequantisation, TAG_DEQUANTISATION, bits_per_dim};
 
 use ndarray::{Array2, ArrayView2, s};
 
-use crate::divergence::{Divergence, DivergenceEstimator, ProductMethod, ProductSource};
-use crate::forward::ForwardSde;
-use crate::score::ScoreModel;
 use crate::DiffusionError;
+use crate::divergence::DivergenceEstimator;
+use crate::forward::{Forward, ForwardSde};
+use crate::score::ScoreModel;
 use itoflow_sde::ode::{AdaptiveProgress, BatchMode, Dopri5, OdeSave, OdeSolution};
 use itoflow_sde::{Real, SolveError};
 
-/// Options of [`log_likelihood`], [`encode`] and [`decode`] (builder style).
+/// Options of [`log_likelihood`], [`encode`], [`decode`] and [`transport`].
 ///
-/// Defaults: `ε` = the SDE's [`ForwardSde::likelihood_eps`] (1e-5), `rtol = atol = 1e-5`
-/// (score_sde), per-row step-size control, exact trace, products chosen automatically, seed 0,
-/// first sample index 0, no bits/dim offset.
+/// Construct with struct-update syntax from [`Default`]: `ε` = the SDE's
+/// [`ForwardSde::likelihood_eps`] (1e-5 for VP, sub-VP, VE), `rtol = atol = 1e-5` (score_sde),
+/// exact trace, per-row step-size control, continuous data (no bits/dim offset), no
+/// dequantisation, Jacobian products chosen automatically.
+///
+/// ```
+/// use itoflow_diffusion::likelihood::{DataScaling, LikelihoodOptions, TraceEstimator};
+/// let opts = LikelihoodOptions {
+///     trace: "hutchinson:8".parse()?,
+///     data: DataScaling::centered(256),
+///     dequantize: true,
+///     ..Default::default()
+/// };
+/// assert_eq!(opts.rtol, 1e-5);
+/// assert!(matches!(opts.trace, TraceEstimator::Hutchinson { probes: 8, .. }));
+/// # Ok::<(), itoflow_diffusion::DiffusionError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct LikelihoodOptions {
-    eps: Option<f64>,
-    rtol: f64,
-    atol: f64,
-    mode: BatchMode,
-    divergence: Divergence,
-    products: ProductSource,
-    seed: u64,
-    first_sample: u64,
-    max_rows_per_call: Option<usize>,
-    fd_rel_step: Option<f64>,
-    complex_step: Option<f64>,
-    data: Option<DataScaling>,
-    max_steps: Option<usize>,
+    /// Relative tolerance of the RK45 solver.
+    pub rtol: f64,
+    /// Absolute tolerance of the RK45 solver (the `x` and `Δlog p` columns alike).
+    pub atol: f64,
+    /// The smallest time `ε ∈ (0, T)`: the likelihood is that of `p_ε`. `None`: the SDE's
+    /// [`ForwardSde::likelihood_eps`].
+    pub eps: Option<f64>,
+    /// Exact trace or Hutchinson–Skilling.
+    pub trace: TraceEstimator,
+    /// Per-sample step-size control (`true`, default; results independent of the batch) or one
+    /// step size for the batch (`false`, score_sde's flattened `solve_ivp`).
+    pub per_row: bool,
+    /// The data convention, for the bits/dim offset and dequantisation.
+    pub data: DataScaling,
+    /// Replace each input value by a uniform draw from its quantisation bin before integrating
+    /// (needs `data.levels`; see [`DataScaling::dequantize_model`]).
+    pub dequantize: bool,
+    /// Where Jacobian products come from (default [`ProductSource::Auto`]: JVP, VJP, complex
+    /// step, central differences, the first the model supports).
+    pub products: ProductSource,
+    /// Caps the rows of one model call (on top of the model's own `max_batch`).
+    pub max_rows_per_call: Option<usize>,
+    /// Relative central-difference step (default `ε^{1/3}` of the float type).
+    pub fd_rel_step: Option<f64>,
+    /// Complex step `h` (default 1e-20).
+    pub complex_step: Option<f64>,
+    /// Fails when a sample (or, with `per_row: false`, the batch) takes more step attempts.
+    pub max_steps: Option<usize>,
 }
 
 impl Default for LikelihoodOptions {
     fn default() -> Self {
-        Self::new()
+        Self {
+            rtol: 1e-5,
+            atol: 1e-5,
+            eps: None,
+            trace: TraceEstimator::Exact,
+            per_row: true,
+            data: DataScaling::default(),
+            dequantize: false,
+            products: ProductSource::Auto,
+            max_rows_per_call: None,
+            fd_rel_step: None,
+            complex_step: None,
+            max_steps: None,
+        }
     }
 }
 
 impl LikelihoodOptions {
-    /// The defaults (see the type documentation).
-    pub fn new() -> Self {
-        Self {
-            eps: None,
-            rtol: 1e-5,
-            atol: 1e-5,
-            mode: BatchMode::PerRow,
-            divergence: Divergence::Exact,
-            products: ProductSource::Auto,
-            seed: 0,
-            first_sample: 0,
-            max_rows_per_call: None,
-            fd_rel_step: None,
-            complex_step: None,
-            data: None,
-            max_steps: None,
-        }
-    }
-
-    /// The smallest time `ε ∈ (0, T)`: the likelihood is that of `p_ε`.
-    pub fn eps(mut self, eps: f64) -> Self {
-        self.eps = Some(eps);
-        self
-    }
-
-    /// Relative tolerance of the ODE solver.
-    pub fn rtol(mut self, rtol: f64) -> Self {
-        self.rtol = rtol;
-        self
-    }
-
-    /// Absolute tolerance of the ODE solver (for `x` and the log-density columns alike).
-    pub fn atol(mut self, atol: f64) -> Self {
-        self.atol = atol;
-        self
-    }
-
-    /// Per-row (default) or whole-batch step-size control.
-    pub fn mode(mut self, mode: BatchMode) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// Exact trace (default) or Hutchinson.
-    pub fn divergence(mut self, divergence: Divergence) -> Self {
-        self.divergence = divergence;
-        self
-    }
-
-    /// Where Jacobian products come from (default: automatic).
-    pub fn products(mut self, products: ProductSource) -> Self {
-        self.products = products;
-        self
-    }
-
-    /// Seed of the Hutchinson probes.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
-
-    /// Global index of the first row of the batch (for shards: row `r` is sample
-    /// `first + r`, which addresses its probes and appears in errors).
-    pub fn first_sample(mut self, first: u64) -> Self {
-        self.first_sample = first;
-        self
-    }
-
-    /// Caps the rows of one model call (on top of the model's own `max_batch`).
-    pub fn max_rows_per_call(mut self, rows: usize) -> Self {
-        self.max_rows_per_call = Some(rows);
-        self
-    }
-
-    /// Relative step of central differences (default `ε^{1/3}` of the float type).
-    pub fn fd_rel_step(mut self, rel: f64) -> Self {
-        self.fd_rel_step = Some(rel);
-        self
-    }
-
-    /// Complex step `h` (default 1e-20).
-    pub fn complex_step(mut self, h: f64) -> Self {
-        self.complex_step = Some(h);
-        self
-    }
-
-    /// The discrete-data convention, for bits/dim with the dequantisation offset.
-    pub fn data(mut self, data: DataScaling) -> Self {
-        self.data = Some(data);
-        self
-    }
-
-    /// Fails when a sample (or the batch, in whole-batch mode) makes more step attempts.
-    pub fn max_steps(mut self, n: usize) -> Self {
-        self.max_steps = Some(n);
-        self
-    }
-
-    /// The configured `ε` (`None`: the SDE's default).
-    pub fn get_eps(&self) -> Option<f64> {
-        self.eps
-    }
-
-    /// The divergence method.
-    pub fn get_divergence(&self) -> Divergence {
-        self.divergence
-    }
-
-    /// The data convention, if any.
-    pub fn get_data(&self) -> Option<DataScaling> {
-        self.data
-    }
-
-    /// `(rtol, atol)`.
-    pub fn tolerances(&self) -> (f64, f64) {
-        (self.rtol, self.atol)
-    }
-
     /// Checks the options against an SDE; returns `ε`.
-    fn validate<S: ForwardSde + ?Sized>(&self, sde: &S) -> Result<f64, DiffusionError> {
+    pub fn validate<S: ForwardSde + ?Sized>(&self, sde: &S) -> Result<f64, DiffusionError> {
         let t_max = sde.t_max();
         let eps = self.eps.unwrap_or_else(|| sde.likelihood_eps());
         if !(eps > 0.0 && eps < t_max) {
-            return Err(DiffusionError::invalid(
-                "eps",
-                format!("the integration starts at eps, which must lie in (0, T) = (0, {t_max}); got {eps}"),
-            ));
+            return Err(DiffusionError::TimeOutOfRange {
+                t: eps,
+                lo: 0.0,
+                hi: t_max,
+            });
         }
         for (name, v) in [("rtol", self.rtol), ("atol", self.atol)] {
             if !(v >= 0.0 && v.is_finite()) {
@@ -233,7 +165,14 @@ impl LikelihoodOptions {
                 "rtol and atol cannot both be zero",
             ));
         }
-        self.divergence.validate()?;
+        self.trace.validate()?;
+        self.data.validate()?;
+        if self.dequantize && self.data.levels.is_none() {
+            return Err(DiffusionError::invalid(
+                "dequantize",
+                "dequantisation needs the number of discrete levels (data.levels)",
+            ));
+        }
         if self.max_rows_per_call == Some(0) {
             return Err(DiffusionError::invalid(
                 "max_rows_per_call",
@@ -264,10 +203,15 @@ impl LikelihoodOptions {
     }
 
     fn solver<T: Real>(&self) -> Dopri5<T> {
+        let mode = if self.per_row {
+            BatchMode::PerRow
+        } else {
+            BatchMode::WholeBatch
+        };
         let mut s = Dopri5::new()
             .rtol(T::c(self.rtol))
             .atol(T::c(self.atol))
-            .mode(self.mode)
+            .mode(mode)
             .save(OdeSave::Final);
         if let Some(n) = self.max_steps {
             s = s.max_steps(n);
@@ -291,7 +235,7 @@ pub struct LikelihoodProgress {
     /// End of the integration.
     pub t_end: f64,
     /// Batched right-hand-side evaluations so far.
-    pub ode_calls: usize,
+    pub nfe: usize,
     /// Model calls so far (score and product calls, chunks counted).
     pub model_calls: usize,
 }
@@ -304,81 +248,58 @@ impl LikelihoodProgress {
     }
 }
 
-/// The likelihood of one sample.
+/// The result of [`log_likelihood`]; vectors have one entry per input row.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SampleLikelihood {
-    /// Global sample index (`first_sample + row`).
-    pub index: u64,
-    /// `log p_ε(x)` in nats: `prior_logp + delta_logp`.
-    pub log_p: f64,
-    /// Bits per dimension, `−log_p/(d ln 2)` plus the data offset
-    /// ([`DataScaling::offset_bits`], 0 when no data convention is set).
-    pub bits_per_dim: f64,
+pub struct LikelihoodResult {
+    /// `log p_ε(x)` in nats: `prior_logp + delta_logp` (of the dequantised `x` with
+    /// `dequantize`).
+    pub logp: Vec<f64>,
+    /// Bits per dimension: `−logp/(d ln 2) + bpd_offset` ([`DataScaling::bits_per_dim`]).
+    pub bpd: Vec<f64>,
     /// `log N(x(T); 0, σ_T² I)`, the prior at the encoded latent.
-    pub prior_logp: f64,
-    /// `Δ = ∫_ε^T ∇·f̃ dt` (the mean over probes for Hutchinson).
-    pub delta_logp: f64,
-    /// Hutchinson: the `K` per-probe values `Δ_k` (empty for the exact trace).
-    pub delta_logp_probes: Vec<f64>,
-    /// Hutchinson with `K ≥ 2`: the standard error of `log_p`, `sd(Δ_k)/√K`.
-    pub std_error: Option<f64>,
-    /// Right-hand-side evaluations this sample took part in (SciPy's `nfev`; in whole-batch
-    /// mode the batch's).
-    pub nfev: usize,
-    /// Accepted steps (the batch's in whole-batch mode).
-    pub steps: usize,
-    /// Rejected step attempts (the batch's in whole-batch mode).
-    pub rejected: usize,
-}
-
-/// The result of [`log_likelihood`].
-#[derive(Clone, Debug)]
-pub struct LikelihoodOutput<T> {
-    /// One entry per input row.
-    pub samples: Vec<SampleLikelihood>,
+    pub prior_logp: Vec<f64>,
+    /// `Δlog p = ∫_ε^T ∇·f̃ dt` (the mean over probes for Hutchinson).
+    pub delta_logp: Vec<f64>,
+    /// Hutchinson with `K ≥ 2` probes: the standard error of `logp`, `sd_k(Δ_k)/√K` (sample
+    /// standard deviation over the sample's `K` probes). `None` for the exact trace and `K = 1`.
+    pub std_err: Option<Vec<f64>>,
+    /// Batched right-hand-side evaluations (solver stages; SciPy's `nfev` of the whole solve).
+    pub nfe: usize,
+    /// Model rows evaluated (score rows plus product rows; central differences count two
+    /// rows per product).
+    pub row_evals: u64,
+    /// The Jacobian products used (resolved, never [`ProductSource::Auto`]).
+    pub product_source: ProductSource,
+    /// The products with their step (complex step `h`, central-difference relative step).
+    pub product_method: ProductMethod,
+    /// The trace estimator used.
+    pub trace: TraceEstimator,
+    /// Global sample index of every row (`first_index + row`).
+    pub index: Vec<u64>,
+    /// Hutchinson: per-probe `Δ_k`, `[samples, K]`.
+    pub delta_logp_probes: Option<Array2<f64>>,
+    /// Right-hand-side evaluations each sample took part in (whole-batch mode: the batch's).
+    pub nfev: Vec<usize>,
     /// The encoded latents `x(T)`, `[samples, d]`.
-    pub latents: Array2<T>,
-    /// The divergence method.
-    pub divergence: Divergence,
-    /// The Jacobian products used.
-    pub products: ProductMethod,
+    pub latents: Array2<f64>,
     /// The start time ε.
     pub eps: f64,
     /// The end time T.
     pub t_end: f64,
-    /// The bits/dim offset that was added (0 without a data convention).
+    /// The bits/dim offset that was added ([`DataScaling::offset_bits`]).
     pub bpd_offset: f64,
-    /// Batched right-hand-side evaluations (solver stages).
-    pub ode_calls: usize,
-    /// Model calls (score and products; chunks split by `max_batch` counted separately).
+    /// Model calls (chunks split by `max_batch` counted separately).
     pub model_calls: usize,
-    /// Model rows evaluated, summed over calls.
-    pub model_rows: usize,
 }
 
-impl<T> LikelihoodOutput<T> {
-    /// `log p` of every sample (nats).
-    pub fn log_p(&self) -> Vec<f64> {
-        self.samples.iter().map(|s| s.log_p).collect()
-    }
-
-    /// Bits/dim of every sample.
-    pub fn bits_per_dim(&self) -> Vec<f64> {
-        self.samples.iter().map(|s| s.bits_per_dim).collect()
-    }
-
+impl LikelihoodResult {
     /// Mean bits/dim over the batch (NaN for an empty batch).
-    pub fn mean_bits_per_dim(&self) -> f64 {
-        self.samples.iter().map(|s| s.bits_per_dim).sum::<f64>() / self.samples.len() as f64
-    }
-
-    /// Mean right-hand-side evaluations per sample.
-    pub fn mean_nfev(&self) -> f64 {
-        self.samples.iter().map(|s| s.nfev as f64).sum::<f64>() / self.samples.len() as f64
+    pub fn mean_bpd(&self) -> f64 {
+        self.bpd.iter().sum::<f64>() / self.bpd.len() as f64
     }
 }
 
-/// The result of [`encode`] or [`decode`].
+/// The result of [`encode`], [`decode`] or [`transport`].
 #[derive(Clone, Debug)]
 pub struct FlowOutput<T> {
     /// The states at the end of the integration, `[samples, d]`.
@@ -388,183 +309,197 @@ pub struct FlowOutput<T> {
     /// Right-hand-side evaluations per sample.
     pub nfev: Vec<usize>,
     /// Batched right-hand-side evaluations.
-    pub ode_calls: usize,
+    pub nfe: usize,
     /// Model calls.
     pub model_calls: usize,
 }
 
-/// `log p_ε(x)` of every row of `x` (see the module documentation).
-pub fn log_likelihood<T, S, M>(
-    sde: &S,
+/// `log p_ε(x)` of every row of `x` by the augmented PF-ODE (see the module documentation).
+///
+/// * `forward`, `model`: the forward SDE and the score model of the diffusion model.
+/// * `x`: `[samples, d]` in model space (`d = model.dim()`).
+/// * `seed`, `first_index`: row `r` is sample `first_index + r`; its Hutchinson probes and its
+///   dequantisation noise are addressed by `(seed, first_index + r)`. Errors name samples by
+///   this global index.
+/// * `progress`: called after every round of solver stages.
+///
+/// Errors: shape mismatch or non-finite data ([`DiffusionError::Shape`],
+/// [`DiffusionError::Invalid`] naming the sample); `ε` outside `(0, T)`
+/// ([`DiffusionError::TimeOutOfRange`]); a non-finite score or product
+/// ([`DiffusionError::NonFiniteScore`] with the sample and `t`); model failures
+/// ([`DiffusionError::Score`]); solver failures ([`DiffusionError::Solve`]).
+pub fn log_likelihood<T: Real, M: ScoreModel<T> + ?Sized>(
+    forward: &Forward,
     model: &M,
     x: ArrayView2<'_, T>,
-    opts: &LikelihoodOptions,
-) -> Result<LikelihoodOutput<T>, DiffusionError>
-where
-    T: Real,
-    S: ForwardSde + ?Sized,
-    M: ScoreModel<T> + ?Sized,
-{
-    log_likelihood_with(sde, model, x, opts, &mut |_| {})
-}
-
-/// [`log_likelihood`] with a progress callback.
-pub fn log_likelihood_with<T, S, M>(
-    sde: &S,
-    model: &M,
-    x: ArrayView2<'_, T>,
-    opts: &LikelihoodOptions,
-    progress: &mut dyn FnMut(&LikelihoodProgress),
-) -> Result<LikelihoodOutput<T>, DiffusionError>
-where
-    T: Real,
-    S: ForwardSde + ?Sized,
-    M: ScoreModel<T> + ?Sized,
-{
-    let eps = opts.validate(sde)?;
+    options: &LikelihoodOptions,
+    seed: u64,
+    first_index: u64,
+    progress: Option<&mut dyn FnMut(LikelihoodProgress)>,
+) -> Result<LikelihoodResult, DiffusionError> {
+    let eps = options.validate(forward)?;
     let d = model.dim();
-    check_data(x, d, opts.first_sample)?;
-    let t_end = sde.t_max();
+    check_data(x, d, first_index)?;
+    let dequantized;
+    let x = if options.dequantize {
+        dequantized = options.data.dequantize_model(x, seed, first_index)?;
+        dequantized.view()
+    } else {
+        x
+    };
+    let t_end = forward.t_max();
     let n = x.nrows();
-    let est = opts.estimator(model)?;
-    let products = est.method();
-    let flow = AugmentedFlow::new(
-        sde,
-        est,
-        opts.divergence,
-        n,
-        opts.seed,
-        opts.first_sample,
-    )?;
+    let est = options.estimator(model)?;
+    let product_method = est.method();
+    let flow = AugmentedFlow::new(forward, est, options.trace, n, seed, first_index)?;
     let y0 = flow.initial_state(x)?;
-    let sol = run(opts, &flow, eps, t_end, y0.view(), n, progress)?;
+    let mut noop = |_: LikelihoodProgress| {};
+    let progress = progress.unwrap_or(&mut noop);
+    let sol = run(options, &flow, eps, t_end, y0.view(), n, first_index, progress)?;
     let y = sol.last();
     let k = flow.estimates();
-    let bpd_offset = opts.data.map_or(0.0, |s| s.offset_bits());
-    let mut samples = Vec::with_capacity(n);
-    let mut z = vec![0.0; d];
-    for r in 0..n {
-        let row = y.row(r);
-        for (zi, yi) in z.iter_mut().zip(row.iter()) {
-            *zi = yi.f64();
-        }
-        let prior_logp = sde.prior_logp(ndarray::ArrayView1::from(&z));
-        let deltas: Vec<f64> = (0..k).map(|c| row[d + c].f64()).collect();
-        let (delta, probes, se) = match opts.divergence {
-            Divergence::Exact => (deltas[0], Vec::new(), None),
-            Divergence::Hutchinson { .. } => {
-                let kf = k as f64;
-                let mean = deltas.iter().sum::<f64>() / kf;
-                let se = (k >= 2).then(|| {
-                    let var =
-                        deltas.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (kf - 1.0);
-                    (var / kf).sqrt()
-                });
-                (mean, deltas, se)
-            }
-        };
-        let g = group_stats(&sol, r);
-        let log_p = prior_logp + delta;
-        samples.push(SampleLikelihood {
-            index: opts.first_sample + r as u64,
-            log_p,
-            bits_per_dim: bits_per_dim(log_p, d) + bpd_offset,
-            prior_logp,
-            delta_logp: delta,
-            delta_logp_probes: probes,
-            std_error: se,
-            nfev: g.nfev,
-            steps: g.naccepted,
-            rejected: g.nrejected,
-        });
-    }
-    Ok(LikelihoodOutput {
-        samples,
-        latents: y.slice(s![.., ..d]).to_owned(),
-        divergence: opts.divergence,
-        products,
+    let bpd_offset = options.data.offset_bits();
+    let mut res = LikelihoodResult {
+        logp: Vec::with_capacity(n),
+        bpd: Vec::with_capacity(n),
+        prior_logp: Vec::with_capacity(n),
+        delta_logp: Vec::with_capacity(n),
+        std_err: None,
+        nfe: sol.stats.calls,
+        row_evals: flow.estimator().model_rows() as u64,
+        product_source: product_method.source(),
+        product_method,
+        trace: options.trace,
+        index: (0..n as u64).map(|r| first_index + r).collect(),
+        delta_logp_probes: None,
+        nfev: (0..n).map(|r| group_stats(&sol, r).nfev).collect(),
+        latents: y.slice(s![.., ..d]).mapv(|v| v.f64()),
         eps,
         t_end,
         bpd_offset,
-        ode_calls: sol.stats.calls,
         model_calls: flow.estimator().model_calls(),
-        model_rows: flow.estimator().model_rows(),
-    })
+    };
+    let hutchinson = matches!(options.trace, TraceEstimator::Hutchinson { .. });
+    let mut probes = hutchinson.then(|| Array2::zeros((n, k)));
+    let mut std_err = (hutchinson && k >= 2).then(|| Vec::with_capacity(n));
+    for r in 0..n {
+        let prior = forward.prior_logp(res.latents.row(r));
+        let deltas: Vec<f64> = (0..k).map(|c| y[[r, d + c]].f64()).collect();
+        let kf = k as f64;
+        let delta = deltas.iter().sum::<f64>() / kf;
+        if let Some(p) = probes.as_mut() {
+            p.row_mut(r).assign(&ndarray::ArrayView1::from(&deltas));
+        }
+        if let Some(se) = std_err.as_mut() {
+            let var = deltas.iter().map(|v| (v - delta).powi(2)).sum::<f64>() / (kf - 1.0);
+            se.push((var / kf).sqrt());
+        }
+        let logp = prior + delta;
+        res.logp.push(logp);
+        res.bpd.push(bits_per_dim(logp, d) + bpd_offset);
+        res.prior_logp.push(prior);
+        res.delta_logp.push(delta);
+    }
+    res.delta_logp_probes = probes;
+    res.std_err = std_err;
+    Ok(res)
 }
 
 /// Integrates the PF-ODE from `ε` to `T` (data → latents), without the log-density.
-pub fn encode<T, S, M>(
-    sde: &S,
+///
+/// ```
+/// use itoflow_diffusion::forward::{Forward, Ve};
+/// use itoflow_diffusion::gmm::GaussianMixture;
+/// use itoflow_diffusion::likelihood::{decode, encode, LikelihoodOptions};
+/// use ndarray::array;
+///
+/// let sde = Forward::Ve(Ve::default());
+/// let gmm = GaussianMixture::random(2, 2, 1.0, 0.5, 3, sde.clone())?;
+/// let x = array![[0.3, -0.2], [1.0, 0.4]];
+/// let opts = LikelihoodOptions { rtol: 1e-9, atol: 1e-9, ..Default::default() };
+/// let z = encode(&sde, &gmm, x.view(), &opts)?;
+/// let back = decode(&sde, &gmm, z.x.view(), &opts)?;
+/// assert!((&back.x - &x).iter().all(|e| e.abs() < 1e-6));
+/// # Ok::<(), itoflow_diffusion::DiffusionError>(())
+/// ```
+pub fn encode<T: Real, M: ScoreModel<T> + ?Sized>(
+    forward: &Forward,
     model: &M,
     x: ArrayView2<'_, T>,
-    opts: &LikelihoodOptions,
-) -> Result<FlowOutput<T>, DiffusionError>
-where
-    T: Real,
-    S: ForwardSde + ?Sized,
-    M: ScoreModel<T> + ?Sized,
-{
-    let eps = opts.validate(sde)?;
-    flow(sde, model, x, opts, eps, sde.t_max(), &mut |_| {})
+    options: &LikelihoodOptions,
+) -> Result<FlowOutput<T>, DiffusionError> {
+    let eps = options.validate(forward)?;
+    flow(forward, model, x, options, eps, forward.t_max(), None)
 }
 
 /// Integrates the PF-ODE from `T` down to `ε` (latents → data): the inverse of [`encode`] up
 /// to the solver tolerances.
-pub fn decode<T, S, M>(
-    sde: &S,
+pub fn decode<T: Real, M: ScoreModel<T> + ?Sized>(
+    forward: &Forward,
     model: &M,
     z: ArrayView2<'_, T>,
-    opts: &LikelihoodOptions,
-) -> Result<FlowOutput<T>, DiffusionError>
-where
-    T: Real,
-    S: ForwardSde + ?Sized,
-    M: ScoreModel<T> + ?Sized,
-{
-    decode_with(sde, model, z, opts, &mut |_| {})
+    options: &LikelihoodOptions,
+) -> Result<FlowOutput<T>, DiffusionError> {
+    let eps = options.validate(forward)?;
+    flow(forward, model, z, options, forward.t_max(), eps, None)
 }
 
-/// [`decode`] with a progress callback.
-pub fn decode_with<T, S, M>(
-    sde: &S,
-    model: &M,
-    z: ArrayView2<'_, T>,
-    opts: &LikelihoodOptions,
-    progress: &mut dyn FnMut(&LikelihoodProgress),
-) -> Result<FlowOutput<T>, DiffusionError>
-where
-    T: Real,
-    S: ForwardSde + ?Sized,
-    M: ScoreModel<T> + ?Sized,
-{
-    let eps = opts.validate(sde)?;
-    flow(sde, model, z, opts, sde.t_max(), eps, progress)
-}
-
-fn flow<T, S, M>(
-    sde: &S,
+/// Integrates the PF-ODE from `t0` to `t1` (either direction), both in `[ε, T]`.
+///
+/// Fails with [`DiffusionError::TimeOutOfRange`] for a time outside `[ε, T]`.
+pub fn transport<T: Real, M: ScoreModel<T> + ?Sized>(
+    forward: &Forward,
     model: &M,
     x: ArrayView2<'_, T>,
-    opts: &LikelihoodOptions,
     t0: f64,
     t1: f64,
-    progress: &mut dyn FnMut(&LikelihoodProgress),
-) -> Result<FlowOutput<T>, DiffusionError>
-where
-    T: Real,
-    S: ForwardSde + ?Sized,
-    M: ScoreModel<T> + ?Sized,
-{
-    check_data(x, model.dim(), opts.first_sample)?;
-    let est = opts.estimator(model)?;
-    let system = AugmentedFlow::without_divergence(sde, est);
+    options: &LikelihoodOptions,
+    progress: Option<&mut dyn FnMut(LikelihoodProgress)>,
+) -> Result<FlowOutput<T>, DiffusionError> {
+    let eps = options.validate(forward)?;
+    let t_max = forward.t_max();
+    for t in [t0, t1] {
+        if !(t >= eps && t <= t_max) {
+            return Err(DiffusionError::TimeOutOfRange {
+                t,
+                lo: eps,
+                hi: t_max,
+            });
+        }
+    }
+    flow(forward, model, x, options, t0, t1, progress)
+}
+
+fn flow<T: Real, M: ScoreModel<T> + ?Sized>(
+    forward: &Forward,
+    model: &M,
+    x: ArrayView2<'_, T>,
+    options: &LikelihoodOptions,
+    t0: f64,
+    t1: f64,
+    progress: Option<&mut dyn FnMut(LikelihoodProgress)>,
+) -> Result<FlowOutput<T>, DiffusionError> {
+    check_data(x, model.dim(), 0)?;
     let n = x.nrows();
-    let sol = run(opts, &system, t0, t1, x, n, progress)?;
+    if t0 == t1 {
+        return Ok(FlowOutput {
+            x: x.to_owned(),
+            t_end: t1,
+            nfev: vec![0; n],
+            nfe: 0,
+            model_calls: 0,
+        });
+    }
+    let est = options.estimator(model)?;
+    let system = AugmentedFlow::without_divergence(forward, est);
+    let mut noop = |_: LikelihoodProgress| {};
+    let progress = progress.unwrap_or(&mut noop);
+    let sol = run(options, &system, t0, t1, x, n, 0, progress)?;
     Ok(FlowOutput {
         x: sol.last().to_owned(),
         t_end: t1,
         nfev: (0..n).map(|r| group_stats(&sol, r).nfev).collect(),
-        ode_calls: sol.stats.calls,
+        nfe: sol.stats.calls,
         model_calls: system.estimator().model_calls(),
     })
 }
@@ -595,26 +530,27 @@ fn check_data<T: Real>(x: ArrayView2<'_, T>, d: usize, first: u64) -> Result<(),
 
 fn group_stats<T>(sol: &OdeSolution<T>, r: usize) -> itoflow_sde::ode::GroupStats {
     let g = &sol.stats.groups;
-    if g.len() == 1 { g[0] } else { g.get(r).copied().unwrap_or_default() }
+    if g.len() == 1 {
+        g[0]
+    } else {
+        g.get(r).copied().unwrap_or_default()
+    }
 }
 
 /// Runs Dopri5 on `system`, reporting progress and turning errors into [`DiffusionError`]s
 /// with global sample indices.
-fn run<T, S, M>(
-    opts: &LikelihoodOptions,
-    system: &AugmentedFlow<'_, T, S, M>,
+#[allow(clippy::too_many_arguments)]
+fn run<T: Real, M: ScoreModel<T> + ?Sized>(
+    options: &LikelihoodOptions,
+    system: &AugmentedFlow<'_, T, Forward, M>,
     t0: f64,
     t1: f64,
     y0: ArrayView2<'_, T>,
     n: usize,
-    progress: &mut dyn FnMut(&LikelihoodProgress),
-) -> Result<OdeSolution<T>, DiffusionError>
-where
-    T: Real,
-    S: ForwardSde + ?Sized,
-    M: ScoreModel<T> + ?Sized,
-{
-    let per_row = opts.mode == BatchMode::PerRow;
+    first: u64,
+    progress: &mut dyn FnMut(LikelihoodProgress),
+) -> Result<OdeSolution<T>, DiffusionError> {
+    let per_row = options.per_row;
     let mut report = |p: AdaptiveProgress<T>| {
         let finished = if per_row {
             p.groups - p.active_groups
@@ -623,19 +559,20 @@ where
         } else {
             0
         };
-        progress(&LikelihoodProgress {
+        progress(LikelihoodProgress {
             samples: n,
             finished,
             t: p.t_min.f64(),
             t_start: t0,
             t_end: t1,
-            ode_calls: p.calls,
+            nfe: p.calls,
             model_calls: system.estimator().model_calls(),
         });
     };
-    opts.solver::<T>()
+    options
+        .solver::<T>()
         .solve_with(system, T::c(t0), T::c(t1), y0, &mut report)
-        .map_err(|e: SolveError| with_offset(DiffusionError::from(e), opts.first_sample))
+        .map_err(|e: SolveError| with_offset(DiffusionError::from(e), first))
 }
 
 /// Adds the global offset of the batch to the sample index an error carries.
