@@ -31,15 +31,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
 
-    let run = |trace: TraceEstimator| -> Result<(LikelihoodResult, f64), Box<dyn std::error::Error>> {
-        let opts = LikelihoodOptions {
-            trace,
-            ..base.clone()
+    let run =
+        |trace: TraceEstimator| -> Result<(LikelihoodResult, f64), Box<dyn std::error::Error>> {
+            let opts = LikelihoodOptions {
+                trace,
+                ..base.clone()
+            };
+            let start = Instant::now();
+            let r = log_likelihood(&sde, &gmm, x.view(), &opts, 42, 0, None)?;
+            Ok((r, start.elapsed().as_secs_f64()))
         };
-        let start = Instant::now();
-        let r = log_likelihood(&sde, &gmm, x.view(), &opts, 42, 0, None)?;
-        Ok((r, start.elapsed().as_secs_f64()))
-    };
     let (exact, t_exact) = run(TraceEstimator::Exact)?;
     let (hutch, t_hutch) = run(TraceEstimator::Hutchinson {
         probes: k,

@@ -9,5 +9,5 @@
 //! * [`diffusion`] — score-based diffusion models on top of it ([`itoflow_diffusion`]).
 #![warn(missing_docs)]
 
-pub use itoflow_sde as sde;
 pub use itoflow_diffusion as diffusion;
+pub use itoflow_sde as sde;

@@ -5,7 +5,9 @@
 //! closed form; "1e-3 nats" is the acceptance threshold of the task, the measured errors are
 //! around 1e-6 or below.
 
-use itoflow::diffusion::divergence::{exact_divergence, draw_probes, DivergenceEstimator};
+#![allow(clippy::needless_range_loop)] // parallel arrays indexed by sample
+
+use itoflow::diffusion::divergence::{DivergenceEstimator, draw_probes, exact_divergence};
 use itoflow::diffusion::forward::{Forward, SubVp, Ve, Vp};
 use itoflow::diffusion::gmm::GaussianMixture;
 use itoflow::diffusion::likelihood::{
@@ -102,7 +104,10 @@ fn hutchinson_within_three_standard_errors() {
         for r in 0..3 {
             let z = (est.logp[r] - exact.logp[r]) / se[r];
             eprintln!("{probe:?} {r} z={z} se={}", se[r]);
-            assert!(se[r] > 0.0 && z.abs() < 3.0, "{probe:?} sample {r}: z = {z}");
+            assert!(
+                se[r] > 0.0 && z.abs() < 3.0,
+                "{probe:?} sample {r}: z = {z}"
+            );
             let mean = per_probe.row(r).mean().unwrap();
             assert!((mean - est.delta_logp[r]).abs() < 1e-12);
         }
@@ -153,7 +158,9 @@ fn encode_decode_round_trip() {
         assert!(err <= 1e-5, "{}: round trip error {err:e}", sde_name(&sde));
         // The latents agree with the likelihood's.
         let lik = log_likelihood(&sde, &gmm, x.view(), &opts, 0, 0, None).unwrap();
-        let dz = (&lik.latents - &z.x).iter().fold(0.0f64, |m, e| m.max(e.abs()));
+        let dz = (&lik.latents - &z.x)
+            .iter()
+            .fold(0.0f64, |m, e| m.max(e.abs()));
         assert!(dz < 1e-5, "latents differ by {dz:e}");
     }
 }
@@ -182,13 +189,22 @@ fn product_sources_agree() {
         // Hutchinson with the same probes from complex step vs JVP.
         let probes = draw_probes::<f64>(Probe::Gaussian, 3, 0, 5, 4, 8);
         let mut out = Vec::new();
-        for src in [ProductSource::Jvp, ProductSource::ComplexStep, ProductSource::FiniteDifference]
-        {
+        for src in [
+            ProductSource::Jvp,
+            ProductSource::ComplexStep,
+            ProductSource::FiniteDifference,
+        ] {
             let est = DivergenceEstimator::new(&gmm, src).unwrap();
             let mut score = Array2::zeros((5, 8));
             let mut h = Array2::zeros((5, 4));
-            est.hutchinson(x.view(), t.view(), probes.view(), score.view_mut(), h.view_mut())
-                .unwrap();
+            est.hutchinson(
+                x.view(),
+                t.view(),
+                probes.view(),
+                score.view_mut(),
+                h.view_mut(),
+            )
+            .unwrap();
             out.push(h);
         }
         for (a, tol) in [(&out[1], 1e-10), (&out[2], 1e-5)] {
@@ -202,8 +218,10 @@ fn product_sources_agree() {
     let gmm = GaussianMixture::random(4, 2, 1.0, 0.5, 2, sde.clone()).unwrap();
     let x = gmm.sample_data(3, 4, 0);
     let base = log_likelihood(&sde, &gmm, x.view(), &tight(), 0, 0, None).unwrap();
-    for (src, tol) in [(ProductSource::ComplexStep, 1e-8), (ProductSource::FiniteDifference, 1e-5)]
-    {
+    for (src, tol) in [
+        (ProductSource::ComplexStep, 1e-8),
+        (ProductSource::FiniteDifference, 1e-5),
+    ] {
         let o = LikelihoodOptions {
             products: src,
             ..tight()
@@ -211,7 +229,12 @@ fn product_sources_agree() {
         let r = log_likelihood(&sde, &gmm, x.view(), &o, 0, 0, None).unwrap();
         assert_eq!(r.product_source, src);
         for i in 0..3 {
-            assert!((r.logp[i] - base.logp[i]).abs() < tol, "{src:?}: {} vs {}", r.logp[i], base.logp[i]);
+            assert!(
+                (r.logp[i] - base.logp[i]).abs() < tol,
+                "{src:?}: {} vs {}",
+                r.logp[i],
+                base.logp[i]
+            );
         }
     }
 }
@@ -227,14 +250,24 @@ fn bpd_offset_by_hand() {
     for (data, offset) in [
         (DataScaling::centered(256), 7.0),
         (DataScaling::unit(256), 8.0),
-        (DataScaling { range: (0.0, 4.0), levels: Some(16) }, 2.0),
+        (
+            DataScaling {
+                range: (0.0, 4.0),
+                levels: Some(16),
+            },
+            2.0,
+        ),
         (DataScaling::default(), 0.0),
     ] {
         let o = LikelihoodOptions { data, ..tight() };
         let r = log_likelihood(&sde, &gmm, x.view(), &o, 0, 0, None).unwrap();
         assert!((r.logp[0] + (2.0 * std::f64::consts::PI).ln()).abs() < 1e-9);
         assert_eq!(r.bpd_offset, offset);
-        assert!((r.bpd[0] - (base + offset)).abs() < 1e-9, "{data:?}: {}", r.bpd[0]);
+        assert!(
+            (r.bpd[0] - (base + offset)).abs() < 1e-9,
+            "{data:?}: {}",
+            r.bpd[0]
+        );
     }
 }
 
@@ -246,7 +279,10 @@ fn dequantisation_is_per_sample() {
     let gmm = GaussianMixture::standard_normal(3, sde.clone());
     let data = DataScaling::centered(17);
     let mid = |r: f64| -1.0 + 2.0 * (r + 0.5) / 17.0;
-    let x = array![[mid(0.0), mid(8.0), mid(16.0)], [mid(3.0), mid(3.0), mid(12.0)]];
+    let x = array![
+        [mid(0.0), mid(8.0), mid(16.0)],
+        [mid(3.0), mid(3.0), mid(12.0)]
+    ];
     let y = data.dequantize_model(x.view(), 4, 10).unwrap();
     for (a, b) in x.iter().zip(y.iter()) {
         assert!((a - b).abs() <= 1.0 / 17.0 + 1e-12);
@@ -254,7 +290,11 @@ fn dequantisation_is_per_sample() {
     }
     let y1 = data.dequantize_model(x.slice(s![1..2, ..]), 4, 11).unwrap();
     assert_eq!(y1.row(0), y.row(1));
-    let o = LikelihoodOptions { data, dequantize: true, ..tight() };
+    let o = LikelihoodOptions {
+        data,
+        dequantize: true,
+        ..tight()
+    };
     let r = log_likelihood(&sde, &gmm, x.view(), &o, 4, 10, None).unwrap();
     for i in 0..2 {
         let exact = -1.5 * (2.0 * std::f64::consts::PI).ln() - 0.5 * y.row(i).dot(&y.row(i));
@@ -296,7 +336,10 @@ fn errors_are_typed() {
     // Non-finite score: names the global sample index and a time in [0.5, 1].
     let bad = Poisoned(gmm.clone());
     for per_row in [true, false] {
-        let o = LikelihoodOptions { per_row, ..opts.clone() };
+        let o = LikelihoodOptions {
+            per_row,
+            ..opts.clone()
+        };
         match log_likelihood(&sde, &bad, x.view(), &o, 0, 10, None) {
             Err(DiffusionError::NonFiniteScore { sample, t }) => {
                 assert_eq!(sample, 11);
@@ -310,7 +353,10 @@ fn errors_are_typed() {
 
     // ε outside (0, T); transport times outside [ε, T].
     for eps in [0.0, -1.0, 1.0, 2.0, f64::NAN] {
-        let o = LikelihoodOptions { eps: Some(eps), ..opts.clone() };
+        let o = LikelihoodOptions {
+            eps: Some(eps),
+            ..opts.clone()
+        };
         assert!(matches!(
             log_likelihood(&sde, &gmm, x.view(), &o, 0, 0, None),
             Err(DiffusionError::TimeOutOfRange { .. })
@@ -336,21 +382,53 @@ fn errors_are_typed() {
     let e = log_likelihood(&sde, &gmm, nan.view(), &opts, 0, 40, None).unwrap_err();
     assert!(e.to_string().contains("sample 41"), "{e}");
     // Dequantisation needs levels; data outside the range.
-    let o = LikelihoodOptions { dequantize: true, ..opts.clone() };
+    let o = LikelihoodOptions {
+        dequantize: true,
+        ..opts.clone()
+    };
     assert!(log_likelihood(&sde, &gmm, x.view(), &o, 0, 0, None).is_err());
-    let o = LikelihoodOptions { dequantize: true, data: DataScaling::centered(4), ..opts.clone() };
+    let o = LikelihoodOptions {
+        dequantize: true,
+        data: DataScaling::centered(4),
+        ..opts.clone()
+    };
     let e = log_likelihood(&sde, &gmm, x.view(), &o, 0, 0, None).unwrap_err();
     assert!(e.to_string().contains("sample 1"), "{e}");
     // Invalid options.
     for o in [
-        LikelihoodOptions { rtol: -1.0, ..opts.clone() },
-        LikelihoodOptions { rtol: 0.0, atol: 0.0, ..opts.clone() },
-        LikelihoodOptions { trace: TraceEstimator::Hutchinson { probes: 0, probe: Probe::Gaussian }, ..opts.clone() },
-        LikelihoodOptions { data: DataScaling { range: (1.0, -1.0), levels: None }, ..opts.clone() },
-        LikelihoodOptions { products: ProductSource::Jvp, ..opts.clone() },
+        LikelihoodOptions {
+            rtol: -1.0,
+            ..opts.clone()
+        },
+        LikelihoodOptions {
+            rtol: 0.0,
+            atol: 0.0,
+            ..opts.clone()
+        },
+        LikelihoodOptions {
+            trace: TraceEstimator::Hutchinson {
+                probes: 0,
+                probe: Probe::Gaussian,
+            },
+            ..opts.clone()
+        },
+        LikelihoodOptions {
+            data: DataScaling {
+                range: (1.0, -1.0),
+                levels: None,
+            },
+            ..opts.clone()
+        },
+        LikelihoodOptions {
+            products: ProductSource::Jvp,
+            ..opts.clone()
+        },
     ] {
         let model: &dyn ScoreModel<f64> = &bad; // no JVP: `products: Jvp` must fail
-        assert!(log_likelihood(&sde, model, x.view(), &o, 0, 0, None).is_err(), "{o:?}");
+        assert!(
+            log_likelihood(&sde, model, x.view(), &o, 0, 0, None).is_err(),
+            "{o:?}"
+        );
     }
     assert!("hutchinson:x".parse::<TraceEstimator>().is_err());
 }
@@ -363,8 +441,16 @@ fn progress_is_reported() {
     let x = gmm.sample_data(2, 1, 0);
     let mut last: Option<LikelihoodProgress> = None;
     let mut cb = |p: LikelihoodProgress| last = Some(p);
-    let r = log_likelihood(&sde, &gmm, x.view(), &LikelihoodOptions::default(), 0, 0, Some(&mut cb))
-        .unwrap();
+    let r = log_likelihood(
+        &sde,
+        &gmm,
+        x.view(),
+        &LikelihoodOptions::default(),
+        0,
+        0,
+        Some(&mut cb),
+    )
+    .unwrap();
     let p = last.expect("progress was reported");
     assert_eq!(p.finished, 2);
     assert_eq!(p.nfe, r.nfe);

@@ -229,7 +229,9 @@ impl std::str::FromStr for TraceEstimator {
                 let probes = match parts.next() {
                     None => DEFAULT_PROBES,
                     Some(k) => k.parse::<usize>().map_err(|_| {
-                        bad(format!("`{k}` in `{s}` is not a probe count (hutchinson:K)"))
+                        bad(format!(
+                            "`{k}` in `{s}` is not a probe count (hutchinson:K)"
+                        ))
                     })?,
                 };
                 let probe = match parts.next() {
@@ -450,7 +452,10 @@ impl<T: Real> Dirs<'_, T> {
                 out[j] = T::one();
             }
             Dirs::Probes { probes, index } => {
-                for (o, v) in out.iter_mut().zip(probes.slice(ndarray::s![index[r], j, ..])) {
+                for (o, v) in out
+                    .iter_mut()
+                    .zip(probes.slice(ndarray::s![index[r], j, ..]))
+                {
                     *o = *v;
                 }
             }
@@ -808,7 +813,11 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
             let rg = ndarray::s![start..end, ..];
             self.count(end - start);
             self.model
-                .score(x.slice(rg), t.slice(ndarray::s![start..end]), score.slice_mut(rg))
+                .score(
+                    x.slice(rg),
+                    t.slice(ndarray::s![start..end]),
+                    score.slice_mut(rg),
+                )
                 .map_err(|e| Self::map_err(e, |cr| start + cr, &t))?;
             for r in start..end {
                 if score.row(r).iter().any(|v| !v.is_finite()) {
@@ -978,7 +987,11 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
                 ts[c] = t[r];
                 if w >= n {
                     let e = (w - n) / 2;
-                    let sign = if (w - n) % 2 == 0 { T::one() } else { -T::one() };
+                    let sign = if (w - n) % 2 == 0 {
+                        T::one()
+                    } else {
+                        -T::one()
+                    };
                     let (h, _) = step(e);
                     dirs.write(r, e % m, &mut v);
                     let hs = h * sign;
@@ -1055,7 +1068,9 @@ pub fn exact_divergence<T: Real, M: ScoreModel<T> + ?Sized>(
     let mut score = Array2::zeros((n, model.dim()));
     let mut div = ndarray::Array1::zeros(n);
     est.exact(x, t, score.view_mut(), div.view_mut())
-        .map_err(|e| DiffusionError::from_score(e, 0, |r| t.get(r).map_or(f64::NAN, |v| v.f64())))?;
+        .map_err(|e| {
+            DiffusionError::from_score(e, 0, |r| t.get(r).map_or(f64::NAN, |v| v.f64()))
+        })?;
     Ok(div)
 }
 

@@ -15,9 +15,9 @@ pub mod likelihood;
 pub mod reverse;
 pub mod score;
 
+pub use divergence::{Probe, ProductSource, TraceEstimator};
 pub use error::{DiffusionError, ScoreError};
 pub use forward::{Forward, ForwardSde};
 pub use gmm::GaussianMixture;
-pub use divergence::{TraceEstimator, Probe, ProductSource};
 pub use likelihood::{LikelihoodOptions, LikelihoodResult, log_likelihood};
 pub use score::{Capabilities, Network, Parameterised, Prediction, ScoreModel, TimeInput};

@@ -2,10 +2,10 @@
 
 use ndarray::{Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, s};
 
-use crate::divergence::{TraceEstimator, DivergenceEstimator, draw_probes};
+use crate::DiffusionError;
+use crate::divergence::{DivergenceEstimator, TraceEstimator, draw_probes};
 use crate::forward::ForwardSde;
 use crate::score::ScoreModel;
-use crate::DiffusionError;
 use itoflow_sde::{OdeSystem, ProblemError, Real};
 
 /// The PF-ODE of a forward SDE and a score model, augmented with the instantaneous change of

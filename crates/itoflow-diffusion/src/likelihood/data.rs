@@ -261,7 +261,7 @@ impl DataScaling {
     pub fn level(&self, y: f64) -> Option<u64> {
         let levels = self.levels?;
         let u = self.to_unit(y);
-        if !(u >= -1e-6 && u <= 1.0 + 1e-6) {
+        if !(-1e-6..=1.0 + 1e-6).contains(&u) {
             return None;
         }
         let r = (u.clamp(0.0, 1.0) * levels as f64).floor();

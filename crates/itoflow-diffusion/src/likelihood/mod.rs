@@ -56,7 +56,9 @@
 mod augmented;
 mod data;
 
-pub use crate::divergence::{DEFAULT_PROBES, Probe, ProductMethod, ProductSource, TAG_PROBES, TraceEstimator};
+pub use crate::divergence::{
+    DEFAULT_PROBES, Probe, ProductMethod, ProductSource, TAG_PROBES, TraceEstimator,
+};
 pub use augmented::AugmentedFlow;
 pub use data::{DataScaling, Dequantisation, TAG_DEQUANTISATION, bits_per_dim};
 
@@ -355,7 +357,16 @@ pub fn log_likelihood<T: Real, M: ScoreModel<T> + ?Sized>(
     let y0 = flow.initial_state(x)?;
     let mut noop = |_: LikelihoodProgress| {};
     let progress = progress.unwrap_or(&mut noop);
-    let sol = run(options, &flow, eps, t_end, y0.view(), n, first_index, progress)?;
+    let sol = run(
+        options,
+        &flow,
+        eps,
+        t_end,
+        y0.view(),
+        n,
+        first_index,
+        progress,
+    )?;
     let y = sol.last();
     let k = flow.estimates();
     let bpd_offset = options.data.offset_bits();
