@@ -1051,7 +1051,7 @@ impl<T, M: ?Sized> std::fmt::Debug for DivergenceEstimator<'_, T, M> {
 /// use ndarray::array;
 ///
 /// let gmm = GaussianMixture::standard_normal(2, Forward::Ve(Ve::default()));
-/// let x = array![[0.5, -1.0]];
+/// let x = array![[0.5f64, -1.0]];
 /// let t = array![0.5];
 /// let jvp = exact_divergence(&gmm, x.view(), t.view(), ProductSource::Jvp).unwrap();
 /// let fd = exact_divergence(&gmm, x.view(), t.view(), ProductSource::FiniteDifference).unwrap();

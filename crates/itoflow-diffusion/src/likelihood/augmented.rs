@@ -49,7 +49,7 @@ use itoflow_sde::{OdeSystem, ProblemError, Real};
 /// let mut dy = Array2::zeros((1, 3));
 /// flow.rhs(array![0.5].view(), y.view(), dy.view_mut()).unwrap();
 /// // N(0, I) is stationary under VP: the flow is at rest, and the density does not change.
-/// assert!(dy.iter().all(|v| v.abs() < 1e-12));
+/// assert!(dy.iter().all(|v: &f64| v.abs() < 1e-12));
 /// ```
 pub struct AugmentedFlow<'a, T, S: ?Sized, M: ?Sized> {
     sde: &'a S,

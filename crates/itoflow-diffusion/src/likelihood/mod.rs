@@ -11,7 +11,7 @@
 //! ```
 //!
 //! [`log_likelihood`] integrates `[x, Δ]` with `dΔ/dt = ∇·f̃` ([`AugmentedFlow`]) from `ε` to
-//! `T` with [`Dopri5`](itoflow_sde::ode::Dopri5) (score_sde: `solve_ivp(method="RK45", rtol=atol=1e-5)`, `ε = 1e-5`), and
+//! `T` with [`Dopri5`] (score_sde: `solve_ivp(method="RK45", rtol=atol=1e-5)`, `ε = 1e-5`), and
 //! replaces the unknown `p_T` by the prior: `log p = prior_logp(x(T)) + Δ(T)`. The divergence
 //! comes from [`crate::divergence`]: the exact trace, or Hutchinson–Skilling with `K` probes per
 //! sample, each probe giving its own `Δ_k` and hence its own estimate, whose spread gives the
@@ -430,7 +430,7 @@ pub fn log_likelihood<T: Real, M: ScoreModel<T> + ?Sized>(
 /// let opts = LikelihoodOptions { rtol: 1e-9, atol: 1e-9, ..Default::default() };
 /// let z = encode(&sde, &gmm, x.view(), &opts)?;
 /// let back = decode(&sde, &gmm, z.x.view(), &opts)?;
-/// assert!((&back.x - &x).iter().all(|e| e.abs() < 1e-6));
+/// assert!((&back.x - &x).iter().all(|e: &f64| e.abs() < 1e-6));
 /// # Ok::<(), itoflow_diffusion::DiffusionError>(())
 /// ```
 pub fn encode<T: Real, M: ScoreModel<T> + ?Sized>(
