@@ -49,17 +49,8 @@ fn normals_have_standard_normal_moments_and_law() {
     assert!(d < 1.949 / nf.sqrt(), "KS statistic {d}");
     // The tail beyond the base strip's edge R = 3.654 comes from a separate algorithm: check its
     // frequency (p = 2Φ(−R) ≈ 2.58e-4) within 5 binomial standard errors.
-<<<<<<< HEAD
-    let p = 2.0 * normal.cdf(-3.654_152_885_361_008_8);
-    let tail = z
-        .iter()
-        .filter(|v| v.abs() > 3.654_152_885_361_008_8)
-        .count() as f64
-        / nf;
-=======
     let p = 2.0 * normal.cdf(-3.654_152_885_361_009);
     let tail = z.iter().filter(|v| v.abs() > 3.654_152_885_361_009).count() as f64 / nf;
->>>>>>> main
     assert!(
         (tail - p).abs() < 5.0 * (p * (1.0 - p) / nf).sqrt(),
         "tail frequency {tail} vs {p}"
