@@ -5,15 +5,18 @@
 //!
 //! * `gaussian`: data N(0, I), whose VP marginals are N(0, I) for every t, score −x.
 //! * `gmm_standard_normal`: the same density through the analytic [`GaussianMixture`] code.
+//!
+//! Then the probability-flow ODE and the log-likelihood, per NFE (see below).
 
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use itoflow::sde::prelude::*;
 use itoflow_diffusion::forward::{Forward, ForwardSde, Vp};
-use itoflow_diffusion::reverse::ReverseSde;
+use itoflow_diffusion::likelihood::{LikelihoodOptions, log_likelihood};
+use itoflow_diffusion::reverse::{ProbabilityFlow, ReverseSde};
 use itoflow_diffusion::{GaussianMixture, ScoreError, ScoreModel};
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Zip, s};
 
 /// Score of N(0, I): −x.
 struct StdNormalScore {
@@ -64,5 +67,43 @@ fn reverse_em(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, reverse_em);
+/// PF-ODE (Dopri5, rtol = atol = 1e-5, score_sde's likelihood tolerances) from T to ε and the
+/// exact-trace log-likelihood of the N(0, I) mixture. Throughput is in sample-NFEs (one
+/// right-hand-side evaluation for one sample), so the reciprocal is the cost per NFE per sample.
+fn pf_ode_and_likelihood(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pf_ode");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    let fwd = Forward::Vp(Vp::default());
+    let eps = fwd.likelihood_eps();
+    for dim in [2usize, 64] {
+        let x0 = Array2::<f64>::from_shape_fn((SAMPLES, dim), |(i, j)| {
+            ((i * 7 + j * 3) % 11) as f64 / 11.0 - 0.5
+        });
+        let trivial = StdNormalScore { dim };
+        let flow = ProbabilityFlow::new(&fwd, &trivial);
+        let solver = Dopri5::new()
+            .rtol(1e-5)
+            .atol(1e-5)
+            .per_row()
+            .save(OdeSave::Final);
+        let run = || solver.solve(&flow, fwd.t_max(), eps, x0.view()).unwrap();
+        let row_evals = run().stats.row_evals as u64;
+        g.throughput(Throughput::Elements(row_evals));
+        g.bench_function(format!("gaussian_per_row_d{dim}"), |b| b.iter(run));
+
+        let gmm = GaussianMixture::standard_normal(dim, fwd.clone());
+        let opts = LikelihoodOptions {
+            rtol: 1e-5,
+            atol: 1e-5,
+            ..Default::default()
+        };
+        let x = x0.slice(s![..256, ..]);
+        let lik = || log_likelihood(&fwd, &gmm, x, &opts, 0, 0, None).unwrap();
+        g.throughput(Throughput::Elements(lik().row_evals));
+        g.bench_function(format!("likelihood_exact_trace_gmm_d{dim}"), |b| b.iter(lik));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, reverse_em, pf_ode_and_likelihood);
 criterion_main!(benches);

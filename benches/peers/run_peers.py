@@ -249,13 +249,13 @@ def torch_cases():
             "torchsde sdeint euler",
             lambda: sdeint(Gbm(), torch.ones(GBM["paths"], 1, dtype=torch.float64),
                            GBM["steps"], "euler", torch.float64)))
-        y0 = torch.ones(OU["paths"], OU["dim"], dtype=torch.float32)
+        ou_y0 = torch.ones(OU["paths"], OU["dim"], dtype=torch.float32)
         out["ou64_em_f32"] = [(
             "torchsde sdeint euler",
-            lambda: sdeint(Ou("ito"), y0, OU["steps"], "euler", torch.float32))]
+            lambda: sdeint(Ou("ito"), ou_y0, OU["steps"], "euler", torch.float32))]
         out["ou64_heun_f32"] = [(
             "torchsde sdeint heun (Stratonovich)",
-            lambda: sdeint(Ou("stratonovich"), y0, OU["steps"], "heun", torch.float32))]
+            lambda: sdeint(Ou("stratonovich"), ou_y0, OU["steps"], "heun", torch.float32))]
     except ImportError as e:
         print(f"# torchsde unavailable: {e}", file=sys.stderr)
 
@@ -273,14 +273,14 @@ def torch_cases():
                                    method="dopri5", rtol=VDP["rtol"], atol=VDP["atol"])
             return float(y[-1, 0])
 
-        y0 = torch.tensor(lin_y0())
+        lin0 = torch.tensor(lin_y0())
 
         def lin_f(t, y):
             return torch.stack([y[:, 1], -y[:, 0] - 0.2 * y[:, 1]], dim=1)
 
         def lin():
             ts = torch.tensor([0.0, LIN["t1"]], dtype=torch.float64)
-            y = torchdiffeq.odeint(lin_f, y0, ts, method="dopri5", rtol=LIN["rtol"],
+            y = torchdiffeq.odeint(lin_f, lin0, ts, method="dopri5", rtol=LIN["rtol"],
                                    atol=LIN["atol"])
             return float(y[-1, 0, 0])
 
