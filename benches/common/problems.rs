@@ -41,6 +41,18 @@ pub const LIN_T1: f64 = 10.0;
 pub const LIN_RTOL: f64 = 1e-6;
 pub const LIN_ATOL: f64 = 1e-9;
 
+/// `out = op(x)` elementwise: a slice loop when both are contiguous, else an ndarray `Zip`.
+#[inline(always)]
+fn map_into<T: Copy>(x: ArrayView2<'_, T>, mut out: ArrayViewMut2<'_, T>, op: impl Fn(T) -> T) {
+    if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
+        for (o, &x) in os.iter_mut().zip(xs) {
+            *o = op(x);
+        }
+    } else {
+        Zip::from(&mut out).and(&x).for_each(|o, &x| *o = op(x));
+    }
+}
+
 /// Geometric Brownian motion `dX = μX dt + σX dW` (diagonal noise), whole-array loops.
 #[derive(Clone, Copy, Debug)]
 pub struct Gbm {
@@ -68,10 +80,10 @@ impl Sde<f64> for Gbm {
         &self,
         _t: ArrayView1<'_, f64>,
         x: ArrayView2<'_, f64>,
-        mut f: ArrayViewMut2<'_, f64>,
+        f: ArrayViewMut2<'_, f64>,
     ) -> Result<(), ProblemError> {
         let mu = self.mu;
-        Zip::from(&mut f).and(&x).for_each(|f, &x| *f = mu * x);
+        map_into(x, f, |x| mu * x);
         Ok(())
     }
     fn diffusion(
@@ -81,8 +93,7 @@ impl Sde<f64> for Gbm {
         mut g: ArrayViewMut3<'_, f64>,
     ) -> Result<(), ProblemError> {
         let s = self.sigma;
-        let g = g.index_axis_mut(Axis(2), 0);
-        Zip::from(g).and(&x).for_each(|g, &x| *g = s * x);
+        map_into(x, g.index_axis_mut(Axis(2), 0), |x| s * x);
         Ok(())
     }
 }
@@ -116,10 +127,10 @@ impl<T: Real> Sde<T> for Ou<T> {
         &self,
         _t: ArrayView1<'_, T>,
         x: ArrayView2<'_, T>,
-        mut f: ArrayViewMut2<'_, T>,
+        f: ArrayViewMut2<'_, T>,
     ) -> Result<(), ProblemError> {
         let th = self.theta;
-        Zip::from(&mut f).and(&x).for_each(|f, &x| *f = -th * x);
+        map_into(x, f, |x| -th * x);
         Ok(())
     }
     fn diffusion(

@@ -140,6 +140,31 @@ impl<T: Real> Recorder<T> {
 /// Whether every entry is finite: eight independent accumulators of `v·0` (NaN exactly when
 /// some `v` is NaN or ±∞), which the compiler turns into vector code.
 pub(crate) fn all_finite<T: Real>(s: &[T]) -> bool {
+    use crate::brownian::{Level, level};
+    match level() {
+        // SAFETY: the features were detected at run time.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { all_finite_avx512(s) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { all_finite_avx2(s) },
+        Level::Base => all_finite_body(s),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn all_finite_avx512<T: Real>(s: &[T]) -> bool {
+    all_finite_body(s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn all_finite_avx2<T: Real>(s: &[T]) -> bool {
+    all_finite_body(s)
+}
+
+#[inline(always)]
+fn all_finite_body<T: Real>(s: &[T]) -> bool {
     let zero = T::zero();
     let mut acc = [zero; 8];
     let chunks = s.chunks_exact(8);

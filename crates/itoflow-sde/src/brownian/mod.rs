@@ -17,4 +17,5 @@ mod ziggurat;
 
 pub use increments::{BrownianPaths, ExtraNormals, IncrementGenerator};
 pub use philox::{SOA_BLOCKS, SoaWords, philox4x32_10, philox4x32_10_soa};
+pub(crate) use stream::{Level, level};
 pub use stream::{RandomStream, tags};

@@ -89,8 +89,10 @@ impl Fallback {
 /// Normals produced per SIMD batch.
 const BATCH: usize = 2 * SOA_BLOCKS;
 
+/// The SIMD level chosen at run time (`ITOFLOW_NO_SIMD=1` forces `Base`); also used by the
+/// drivers' elementwise loops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Level {
+pub(crate) enum Level {
     Base,
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -98,7 +100,7 @@ enum Level {
     Avx512,
 }
 
-fn level() -> Level {
+pub(crate) fn level() -> Level {
     static LEVEL: OnceLock<Level> = OnceLock::new();
     *LEVEL.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
