@@ -54,7 +54,10 @@ pub use real::Real;
 pub mod prelude {
     pub use crate::brownian::BrownianPaths;
     pub use crate::ode::{BatchMode, Dopri5, ExplicitRk, OdeSave};
-    pub use crate::sde::{EulerMaruyama, SdeStepper};
+    pub use crate::sde::{
+        EulerMaruyama, LangevinCorrector, Milstein, PredictorCorrector, PredictorCorrectorEuler,
+        RobertsHeun, ScoreFn, SdeStepper, StratonovichHeun,
+    };
     pub use crate::{
         NoiseKind, OdeFn, OdeSystem, ProblemError, Real, SaveAt, Sde, SdeFn, SdeOptions,
         SolveError, TimeGrid, solve_ode_fixed, solve_sde,
