@@ -36,7 +36,7 @@
 use ndarray::{Array1, Array2, Array3, ArrayViewMut2, Axis, Zip};
 
 use super::{
-    Evals, SdeStepper, StepNoise, abs_dt, add_milstein_term, add_noise, diffusion_shape,
+    Evals, SdeStepper, StepNoise, abs_dt, add_milstein_term, diffusion_shape, euler_update,
     fill_times, unsupported,
 };
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde, SolveError};
@@ -200,8 +200,7 @@ impl<T: Real> SdeStepper<T> for Milstein {
                 }
             }
         }
-        Zip::from(&mut x).and(&ws.f).for_each(|x, &f| *x += f * dt);
-        add_noise(kind, ws.g.view(), noise.dw, T::one(), x.view_mut());
+        euler_update(kind, ws.f.view(), ws.g.view(), noise.dw, dt, x.view_mut());
         if !kind.is_additive() {
             add_milstein_term(kind, ws.dgg.view(), noise.dw, h, x);
         }

@@ -162,6 +162,34 @@ pub(crate) fn add_noise<T: Real>(
     }
 }
 
+/// The Euler–Maruyama increment `x += f Δt + g ΔW` for any noise kind, fused into one pass for
+/// diagonal and additive noise. Every stepper that reduces to Euler–Maruyama in a special case
+/// (Milstein on additive noise, the predictor–corrector with `θ = η = 0`) calls this, so the
+/// reduction holds bitwise.
+pub(crate) fn euler_update<T: Real>(
+    noise: NoiseKind,
+    f: ArrayView2<'_, T>,
+    g: ArrayView3<'_, T>,
+    dw: ArrayView2<'_, T>,
+    dt: T,
+    mut x: ArrayViewMut2<'_, T>,
+) {
+    match noise {
+        NoiseKind::Diagonal | NoiseKind::Additive => {
+            let g = g.index_axis(Axis(2), 0);
+            Zip::from(&mut x)
+                .and(&f)
+                .and(&g)
+                .and(&dw)
+                .for_each(|x, &f, &g, &w| *x += f * dt + g * w);
+        }
+        kind => {
+            Zip::from(&mut x).and(&f).for_each(|x, &f| *x += f * dt);
+            add_noise(kind, g, dw, T::one(), x);
+        }
+    }
+}
+
 /// A time array `[rows]` filled with one value (the drivers' per-row time argument).
 pub(crate) fn fill_times<T: Real>(times: &mut Array1<T>, t: T) {
     times.fill(t);

@@ -42,7 +42,7 @@ use ndarray::{Array1, Array2, Array3, ArrayViewMut2, Axis, Zip};
 
 use super::{
     Evals, SdeStepper, StepNoise, abs_dt, add_noise, dg_g_or_central_difference, diffusion_shape,
-    fill_times, unsupported,
+    euler_update, fill_times, unsupported,
 };
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde, SolveError};
 
@@ -284,21 +284,22 @@ impl<T: Real> SdeStepper<T> for PredictorCorrectorEuler {
             }
         }
 
-        // Corrector.
+        // Corrector: the drift average into a0, then the Euler-type update with it.
         let one = T::one();
         if self.theta > 0.0 {
-            Zip::from(&mut x)
-                .and(&ws.a0)
+            Zip::from(&mut ws.a0)
                 .and(&ws.a1)
-                .for_each(|x, &a0, &a1| *x += (theta * a1 + (one - theta) * a0) * dt);
-        } else {
+                .for_each(|a0, &a1| *a0 = theta * a1 + (one - theta) * *a0);
+        }
+        if self.eta > 0.0 {
             Zip::from(&mut x)
                 .and(&ws.a0)
-                .for_each(|x, &a0| *x += a0 * dt);
-        }
-        add_noise(kind, ws.g0.view(), noise.dw, one - eta, x.view_mut());
-        if self.eta > 0.0 {
+                .for_each(|x, &a| *x += a * dt);
+            add_noise(kind, ws.g0.view(), noise.dw, one - eta, x.view_mut());
             add_noise(kind, ws.g1.view(), noise.dw, eta, x);
+        } else {
+            // η = 0: exactly Euler–Maruyama's update with the averaged drift.
+            euler_update(kind, ws.a0.view(), ws.g0.view(), noise.dw, dt, x);
         }
         Ok(evals)
     }
