@@ -37,9 +37,19 @@ fn study(p: &Problem) -> Study<'_> {
 
 /// Measures the strong order of `stepper` on `p` and checks it against `expected`.
 #[track_caller]
-fn strong<S: SdeStepper<f64>>(s: &Study<'_>, p: &Problem, stepper: &S, expected: f64) -> Convergence {
+fn strong<S: SdeStepper<f64>>(
+    s: &Study<'_>,
+    p: &Problem,
+    stepper: &S,
+    expected: f64,
+) -> Convergence {
     let c = s.strong(stepper);
-    assert_order(&c, expected, TOL, &format!("{} / {}", stepper.name(), p.name));
+    assert_order(
+        &c,
+        expected,
+        TOL,
+        &format!("{} / {}", stepper.name(), p.name),
+    );
     c
 }
 
@@ -89,7 +99,10 @@ fn euler_maruyama_weak_order_one() {
     for ((&dt, &e), &se) in c.dts.iter().zip(&signed).zip(&c.std_errors) {
         let n = (p.t1 / dt).round() as i32;
         let want = 0.5 * ((1.0 + 1.01 * dt).powi(n) - 1.01f64.exp());
-        assert!((e - want).abs() < 4.0 * se, "Δt = {dt}: weak error {e}, exact {want} (se {se})");
+        assert!(
+            (e - want).abs() < 4.0 * se,
+            "Δt = {dt}: weak error {e}, exact {want} (se {se})"
+        );
     }
 }
 
@@ -177,7 +190,10 @@ fn roberts_heun_mean_of_a_linear_equation_is_second_order() {
         let n = (p.t1 / dt).round() as i32;
         let a = 1.01 * dt;
         let want = 0.5 * ((1.0 + a + 0.5 * a * a).powi(n) - 1.01f64.exp());
-        assert!((e - want).abs() < 4.0 * se, "Δt = {dt}: weak error {e}, exact {want} (se {se})");
+        assert!(
+            (e - want).abs() < 4.0 * se,
+            "Δt = {dt}: weak error {e}, exact {want} (se {se})"
+        );
     }
 }
 
@@ -205,7 +221,11 @@ fn stratonovich_heun_does_not_solve_the_ito_equation() {
     let p = problems::linear();
     let c = study(&p).strong(&StratonovichHeun);
     eprintln!("{}", c.report("Stratonovich Heun against the Itô solution"));
-    assert!(c.errors.iter().all(|&e| e > 0.2), "{}", c.report("Stratonovich vs Itô"));
+    assert!(
+        c.errors.iter().all(|&e| e > 0.2),
+        "{}",
+        c.report("Stratonovich vs Itô")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -220,7 +240,11 @@ fn predictor_corrector_euler_strong_orders() {
     // η = ½ with commutative noise: Milstein's term, strong order 1, with the analytic
     // (∂g/∂x)·g and with the central difference (exact for the linear and quadratic g of the
     // first three problems, not for the cos² of torchsde Ex2).
-    for p in [problems::linear(), problems::cubic(), problems::torchsde_ex1_scalar()] {
+    for p in [
+        problems::linear(),
+        problems::cubic(),
+        problems::torchsde_ex1_scalar(),
+    ] {
         strong(&study(&p), &p, &half, 1.0);
     }
     let p = problems::torchsde_ex2();
@@ -250,5 +274,10 @@ fn predictor_corrector_euler_weak_order_one() {
     let (c, _) = s.weak(&pc);
     assert_order(&c, 1.0, TOL, "PC Euler (1, 1) weak / prob_sde_linear");
     let (c, _) = s.weak(&pc.derivative_free());
-    assert_order(&c, 1.0, TOL, "PC Euler (1, 1) derivative-free weak / prob_sde_linear");
+    assert_order(
+        &c,
+        1.0,
+        TOL,
+        "PC Euler (1, 1) derivative-free weak / prob_sde_linear",
+    );
 }

@@ -14,8 +14,7 @@ use itoflow::sde::sde::{
     StratonovichHeun,
 };
 use itoflow::sde::{
-    NoiseKind, ProblemError, Real, SaveAt, Sde, SdeFn, SdeOptions, SolveError, TimeGrid,
-    solve_sde,
+    NoiseKind, ProblemError, Real, SaveAt, Sde, SdeFn, SdeOptions, SolveError, TimeGrid, solve_sde,
 };
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip, array};
 
@@ -107,9 +106,9 @@ fn case_b(analytic: bool) -> Box<dyn Sde<f64>> {
         |_t: f64, x: Row, mut g: RowMut| g[0] = 0.2 * x[0].powi(3),
     );
     if analytic {
-        Box::new(sde.with_dg_g(|_t: f64, x: Row, g: Row, mut o: RowMut| {
-            o[0] = 0.6 * x[0] * x[0] * g[0]
-        }))
+        Box::new(
+            sde.with_dg_g(|_t: f64, x: Row, g: Row, mut o: RowMut| o[0] = 0.6 * x[0] * x[0] * g[0]),
+        )
     } else {
         Box::new(sde)
     }
@@ -185,16 +184,28 @@ fn milstein_one_step() {
     assert_ulps(&x, &[1.358535], "Milstein analytic, case A");
     assert_eq!(ev, evals(1, 1, 1));
     let (x, ev) = one_step(&m, &*case_a(false), A_T, A_DT, &A_X, &A_DW, &[]);
-    assert_ulps(&x, &[1.3561158575899712], "Milstein derivative-free, case A");
+    assert_ulps(
+        &x,
+        &[1.3561158575899712],
+        "Milstein derivative-free, case A",
+    );
     assert_eq!(ev, evals(1, 2, 0));
 
     let (x, _) = one_step(&m, &*case_b(true), B_T, B_DT, &B_X, &B_DW, &[]);
     assert_ulps(&x, &[0.8321556915], "Milstein analytic, case B");
     let (x, _) = one_step(&m, &*case_b(false), B_T, B_DT, &B_X, &B_DW, &[]);
-    assert_ulps(&x, &[0.8334954379673607], "Milstein derivative-free, case B");
+    assert_ulps(
+        &x,
+        &[0.8334954379673607],
+        "Milstein derivative-free, case B",
+    );
 
     let (x, _) = one_step(&m, &*case_c(true), C_T, C_DT, &C_X, &C_DW, &[]);
-    assert_ulps(&x, &[1.0098, -0.52005], "Milstein analytic, case C (scalar noise)");
+    assert_ulps(
+        &x,
+        &[1.0098, -0.52005],
+        "Milstein analytic, case C (scalar noise)",
+    );
     let (x, _) = one_step(&m, &*case_c(false), C_T, C_DT, &C_X, &C_DW, &[]);
     assert_ulps(
         &x,
@@ -230,13 +241,29 @@ fn roberts_heun_one_step() {
         "Roberts, case D (general noise, S = (+1, −1))",
     );
     // Only the sign of the extra normal matters.
-    let (y, _) = one_step(&RobertsHeun, &*case_d(), D_T, D_DT, &D_X, &D_DW, &[2.7, -0.01]);
+    let (y, _) = one_step(
+        &RobertsHeun,
+        &*case_d(),
+        D_T,
+        D_DT,
+        &D_X,
+        &D_DW,
+        &[2.7, -0.01],
+    );
     assert_eq!(x, y);
 }
 
 #[test]
 fn stratonovich_heun_one_step() {
-    let (x, ev) = one_step(&StratonovichHeun, &*case_a(false), A_T, A_DT, &A_X, &A_DW, &[]);
+    let (x, ev) = one_step(
+        &StratonovichHeun,
+        &*case_a(false),
+        A_T,
+        A_DT,
+        &A_X,
+        &A_DW,
+        &[],
+    );
     assert_ulps(&x, &[1.37691], "Stratonovich Heun, case A");
     assert_eq!(ev, evals(2, 2, 0));
     let (x, _) = one_step(&StratonovichHeun, &*case_d(), D_T, D_DT, &D_X, &D_DW, &[]);
@@ -254,14 +281,34 @@ fn predictor_corrector_euler_one_step() {
     let (x, _) = one_step(&pc, &*case_b(true), B_T, B_DT, &B_X, &B_DW, &[]);
     assert_ulps(&x, &[0.8363477115598949], "PC(0.5, 1) analytic, case B");
     let (x, ev) = one_step(&pc, &*case_b(false), B_T, B_DT, &B_X, &B_DW, &[]);
-    assert_ulps(&x, &[0.8363465499558867], "PC(0.5, 1) central difference, case B");
+    assert_ulps(
+        &x,
+        &[0.8363465499558867],
+        "PC(0.5, 1) central difference, case B",
+    );
     assert_eq!(ev, evals(2, 6, 0));
-    let (x, _) = one_step(&pc.derivative_free(), &*case_b(true), B_T, B_DT, &B_X, &B_DW, &[]);
-    assert_ulps(&x, &[0.8363465499558867], "PC(0.5, 1) forced derivative-free, case B");
+    let (x, _) = one_step(
+        &pc.derivative_free(),
+        &*case_b(true),
+        B_T,
+        B_DT,
+        &B_X,
+        &B_DW,
+        &[],
+    );
+    assert_ulps(
+        &x,
+        &[0.8363465499558867],
+        "PC(0.5, 1) forced derivative-free, case B",
+    );
 
     let pc = PredictorCorrectorEuler::new(0.25, 0.0).unwrap();
     let (x, ev) = one_step(&pc, &*case_d(), D_T, D_DT, &D_X, &D_DW, &[]);
-    assert_ulps(&x, &[0.81200463, 1.08405], "PC(0.25, 0), case D (general noise)");
+    assert_ulps(
+        &x,
+        &[0.81200463, 1.08405],
+        "PC(0.25, 0), case D (general noise)",
+    );
     assert_eq!(ev, evals(2, 1, 0));
 }
 
@@ -291,12 +338,18 @@ fn degenerate_cases_reduce_to_euler_maruyama() {
     let em = solve_final(&additive, &EulerMaruyama, 0.4);
     // Milstein on additive noise *is* EM (∂g/∂x = 0): bitwise.
     assert_eq!(solve_final(&additive, &Milstein::new(), 0.4), em);
-    assert_eq!(solve_final(&additive, &Milstein::derivative_free(), 0.4), em);
+    assert_eq!(
+        solve_final(&additive, &Milstein::derivative_free(), 0.4),
+        em
+    );
     // θ = η = 0 is EM, for any noise.
     let pc0 = PredictorCorrectorEuler::new(0.0, 0.0).unwrap();
     assert_eq!(solve_final(&additive, &pc0, 0.4), em);
     let d = case_d();
-    assert_eq!(solve_final(&*d, &pc0, 0.9), solve_final(&*d, &EulerMaruyama, 0.9));
+    assert_eq!(
+        solve_final(&*d, &pc0, 0.9),
+        solve_final(&*d, &EulerMaruyama, 0.9)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,7 +396,7 @@ fn langevin_corrector_step_size_and_zero_score() {
     let ev = c.correct(0.4, x.view_mut(), z.view(), &mut ws).unwrap();
     assert_eq!(ev, evals(0, 0, 2));
     let want = [
-        0.31873216270392238,
+        0.318_732_162_703_922_4,
         -1.5136340858562199,
         2.8781493028310728,
     ];
@@ -357,9 +410,8 @@ fn langevin_corrector_step_size_and_zero_score() {
 #[test]
 fn langevin_step_size_is_per_row() {
     // ε uses each row's own ‖z‖ and ‖s‖: a row gives the same result alone or in any batch.
-    let score = RowScore::new(|_t: f64, x: Row, mut s: RowMut| {
-        s.zip_mut_with(&x, |s, &x| *s = -x.powi(3))
-    });
+    let score =
+        RowScore::new(|_t: f64, x: Row, mut s: RowMut| s.zip_mut_with(&x, |s, &x| *s = -x.powi(3)));
     let c = LangevinCorrector::new(score, 0.2, 3).unwrap();
     let x0 = array![[0.3, -2.0], [1.5, 0.2], [-0.7, 0.9], [4.0, -3.0]];
     let z = Array2::from_shape_fn((4, 6), |(r, j)| ((r * 6 + j) as f64 * 0.77).sin() * 1.3);
@@ -440,7 +492,10 @@ fn langevin_mcmc(dim: usize, chains: usize, snr: f64, grid_steps: usize, seed: u
         mu: mu.clone(),
         var: 0.64,
     };
-    let pc = PredictorCorrector::new(EulerMaruyama, LangevinCorrector::new(&score, snr, 4).unwrap());
+    let pc = PredictorCorrector::new(
+        EulerMaruyama,
+        LangevinCorrector::new(&score, snr, 4).unwrap(),
+    );
     let x0 = Array2::zeros((chains, dim));
     let grid = TimeGrid::uniform(0.0, 1.0, grid_steps).unwrap();
     let sol = solve_sde(&frozen(dim), &pc, x0.view(), &grid, &SdeOptions::new(seed)).unwrap();
@@ -484,8 +539,14 @@ fn langevin_mcmc_reaches_a_gaussian_target() {
          target {var} and stationary {stationary:.5} (se {se_var:.1e})"
     );
     assert!(mean.abs() < 4.0 * se_mean, "mean off by {mean}");
-    assert!((v - var).abs() < 4.0 * se_var, "variance {v} vs target {var}");
-    assert!((v - stationary).abs() < 4.0 * se_var, "variance {v} vs {stationary}");
+    assert!(
+        (v - var).abs() < 4.0 * se_var,
+        "variance {v} vs target {var}"
+    );
+    assert!(
+        (v - stationary).abs() < 4.0 * se_var,
+        "variance {v} vs {stationary}"
+    );
 }
 
 #[test]
@@ -502,17 +563,26 @@ fn per_row_langevin_has_the_predicted_low_dimensional_bias() {
          stationary {stationary:.5} (se {se_var:.1e}), target {var}"
     );
     assert!(mean.abs() < 4.0 * se_mean, "mean off by {mean}");
-    assert!((v - stationary).abs() < 4.0 * se_var, "variance {v} vs {stationary}");
+    assert!(
+        (v - stationary).abs() < 4.0 * se_var,
+        "variance {v} vs {stationary}"
+    );
     for j in 0..dim {
         let mj = dev.column(j).mean().unwrap();
-        assert!(mj.abs() < 4.0 * (var / 4000.0f64).sqrt(), "dimension {j}: mean error {mj}");
+        assert!(
+            mj.abs() < 4.0 * (var / 4000.0f64).sqrt(),
+            "dimension {j}: mean error {mj}"
+        );
     }
 }
 
 #[test]
 fn langevin_zero_score_everywhere_gives_no_nan() {
     let score = RowScore::new(|_t: f64, _x: Row, mut s: RowMut| s.fill(0.0));
-    let pc = PredictorCorrector::new(EulerMaruyama, LangevinCorrector::new(score, 0.16, 3).unwrap());
+    let pc = PredictorCorrector::new(
+        EulerMaruyama,
+        LangevinCorrector::new(score, 0.16, 3).unwrap(),
+    );
     let x0 = Array2::from_elem((10, 3), 1.5);
     let grid = TimeGrid::uniform(0.0, 1.0, 5).unwrap();
     let sol = solve_sde(&frozen(3), &pc, x0.view(), &grid, &SdeOptions::new(1)).unwrap();
@@ -553,8 +623,14 @@ fn unsupported_noise_is_refused_with_a_hint() {
     assert!(e.to_string().contains("η = 0"), "{e}");
     // The composition refuses what its predictor refuses.
     let score = RowScore::new(|_t: f64, x: Row, mut s: RowMut| s.assign(&x));
-    let lpc = PredictorCorrector::new(Milstein::new(), LangevinCorrector::new(score, 0.1, 1).unwrap());
-    assert!(matches!(solve_err(&*d, &lpc), SolveError::UnsupportedNoise { .. }));
+    let lpc = PredictorCorrector::new(
+        Milstein::new(),
+        LangevinCorrector::new(score, 0.1, 1).unwrap(),
+    );
+    assert!(matches!(
+        solve_err(&*d, &lpc),
+        SolveError::UnsupportedNoise { .. }
+    ));
     // A direct call of `step` with general noise and η ≠ 0 is an error too, not a wrong answer.
     let mut x = Array2::from_shape_vec((1, 2), D_X.to_vec()).unwrap();
     let dw = Array2::from_shape_vec((1, 2), D_DW.to_vec()).unwrap();
@@ -564,7 +640,10 @@ fn unsupported_noise_is_refused_with_a_hint() {
         dw: dw.view(),
         extra: extra.view(),
     };
-    assert!(pc.step(&*d, D_T, D_DT, x.view_mut(), &noise, &mut ws).is_err());
+    assert!(
+        pc.step(&*d, D_T, D_DT, x.view_mut(), &noise, &mut ws)
+            .is_err()
+    );
 }
 
 #[test]
@@ -607,6 +686,92 @@ fn invalid_parameters_are_typed_errors() {
 }
 
 #[test]
+fn blow_up_is_reported_with_path_time_and_step() {
+    // dX = X² dt + 0 dW blows up at t = 1/X(0): row 3 starts at 5 (blow-up at t = 0.2), the
+    // others at 0.1 (no blow-up on [0, 1]). Rows are paths 100.. (first_path = 100).
+    let sde = SdeFn::additive(
+        1,
+        |_t: f64, x: Row, mut f: RowMut| f[0] = x[0] * x[0],
+        |_t: f64, mut g: RowMut| g[0] = 0.0,
+    );
+    let mut x0 = Array2::from_elem((6, 1), 0.1);
+    x0[[3, 0]] = 5.0;
+    let grid = TimeGrid::uniform(0.0, 1.0, 100).unwrap();
+    let opts = SdeOptions::new(3).first_path(100);
+    // Euler's recursion x ← x + x² Δt (the g ΔW term is exactly 0) overflows at a step we can
+    // find by replaying it.
+    let dt = grid.dt(0);
+    let (mut x, mut want_step) = (5.0f64, 0);
+    while {
+        x += x * x * dt;
+        x.is_finite()
+    } {
+        want_step += 1;
+    }
+    let check = |e: SolveError, name: &str, exact_step: Option<usize>| match e {
+        SolveError::NonFinite {
+            path,
+            t,
+            step,
+            what,
+        } => {
+            assert_eq!(path, 103, "{name}");
+            assert_eq!(what, "state", "{name}");
+            assert_eq!(
+                t,
+                grid.times()[step + 1],
+                "{name}: t is the end of the failing step"
+            );
+            assert!(
+                t > 0.2,
+                "{name}: blew up at {t}, before the exact blow-up time"
+            );
+            if let Some(s) = exact_step {
+                assert_eq!(step, s, "{name}");
+            }
+            let msg = SolveError::NonFinite {
+                path,
+                t,
+                step,
+                what,
+            }
+            .to_string();
+            assert!(
+                msg.contains("103") && msg.contains(&step.to_string()),
+                "{name}: {msg}"
+            );
+        }
+        e => panic!("{name}: unexpected error {e}"),
+    };
+    check(
+        solve_sde(&sde, &EulerMaruyama, x0.view(), &grid, &opts).unwrap_err(),
+        "Euler–Maruyama",
+        Some(want_step),
+    );
+    check(
+        solve_sde(&sde, &Milstein::new(), x0.view(), &grid, &opts).unwrap_err(),
+        "Milstein",
+        Some(want_step),
+    );
+    check(
+        solve_sde(&sde, &RobertsHeun, x0.view(), &grid, &opts).unwrap_err(),
+        "Roberts Heun",
+        None,
+    );
+    check(
+        solve_sde(&sde, &StratonovichHeun, x0.view(), &grid, &opts).unwrap_err(),
+        "Stratonovich Heun",
+        None,
+    );
+    let pc = PredictorCorrectorEuler::new(0.5, 0.5).unwrap();
+    check(
+        solve_sde(&sde, &pc, x0.view(), &grid, &opts).unwrap_err(),
+        "PC Euler",
+        None,
+    );
+}
+
+#[test]
 fn missing_extra_normals_are_an_error_not_a_panic() {
     let sde = case_a(false);
     let mut x = Array2::from_elem((2, 1), 1.0);
@@ -646,8 +811,22 @@ fn f32_matches_f64<S: SdeStepper<f32> + SdeStepper<f64>>(stepper: &S) {
     let x64 = Array2::from_elem((100, 2), 0.8f64);
     let g32 = TimeGrid::uniform(0.0f32, 1.0, 64).unwrap();
     let g64 = TimeGrid::uniform(0.0f64, 1.0, 64).unwrap();
-    let s32 = solve_sde(&gbm::<f32>(), stepper, x32.view(), &g32, &SdeOptions::new(4)).unwrap();
-    let s64 = solve_sde(&gbm::<f64>(), stepper, x64.view(), &g64, &SdeOptions::new(4)).unwrap();
+    let s32 = solve_sde(
+        &gbm::<f32>(),
+        stepper,
+        x32.view(),
+        &g32,
+        &SdeOptions::new(4),
+    )
+    .unwrap();
+    let s64 = solve_sde(
+        &gbm::<f64>(),
+        stepper,
+        x64.view(),
+        &g64,
+        &SdeOptions::new(4),
+    )
+    .unwrap();
     // Same Brownian path up to rounding. 64 steps of f32 rounding (6e-8 relative each, on
     // states of order 1) accumulate to a few 1e-6; the central differences of the
     // predictor–corrector amplify rounding by about 1/√h = 8 in one term of size ηΔt. Measured:
@@ -671,7 +850,11 @@ fn every_stepper_runs_in_f32() {
     f32_matches_f64(&RobertsHeun);
     f32_matches_f64(&StratonovichHeun);
     f32_matches_f64(&PredictorCorrectorEuler::new(0.5, 0.5).unwrap());
-    f32_matches_f64(&PredictorCorrectorEuler::new(1.0, 1.0).unwrap().derivative_free());
+    f32_matches_f64(
+        &PredictorCorrectorEuler::new(1.0, 1.0)
+            .unwrap()
+            .derivative_free(),
+    );
 }
 
 #[test]
@@ -679,9 +862,16 @@ fn langevin_predictor_corrector_runs_in_f32() {
     let score32 = RowScore::new(|_t: f32, x: ArrayView1<f32>, mut s: ArrayViewMut1<f32>| {
         s.zip_mut_with(&x, |s, &x| *s = -x)
     });
-    let score64 = RowScore::new(|_t: f64, x: Row, mut s: RowMut| s.zip_mut_with(&x, |s, &x| *s = -x));
-    let pc32 = PredictorCorrector::new(RobertsHeun, LangevinCorrector::new(score32, 0.1, 2).unwrap());
-    let pc64 = PredictorCorrector::new(RobertsHeun, LangevinCorrector::new(score64, 0.1, 2).unwrap());
+    let score64 =
+        RowScore::new(|_t: f64, x: Row, mut s: RowMut| s.zip_mut_with(&x, |s, &x| *s = -x));
+    let pc32 = PredictorCorrector::new(
+        RobertsHeun,
+        LangevinCorrector::new(score32, 0.1, 2).unwrap(),
+    );
+    let pc64 = PredictorCorrector::new(
+        RobertsHeun,
+        LangevinCorrector::new(score64, 0.1, 2).unwrap(),
+    );
     let x32 = Array2::from_elem((50, 2), 0.8f32);
     let x64 = Array2::from_elem((50, 2), 0.8f64);
     let g32 = TimeGrid::uniform(0.0f32, 1.0, 32).unwrap();
@@ -708,7 +898,8 @@ fn split_is_bitwise_identical<S: SdeStepper<f64>>(sde: &dyn Sde<f64>, stepper: &
     let (a, b) = x0.view().split_at(ndarray::Axis(0), 5);
     let first = solve_sde(sde, stepper, a, &grid, &opts).unwrap();
     let second = solve_sde(sde, stepper, b, &grid, &opts.clone().first_path(5)).unwrap();
-    let joined = ndarray::concatenate(ndarray::Axis(1), &[first.x.view(), second.x.view()]).unwrap();
+    let joined =
+        ndarray::concatenate(ndarray::Axis(1), &[first.x.view(), second.x.view()]).unwrap();
     assert_eq!(whole.x, joined, "{}", stepper.name());
 }
 
@@ -718,7 +909,8 @@ fn results_do_not_depend_on_the_batch_split() {
     split_is_bitwise_identical(&g, &RobertsHeun);
     split_is_bitwise_identical(&g, &Milstein::derivative_free());
     split_is_bitwise_identical(&g, &PredictorCorrectorEuler::default());
-    let score = RowScore::new(|_t: f64, x: Row, mut s: RowMut| s.zip_mut_with(&x, |s, &x| *s = 1.0 - x));
+    let score =
+        RowScore::new(|_t: f64, x: Row, mut s: RowMut| s.zip_mut_with(&x, |s, &x| *s = 1.0 - x));
     let pc = PredictorCorrector::new(RobertsHeun, LangevinCorrector::new(score, 0.2, 3).unwrap());
     split_is_bitwise_identical(&g, &pc);
 }
@@ -728,7 +920,10 @@ fn steppers_declare_their_calculus_and_orders() {
     use itoflow::sde::Calculus;
     let diag = NoiseKind::Diagonal;
     let gen2 = NoiseKind::General { m: 2 };
-    assert_eq!(SdeStepper::<f64>::calculus(&StratonovichHeun), Calculus::Stratonovich);
+    assert_eq!(
+        SdeStepper::<f64>::calculus(&StratonovichHeun),
+        Calculus::Stratonovich
+    );
     assert_eq!(SdeStepper::<f64>::calculus(&RobertsHeun), Calculus::Ito);
     assert_eq!(SdeStepper::<f64>::strong_order(&RobertsHeun, diag), 1.0);
     assert_eq!(SdeStepper::<f64>::strong_order(&RobertsHeun, gen2), 0.5);
@@ -737,7 +932,13 @@ fn steppers_declare_their_calculus_and_orders() {
     assert_eq!(SdeStepper::<f64>::strong_order(&pc, NoiseKind::Scalar), 1.0);
     let pc = PredictorCorrectorEuler::new(0.5, 0.0).unwrap();
     assert_eq!(SdeStepper::<f64>::strong_order(&pc, diag), 0.5);
-    assert_eq!(SdeStepper::<f64>::strong_order(&pc, NoiseKind::Additive), 1.0);
+    assert_eq!(
+        SdeStepper::<f64>::strong_order(&pc, NoiseKind::Additive),
+        1.0
+    );
     assert_eq!(SdeStepper::<f64>::extra_normals(&RobertsHeun, 3, diag), 3);
-    assert_eq!(SdeStepper::<f64>::extra_normals(&RobertsHeun, 3, NoiseKind::Scalar), 1);
+    assert_eq!(
+        SdeStepper::<f64>::extra_normals(&RobertsHeun, 3, NoiseKind::Scalar),
+        1
+    );
 }

@@ -67,7 +67,11 @@ pub fn numerical_final<S: SdeStepper<f64>>(
     n: usize,
     finest: usize,
 ) -> Array2<f64> {
-    assert_eq!(finest % n, 0, "{n} steps do not divide the finest grid of {finest}");
+    assert_eq!(
+        finest % n,
+        0,
+        "{n} steps do not divide the finest grid of {finest}"
+    );
     let x0 = Array2::from_shape_fn((paths, p.dim()), |(_, j)| p.x0[j]);
     let grid = TimeGrid::uniform(0.0, p.t1, n).unwrap();
     let opts = SdeOptions::new(seed).refine(finest / n);
@@ -215,5 +219,9 @@ pub fn assert_order(c: &Convergence, expected: f64, tol: f64, what: &str) {
         c.order,
         c.report(what)
     );
-    assert!(c.errors_shrink(), "{what}: errors do not shrink\n{}", c.report(what));
+    assert!(
+        c.errors_shrink(),
+        "{what}: errors do not shrink\n{}",
+        c.report(what)
+    );
 }

@@ -18,6 +18,11 @@
 use itoflow::sde::{Calculus, Sde, SdeFn};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
+/// `X(t)` from `(t, x0, W(t))`.
+pub type ExactFn = Box<dyn Fn(f64, &[f64], &[f64]) -> Vec<f64>>;
+/// `X(T)` from `(x0, walk, fine step)`.
+pub type PathSolutionFn = Box<dyn Fn(&[f64], ArrayView2<f64>, f64) -> Vec<f64>>;
+
 /// A test problem: the SDE, its initial state, horizon and exact solution.
 pub struct Problem {
     /// Short name for messages.
@@ -33,7 +38,7 @@ pub struct Problem {
     /// The calculus the analytic solution belongs to.
     pub calculus: Calculus,
     /// `X(t)` from `t`, `x0` and `W(t)` (`[m]`).
-    pub exact: Box<dyn Fn(f64, &[f64], &[f64]) -> Vec<f64>>,
+    pub exact: ExactFn,
     /// For solutions that depend on the whole Brownian path, not only on `W(T)`: the
     /// solution from the path on a fine grid. Overrides `exact`.
     pub reference: Option<PathReference>,
@@ -44,7 +49,7 @@ pub struct PathReference {
     /// Number of steps of the fine grid (the solver grids must divide it).
     pub steps: usize,
     /// `X(T)` from `x0`, the walk `W(t_k)` (`[steps + 1, m]`) and the fine step.
-    pub solution: Box<dyn Fn(&[f64], ArrayView2<f64>, f64) -> Vec<f64>>,
+    pub solution: PathSolutionFn,
 }
 
 impl Problem {
@@ -112,9 +117,7 @@ pub fn linear_2d() -> Problem {
         |_t: f64, x: Row, mut f: RowMut| f.zip_mut_with(&x, |f, &x| *f = 1.01 * x),
         |_t: f64, x: Row, mut g: RowMut| g.zip_mut_with(&x, |g, &x| *g = 0.87 * x),
     )
-    .with_dg_g(|_t: f64, _x: Row, g: Row, mut o: RowMut| {
-        o.zip_mut_with(&g, |o, &g| *o = 0.87 * g)
-    });
+    .with_dg_g(|_t: f64, _x: Row, g: Row, mut o: RowMut| o.zip_mut_with(&g, |o, &g| *o = 0.87 * g));
     Problem {
         name: "prob_sde_2Dlinear",
         sde: Box::new(sde),
@@ -204,9 +207,7 @@ pub fn additive() -> Problem {
     let (a, b) = (0.1, 0.05);
     let sde = SdeFn::additive(
         1,
-        move |t: f64, x: Row, mut f: RowMut| {
-            f[0] = b / (1.0 + t).sqrt() - x[0] / (2.0 * (1.0 + t))
-        },
+        move |t: f64, x: Row, mut f: RowMut| f[0] = b / (1.0 + t).sqrt() - x[0] / (2.0 * (1.0 + t)),
         move |t: f64, mut g: RowMut| g[0] = a * b / (1.0 + t).sqrt(),
     );
     Problem {

@@ -13,7 +13,7 @@ use ndarray::{Array1, Array2, Array3, ArrayViewMut2};
 use super::{Evals, SdeStepper, StepNoise, diffusion_shape, euler_update, fill_times};
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde};
 
-/// The Euler–Maruyama method (see the module documentation).
+/// The Euler–Maruyama method (see the [module documentation](self)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EulerMaruyama;
 

@@ -17,12 +17,12 @@
 //! The orders in this table are measured by the repository's `tests/sde_convergence.rs`
 //! (log–log fits against analytic solutions on one Brownian path per sample, refined).
 
-mod euler_maruyama;
-mod heun;
-mod langevin;
-mod milstein;
-mod pc_euler;
-mod pc_sampler;
+pub mod euler_maruyama;
+pub mod heun;
+pub mod langevin;
+pub mod milstein;
+pub mod pc_euler;
+pub mod pc_sampler;
 
 pub use euler_maruyama::{EulerMaruyama, EulerMaruyamaWorkspace};
 pub use heun::{HeunWorkspace, RobertsHeun, StratonovichHeun};

@@ -292,9 +292,7 @@ impl<T: Real> SdeStepper<T> for PredictorCorrectorEuler {
                 .for_each(|a0, &a1| *a0 = theta * a1 + (one - theta) * *a0);
         }
         if self.eta > 0.0 {
-            Zip::from(&mut x)
-                .and(&ws.a0)
-                .for_each(|x, &a| *x += a * dt);
+            Zip::from(&mut x).and(&ws.a0).for_each(|x, &a| *x += a * dt);
             add_noise(kind, ws.g0.view(), noise.dw, one - eta, x.view_mut());
             add_noise(kind, ws.g1.view(), noise.dw, eta, x);
         } else {
