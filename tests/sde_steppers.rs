@@ -788,6 +788,122 @@ fn missing_extra_normals_are_an_error_not_a_panic() {
     assert!(e.to_string().contains("extra standard normals"), "{e}");
 }
 
+/// One direct `step` call; the error message, or `None` if it succeeded.
+fn direct_step<S: SdeStepper<f64>>(
+    stepper: &S,
+    sde: &dyn Sde<f64>,
+    x: &mut Array2<f64>,
+    dw: &Array2<f64>,
+    extra: &Array2<f64>,
+    ws: &mut S::Workspace,
+) -> Option<String> {
+    let noise = StepNoise {
+        dw: dw.view(),
+        extra: extra.view(),
+    };
+    stepper
+        .step(sde, 0.0, 0.1, x.view_mut(), &noise, ws)
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// Every mismatch a direct caller of `step` can make, for one stepper: an error naming the
+/// stepper, never a panic.
+fn mismatches_are_errors<S: SdeStepper<f64>>(stepper: &S, wants_extra: bool) {
+    let diag = case_a(false); // dim 1, diagonal
+    let scalar = case_c(false); // dim 2, scalar
+    let name = stepper.name();
+    let extra = |rows: usize, n: usize| Array2::from_elem((rows, n), 0.5);
+    let e = |n: usize| if wants_extra { n } else { 0 };
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("state with the wrong dimension", {
+            let mut ws = stepper.workspace(3, 1, NoiseKind::Diagonal);
+            let mut x = Array2::from_elem((3, 2), 1.0);
+            direct_step(
+                stepper,
+                &*diag,
+                &mut x,
+                &Array2::zeros((3, 1)),
+                &extra(3, e(1)),
+                &mut ws,
+            )
+        }),
+        ("workspace for other rows", {
+            let mut ws = stepper.workspace(2, 1, NoiseKind::Diagonal);
+            let mut x = Array2::from_elem((3, 1), 1.0);
+            direct_step(
+                stepper,
+                &*diag,
+                &mut x,
+                &Array2::zeros((3, 1)),
+                &extra(3, e(1)),
+                &mut ws,
+            )
+        }),
+        ("increments of the wrong shape", {
+            let mut ws = stepper.workspace(3, 2, NoiseKind::Scalar);
+            let mut x = Array2::from_elem((3, 2), 1.0);
+            direct_step(
+                stepper,
+                &*scalar,
+                &mut x,
+                &Array2::zeros((3, 2)),
+                &extra(3, e(1)),
+                &mut ws,
+            )
+        }),
+        ("workspace for additive noise on a diagonal problem", {
+            let mut ws = stepper.workspace(3, 1, NoiseKind::Additive);
+            let mut x = Array2::from_elem((3, 1), 1.0);
+            direct_step(
+                stepper,
+                &*diag,
+                &mut x,
+                &Array2::zeros((3, 1)),
+                &extra(3, e(1)),
+                &mut ws,
+            )
+        }),
+    ];
+    for (what, err) in cases {
+        if what.starts_with("workspace for additive") && err.is_none() {
+            continue; // steppers whose workspace does not depend on additivity may accept it
+        }
+        let msg = err.unwrap_or_else(|| panic!("{name}: {what} was accepted"));
+        assert!(msg.contains(&name[..4]), "{name}: {what}: {msg}");
+    }
+}
+
+#[test]
+fn mismatched_shapes_in_direct_calls_are_errors_not_panics() {
+    mismatches_are_errors(&EulerMaruyama, false);
+    mismatches_are_errors(&Milstein::new(), false);
+    mismatches_are_errors(&RobertsHeun, true);
+    mismatches_are_errors(&StratonovichHeun, false);
+    mismatches_are_errors(&PredictorCorrectorEuler::new(0.5, 0.5).unwrap(), false);
+    // A Stratonovich workspace handed to Roberts' method.
+    let sde = case_a(false);
+    let mut ws = SdeStepper::<f64>::workspace(&StratonovichHeun, 2, 1, NoiseKind::Diagonal);
+    let mut x = Array2::from_elem((2, 1), 1.0);
+    let msg = direct_step(
+        &RobertsHeun,
+        &*sde,
+        &mut x,
+        &Array2::zeros((2, 1)),
+        &Array2::from_elem((2, 1), 0.5),
+        &mut ws,
+    )
+    .expect("accepted a Stratonovich workspace");
+    assert!(msg.contains("RobertsHeun"), "{msg}");
+    // The Langevin corrector with a workspace for another shape.
+    let score = RowScore::new(|_t: f64, x: Row, mut s: RowMut| s.assign(&x));
+    let c = LangevinCorrector::new(&score, 0.1, 1).unwrap();
+    let mut ws = c.workspace(2, 3);
+    let mut x = Array2::from_elem((2, 2), 1.0);
+    let z = Array2::zeros((2, 2));
+    assert!(c.correct(0.0, x.view_mut(), z.view(), &mut ws).is_err());
+}
+
 // ---------------------------------------------------------------------------------------------
 // f32 and reproducibility
 // ---------------------------------------------------------------------------------------------

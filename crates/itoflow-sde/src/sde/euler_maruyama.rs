@@ -10,7 +10,9 @@
 
 use ndarray::{Array1, Array2, Array3, ArrayViewMut2};
 
-use super::{Evals, SdeStepper, StepNoise, diffusion_shape, euler_update, fill_times};
+use super::{
+    Evals, SdeStepper, StepNoise, check_step_shapes, diffusion_shape, euler_update, fill_times,
+};
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde};
 
 /// The Euler–Maruyama method (see the [module documentation](self)).
@@ -61,6 +63,7 @@ impl<T: Real> SdeStepper<T> for EulerMaruyama {
         noise: &StepNoise<'_, T>,
         ws: &mut Self::Workspace,
     ) -> Result<Evals, ProblemError> {
+        check_step_shapes("Euler–Maruyama", sde, &x, &noise.dw, ws.g.dim())?;
         fill_times(&mut ws.t, t);
         sde.drift(ws.t.view(), x.view(), ws.f.view_mut())?;
         sde.diffusion(ws.t.view(), x.view(), ws.g.view_mut())?;

@@ -38,7 +38,8 @@
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayViewMut2, Zip, s};
 
 use super::{
-    Evals, SdeStepper, StepNoise, abs_dt, add_noise, check_normals, diffusion_shape, fill_times,
+    Evals, SdeStepper, StepNoise, abs_dt, add_noise, check_normals, check_step_shapes,
+    diffusion_shape, fill_times,
 };
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde};
 
@@ -122,8 +123,15 @@ fn heun_step<T: Real, P: Sde<T> + ?Sized>(
     signs: Option<ArrayView2<'_, T>>,
     ws: &mut HeunWorkspace<T>,
 ) -> Result<Evals, ProblemError> {
+    check_step_shapes("Heun", sde, &x, &dw, ws.g.dim())?;
     let kind = sde.noise();
     let (dw1, dw2) = match signs {
+        Some(_) if ws.dw1.dim() != dw.dim() => {
+            return Err(ProblemError::new(
+                "Heun (Roberts): the workspace was made by StratonovichHeun (no room for the \
+                 signed increments); create it with RobertsHeun's workspace()",
+            ));
+        }
         Some(z) => {
             let sq = abs_dt(dt).sqrt();
             Zip::from(&mut ws.dw1)
@@ -214,6 +222,7 @@ impl<T: Real> SdeStepper<T> for RobertsHeun {
         noise: &StepNoise<'_, T>,
         ws: &mut Self::Workspace,
     ) -> Result<Evals, ProblemError> {
+        check_step_shapes("Heun (Roberts)", sde, &x, &noise.dw, ws.g.dim())?;
         check_normals("Heun (Roberts)", &noise.extra, x.nrows(), noise.dw.ncols())?;
         heun_step(
             sde,

@@ -277,6 +277,13 @@ impl<T: Real, S: ScoreFn<T>, A: LangevinAlpha<T>> Corrector<T> for LangevinCorre
             )));
         }
         let dim = x.ncols();
+        if ws.s.dim() != x.dim() {
+            return Err(ProblemError::new(format!(
+                "Langevin corrector: the workspace was made for shape {:?}, the state is {:?}",
+                ws.s.dim(),
+                x.dim()
+            )));
+        }
         check_normals("Langevin corrector", &z, x.nrows(), self.steps * dim)?;
         // ε = c ‖z‖² / ‖s‖² with c = 2 α snr².
         let c = 2.0 * alpha * self.snr * self.snr;

@@ -36,8 +36,8 @@
 use ndarray::{Array1, Array2, Array3, ArrayViewMut2, Axis, Zip};
 
 use super::{
-    Evals, SdeStepper, StepNoise, abs_dt, add_milstein_term, diffusion_shape, euler_update,
-    fill_times, unsupported,
+    Evals, SdeStepper, StepNoise, abs_dt, add_milstein_term, check_step_shapes, diffusion_shape,
+    euler_update, fill_times, unsupported,
 };
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde, SolveError};
 
@@ -159,7 +159,14 @@ impl<T: Real> SdeStepper<T> for Milstein {
         noise: &StepNoise<'_, T>,
         ws: &mut Self::Workspace,
     ) -> Result<Evals, ProblemError> {
+        check_step_shapes(SdeStepper::<T>::name(self), sde, &x, &noise.dw, ws.g.dim())?;
         let kind = sde.noise();
+        if !kind.is_additive() && ws.dgg.nrows() != x.nrows() {
+            return Err(ProblemError::new(format!(
+                "Milstein: the workspace was made for additive noise, the problem has {} noise",
+                kind.name()
+            )));
+        }
         fill_times(&mut ws.t, t);
         sde.drift(ws.t.view(), x.view(), ws.f.view_mut())?;
         sde.diffusion(ws.t.view(), x.view(), ws.g.view_mut())?;

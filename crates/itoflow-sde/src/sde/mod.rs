@@ -201,6 +201,43 @@ pub(crate) fn abs_dt<T: Real>(dt: T) -> T {
     dt.abs()
 }
 
+/// Checks what a direct caller of [`SdeStepper::step`] hands over (the drivers always pass
+/// consistent shapes): the state `x` is `[rows, sde.dim()]`, the workspace was made for `rows`
+/// rows of this problem's noise kind (its diffusion array is `g_shape`), and `ΔW` is
+/// `[rows, m]`. A mismatch is an error, not a panic inside an array operation.
+pub(crate) fn check_step_shapes<T: Real, P: Sde<T> + ?Sized>(
+    who: &str,
+    sde: &P,
+    x: &ArrayViewMut2<'_, T>,
+    dw: &ArrayView2<'_, T>,
+    g_shape: (usize, usize, usize),
+) -> Result<(), ProblemError> {
+    let (rows, dim) = x.dim();
+    let noise = sde.noise();
+    if dim != sde.dim() {
+        return Err(ProblemError::new(format!(
+            "{who}: the state has {dim} columns, the problem's dimension is {}",
+            sde.dim()
+        )));
+    }
+    let want = diffusion_shape(rows, dim, noise);
+    if g_shape != want {
+        return Err(ProblemError::new(format!(
+            "{who}: the workspace was made for diffusion shape {g_shape:?}, but the state and \
+             the problem's {} noise need {want:?}; create it with workspace(rows, dim, noise)",
+            noise.name()
+        )));
+    }
+    let m = noise.brownian_dim(dim);
+    if dw.dim() != (rows, m) {
+        return Err(ProblemError::new(format!(
+            "{who}: expected Brownian increments of shape [{rows}, {m}], got {:?}",
+            dw.shape()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that a stepper was handed `[rows, needed]` extra normals (the drivers always do; a
 /// direct caller of [`SdeStepper::step`] may not).
 pub(crate) fn check_normals<T>(

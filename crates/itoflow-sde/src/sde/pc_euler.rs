@@ -41,8 +41,8 @@
 use ndarray::{Array1, Array2, Array3, ArrayViewMut2, Axis, Zip};
 
 use super::{
-    Evals, SdeStepper, StepNoise, abs_dt, add_noise, dg_g_or_central_difference, diffusion_shape,
-    euler_update, fill_times, unsupported,
+    Evals, SdeStepper, StepNoise, abs_dt, add_noise, check_step_shapes, dg_g_or_central_difference,
+    diffusion_shape, euler_update, fill_times, unsupported,
 };
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde, SolveError};
 
@@ -208,6 +208,7 @@ impl<T: Real> SdeStepper<T> for PredictorCorrectorEuler {
         noise: &StepNoise<'_, T>,
         ws: &mut Self::Workspace,
     ) -> Result<Evals, ProblemError> {
+        check_step_shapes("predictor–corrector Euler", sde, &x, &noise.dw, ws.g0.dim())?;
         let kind = sde.noise();
         if matches!(kind, NoiseKind::General { .. }) && self.eta != 0.0 {
             return Err(ProblemError::new(format!(
@@ -218,6 +219,13 @@ impl<T: Real> SdeStepper<T> for PredictorCorrectorEuler {
         let (theta, eta) = (T::c(self.theta), T::c(self.eta));
         let analytic = !self.derivative_free;
         let corrected = self.eta > 0.0 && !kind.is_additive();
+        if corrected && ws.dgg.nrows() != x.nrows() {
+            return Err(ProblemError::new(format!(
+                "predictor–corrector Euler: the workspace was made for additive noise, the \
+                 problem has {} noise",
+                kind.name()
+            )));
+        }
         let h = abs_dt(dt);
         let mut evals = Evals {
             drift: 1,
