@@ -3,8 +3,9 @@
 Each stepper's update formula (as documented in crates/itoflow-sde/src/sde/) is evaluated once,
 with fixed Brownian increments and fixed extra normals, in 50-digit decimal arithmetic (Python
 standard library only). Run:  python3 tests/data/one_step_reference.py
-and paste the printed values into the tests; they are written there rounded to 17 significant
-digits, so the f64 implementation must agree to a few units in the last place.
+and paste the printed values into the tests (the output is kept in one_step_reference.out).
+They are written there rounded to 17 significant digits, so the f64 implementation must agree
+to a few units in the last place.
 """
 from decimal import Decimal as D, getcontext
 

@@ -15,7 +15,15 @@
 //! which is also the `h` of the Itô corrections.
 //!
 //! The orders in this table are measured by the repository's `tests/sde_convergence.rs`
-//! (log–log fits against analytic solutions on one Brownian path per sample, refined).
+//! (least-squares log–log fits over Δt = 1/16 … 1/256 against analytic solutions, 1000 paths,
+//! every step size on the same Brownian paths). Measured strong orders: Euler–Maruyama
+//! 0.48–0.58 (multiplicative noise) and 1.01 (additive); Milstein 0.94–1.02 (analytic and
+//! derivative-free); Roberts' Heun 0.91–1.06 (0.48 with general noise); Stratonovich Heun
+//! 0.97–1.06 (Stratonovich problems, including commutative general noise); predictor–corrector
+//! Euler 0.93–1.04 (η = ½), 0.46–0.49 (η ∈ {0, 1}), 1.01 (additive). Weak orders (8000 paths,
+//! control variate): Euler–Maruyama 0.98, Roberts' Heun 0.91 (torchsde Ex2; 2.0 for the mean of
+//! a linear SDE, where it is exactly Heun's method on the mean), predictor–corrector (θ = η = 1)
+//! 0.90.
 
 pub mod euler_maruyama;
 pub mod heun;
