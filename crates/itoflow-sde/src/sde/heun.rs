@@ -11,8 +11,10 @@
 //! `g_j = g_j e_j`, for scalar noise the single column), and signs `S_j`:
 //!
 //! * [`RobertsHeun`] — **Itô**. `S_j = ±1` with probability ½ each, independently for every
-//!   step, path and Brownian motion (the sign of an extra standard normal, see
-//!   [`SdeStepper::extra_normals`]). A. J. Roberts, "Modify the improved Euler scheme to
+//!   step, path and Brownian motion: the sign of an extra standard normal (see
+//!   [`SdeStepper::extra_normals`]), addressed like `ΔW` by (seed, path, step) in the
+//!   path's [`tags::EXTRA`](crate::brownian::tags::EXTRA) stream, so runs are reproducible
+//!   for any batch split or thread count. A. J. Roberts, "Modify the improved Euler scheme to
 //!   integrate stochastic differential equations", arXiv:1210.0933 (2012). Expanding `K2`
 //!   gives the noise terms `Σ_j g_j ΔW_j + ½ Σ_{j,k} (L^j g_k)(ΔW_k + S_k√h)(ΔW_j − S_j√h)`,
 //!   `L^j = Σ_l g_{l,j} ∂/∂x_l`. For one Brownian motion (scalar noise) this is exactly
