@@ -10,6 +10,8 @@
 mod error;
 pub mod forward;
 pub mod gmm;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod reverse;
 pub mod score;
 
