@@ -98,7 +98,9 @@ fn max_abs_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
 
 /// Deterministic pseudo-random values in [-1, 1) (a small LCG; no RNG dependency needed).
 fn pseudo_random(n: usize, d: usize, seed: u64) -> Array2<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     Array2::from_shape_fn((n, d), |_| {
         s = s
             .wrapping_mul(6364136223846793005)
@@ -117,14 +119,15 @@ fn times(n: usize) -> Array1<f32> {
 // (a wrong time scaling or parameterisation changes values by O(0.1)).
 const TOL: f32 = 1e-4;
 
+/// Whether this test binary was built with the `cuda` feature (a runtime value for clippy).
+static CUDA_BUILD: bool = cfg!(feature = "cuda");
+
 #[test]
 fn digits_matches_torch_reference() {
     require_runtime!();
     let dir = root().join("models/digits/reference_io");
     let x = rows(npy(&dir.join("x.npy")));
-    let t: Array1<f32> = npy(&dir.join("time.npy"))
-        .into_dimensionality()
-        .unwrap();
+    let t: Array1<f32> = npy(&dir.join("time.npy")).into_dimensionality().unwrap();
     let v = rows(npy(&dir.join("v.npy")));
     let (net, info) = OnnxNetwork::open(digits(), &OnnxOptions::default()).unwrap();
     assert_eq!(info.time_input, TimeInput::T);
@@ -134,12 +137,14 @@ fn digits_matches_torch_reference() {
     assert!(e < TOL, "output differs from torch by {e}");
 
     let mut vjp = Array2::<f32>::zeros(x.raw_dim());
-    net.vjp(x.view(), t.view(), v.view(), vjp.view_mut()).unwrap();
+    net.vjp(x.view(), t.view(), v.view(), vjp.view_mut())
+        .unwrap();
     let e = max_abs_diff(&vjp, &rows(npy(&dir.join("vjp.npy"))));
     assert!(e < TOL, "vjp differs from torch by {e}");
 
     let mut jvp = Array2::<f32>::zeros(x.raw_dim());
-    net.jvp(x.view(), t.view(), v.view(), jvp.view_mut()).unwrap();
+    net.jvp(x.view(), t.view(), v.view(), jvp.view_mut())
+        .unwrap();
     let e = max_abs_diff(&jvp, &rows(npy(&dir.join("jvp.npy"))));
     assert!(e < TOL, "jvp differs from torch by {e}");
 
@@ -150,11 +155,15 @@ fn digits_matches_torch_reference() {
     for (r, row) in score.outer_iter().enumerate() {
         let sigma = model.info().forward.std(f64::from(t[r])) as f32;
         for (s, o) in row.iter().zip(out.row(r)) {
-            assert!((s + o / sigma).abs() <= 1e-4 * (1.0 + s.abs()), "{s} vs {}", -o / sigma);
+            assert!(
+                (s + o / sigma).abs() <= 1e-4 * (1.0 + s.abs()),
+                "{s} vs {}",
+                -o / sigma
+            );
         }
     }
-    assert_eq!(ScoreModel::<f32>::capabilities(&model).vjp, true);
-    assert_eq!(ScoreModel::<f32>::capabilities(&model).jvp, true);
+    assert!(ScoreModel::<f32>::capabilities(&model).vjp);
+    assert!(ScoreModel::<f32>::capabilities(&model).jvp);
 }
 
 #[test]
@@ -216,7 +225,10 @@ fn missing_metadata_lists_keys_and_overrides_fix_it() {
         other => panic!("expected MissingMetadata, got {other}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("itoflow.time_input") && msg.contains("overrides"), "{msg}");
+    assert!(
+        msg.contains("itoflow.time_input") && msg.contains("overrides"),
+        "{msg}"
+    );
 
     let opts = OnnxOptions::default()
         .with_override("itoflow.format_version", "1")
@@ -257,7 +269,10 @@ fn invalid_metadata_values() {
         ("itoflow.data.shape", "two"),
     ] {
         let err = ModelInfo::from_metadata(make(key, value), p).unwrap_err();
-        assert!(matches!(err, OnnxError::Metadata { .. }), "{key}={value}: {err}");
+        assert!(
+            matches!(err, OnnxError::Metadata { .. }),
+            "{key}={value}: {err}"
+        );
     }
     let mut m = make("", "");
     m.insert("itoflow.data.range".into(), "[1, -1]".into());
@@ -285,7 +300,8 @@ fn batch_splitting_gives_identical_rows() {
         let mut out = Array2::<f32>::zeros(x.raw_dim());
         net.forward(x.view(), t.view(), out.view_mut()).unwrap();
         let mut vjp = Array2::<f32>::zeros(x.raw_dim());
-        net.vjp(x.view(), t.view(), v.view(), vjp.view_mut()).unwrap();
+        net.vjp(x.view(), t.view(), v.view(), vjp.view_mut())
+            .unwrap();
         (out, vjp)
     };
     let (whole, whole_vjp) = eval(256);
@@ -309,7 +325,10 @@ fn f64_path_matches_f32() {
     model.score(x64.view(), t64.view(), s64.view_mut()).unwrap();
     // The network sees the same float32 values; only the affine map runs in f64.
     for (a, b) in s32.iter().zip(&s64) {
-        assert!((f64::from(*a) - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        assert!(
+            (f64::from(*a) - b).abs() <= 1e-5 * (1.0 + b.abs()),
+            "{a} vs {b}"
+        );
     }
     let mut v64 = Array2::<f64>::zeros(x.raw_dim());
     model
@@ -321,15 +340,23 @@ fn f64_path_matches_f32() {
 #[test]
 fn derivative_graph_is_deterministic_at_two_threads() {
     require_runtime!();
-    let opts = OnnxOptions::default().with_intra_threads(2).with_sessions(1);
+    let opts = OnnxOptions::default()
+        .with_intra_threads(2)
+        .with_sessions(1);
     let (net, _) = OnnxNetwork::open(digits(), &opts).unwrap();
-    let (x, t, v) = (pseudo_random(64, 64, 4), times(64), pseudo_random(64, 64, 5));
+    let (x, t, v) = (
+        pseudo_random(64, 64, 4),
+        times(64),
+        pseudo_random(64, 64, 5),
+    );
     let call = |jvp: bool| {
         let mut out = Array2::<f32>::zeros(x.raw_dim());
         if jvp {
-            net.jvp(x.view(), t.view(), v.view(), out.view_mut()).unwrap();
+            net.jvp(x.view(), t.view(), v.view(), out.view_mut())
+                .unwrap();
         } else {
-            net.vjp(x.view(), t.view(), v.view(), out.view_mut()).unwrap();
+            net.vjp(x.view(), t.view(), v.view(), out.view_mut())
+                .unwrap();
         }
         out
     };
@@ -343,11 +370,15 @@ fn derivative_graph_is_deterministic_at_two_threads() {
 #[test]
 fn concurrent_callers_get_consistent_results() {
     require_runtime!();
-    let opts = OnnxOptions::default().with_intra_threads(1).with_sessions(3);
+    let opts = OnnxOptions::default()
+        .with_intra_threads(1)
+        .with_sessions(3);
     let model = OnnxScoreModel::open(digits(), &opts).unwrap();
     let (x, t) = (pseudo_random(16, 64, 6), times(16));
     let mut reference = Array2::<f32>::zeros(x.raw_dim());
-    model.score(x.view(), t.view(), reference.view_mut()).unwrap();
+    model
+        .score(x.view(), t.view(), reference.view_mut())
+        .unwrap();
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
@@ -419,7 +450,11 @@ fn bad_files_are_errors() {
     let opts = OnnxOptions::default();
     for p in [&truncated, &text] {
         let err = OnnxScoreModel::open(p, &opts).unwrap_err();
-        assert!(matches!(err, OnnxError::InvalidModel { .. }), "{}: {err}", p.display());
+        assert!(
+            matches!(err, OnnxError::InvalidModel { .. }),
+            "{}: {err}",
+            p.display()
+        );
         assert!(inspect(p).is_err());
     }
     let err = OnnxScoreModel::open(dir.join("missing.onnx"), &opts).unwrap_err();
@@ -432,8 +467,8 @@ fn bad_files_are_errors() {
 #[test]
 fn device_fallback_and_explicit_cuda() {
     require_runtime!();
-    let auto = OnnxScoreModel::open(digits(), &OnnxOptions::default().with_device(Device::Auto))
-        .unwrap();
+    let auto =
+        OnnxScoreModel::open(digits(), &OnnxOptions::default().with_device(Device::Auto)).unwrap();
     let report = auto.device_report();
     eprintln!("auto: {report}");
     assert_eq!(report.requested, Device::Auto);
@@ -445,10 +480,13 @@ fn device_fallback_and_explicit_cuda() {
             }
             assert!(report.to_string().contains("CUDA not used"), "{report}");
         }
-        Device::Cuda(0) => assert!(cfg!(feature = "cuda")),
+        Device::Cuda(0) => assert!(CUDA_BUILD, "CUDA used without the cuda feature"),
         other => panic!("unexpected device {other}"),
     }
-    let cuda = OnnxScoreModel::open(digits(), &OnnxOptions::default().with_device(Device::Cuda(0)));
+    let cuda = OnnxScoreModel::open(
+        digits(),
+        &OnnxOptions::default().with_device(Device::Cuda(0)),
+    );
     match cuda {
         Err(OnnxError::Device { requested, reason }) => {
             assert_eq!(requested, Device::Cuda(0));
@@ -458,7 +496,7 @@ fn device_fallback_and_explicit_cuda() {
         }
         Err(other) => panic!("expected a device error, got {other}"),
         Ok(m) => {
-            assert!(cfg!(feature = "cuda"));
+            assert!(CUDA_BUILD, "CUDA used without the cuda feature");
             assert_eq!(m.device_used(), Device::Cuda(0));
         }
     }
@@ -473,8 +511,8 @@ fn runtime_discovery_reports_where_it_looked() {
     assert!(msg.contains("/nonexistent/itoflow"), "{msg}");
     assert!(msg.contains("bash scripts/setup-venv.sh"), "{msg}");
     assert!(msg.contains("pip install onnxruntime==1.31.*"), "{msg}");
-    let err = OnnxScoreModel::open(digits(), &OnnxOptions::default().with_runtime(bogus))
-        .unwrap_err();
+    let err =
+        OnnxScoreModel::open(digits(), &OnnxOptions::default().with_runtime(bogus)).unwrap_err();
     assert!(matches!(err, OnnxError::RuntimeNotFound { .. }), "{err}");
 }
 
@@ -491,7 +529,11 @@ fn inspect_digits() {
     let outs: Vec<&str> = d.outputs.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(outs, ["output", "vjp", "jvp"]);
     assert!(s.problems.is_empty(), "{:?}", s.problems);
-    assert!(s.available_providers.iter().any(|p| p == "CPUExecutionProvider"));
+    assert!(
+        s.available_providers
+            .iter()
+            .any(|p| p == "CPUExecutionProvider")
+    );
     let text = s.to_string();
     eprintln!("{text}");
     assert!(text.contains("x: f32 [batch, 1, 8, 8]"), "{text}");

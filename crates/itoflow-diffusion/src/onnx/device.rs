@@ -120,12 +120,13 @@ pub(crate) fn build_session(
     match device {
         Device::Cpu => {}
         Device::Cuda(n) => {
-            let session = cuda_session(rt, model, path, opts, n, &mut report.preload).map_err(
-                |reason| OnnxError::Device {
-                    requested: device,
-                    reason,
-                },
-            )?;
+            let session =
+                cuda_session(rt, model, path, opts, n, &mut report.preload).map_err(|reason| {
+                    OnnxError::Device {
+                        requested: device,
+                        reason,
+                    }
+                })?;
             report.used = Device::Cuda(n);
             return Ok((session, report));
         }
@@ -168,7 +169,10 @@ fn cuda_session(
     _n: u32,
     _notes: &mut Vec<String>,
 ) -> Result<Session, String> {
-    Err("this build has no CUDA support; rebuild with `--features cuda` (see docs/gpu.md)".to_string())
+    Err(
+        "this build has no CUDA support; rebuild with `--features cuda` (see docs/gpu.md)"
+            .to_string(),
+    )
 }
 
 #[cfg(feature = "cuda")]

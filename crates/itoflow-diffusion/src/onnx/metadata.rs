@@ -144,7 +144,9 @@ impl ModelInfo {
         if version != FORMAT_VERSION {
             return Err(bad(
                 "itoflow.format_version",
-                format!("this crate reads format version {FORMAT_VERSION}, the model has `{version}`"),
+                format!(
+                    "this crate reads format version {FORMAT_VERSION}, the model has `{version}`"
+                ),
             ));
         }
         let params: serde_json::Value = serde_json::from_str(req("itoflow.sde.params"))
@@ -155,8 +157,8 @@ impl ModelInfo {
             .map_err(|e| bad("itoflow.prediction", e.to_string()))?;
         let time_input = TimeInput::parse(req("itoflow.time_input"))
             .map_err(|e| bad("itoflow.time_input", e.to_string()))?;
-        let data_shape: Vec<usize> = serde_json::from_str(req("itoflow.data.shape"))
-            .map_err(|e| {
+        let data_shape: Vec<usize> =
+            serde_json::from_str(req("itoflow.data.shape")).map_err(|e| {
                 bad(
                     "itoflow.data.shape",
                     format!("expected a JSON list of positive integers: {e}"),
@@ -185,7 +187,10 @@ impl ModelInfo {
         let data_levels = match get("itoflow.data.levels") {
             None | Some("") => None,
             Some(s) => Some(s.parse::<u32>().ok().filter(|&l| l >= 2).ok_or_else(|| {
-                bad("itoflow.data.levels", format!("expected an integer ≥ 2, got `{s}`"))
+                bad(
+                    "itoflow.data.levels",
+                    format!("expected an integer ≥ 2, got `{s}`"),
+                )
             })?),
         };
         let eps = match get("itoflow.eps") {

@@ -15,8 +15,8 @@ use super::device::build_session;
 use super::metadata::merge;
 use super::runtime::{Runtime, init_runtime};
 use super::{DerivativeKind, Device, DeviceReport, ModelInfo, OnnxError};
-use crate::score::{Capabilities, Network, Parameterised, ScoreModel};
 use crate::ScoreError;
+use crate::score::{Capabilities, Network, Parameterised, ScoreModel};
 use itoflow_sde::Real;
 use num_complex::Complex64;
 
@@ -182,11 +182,13 @@ impl std::fmt::Display for TensorSummary {
             .shape
             .iter()
             .enumerate()
-            .map(|(i, &d)| match self.symbols.get(i).filter(|s| !s.is_empty()) {
-                Some(s) if d < 0 => s.clone(),
-                _ if d < 0 => "?".to_string(),
-                _ => d.to_string(),
-            })
+            .map(
+                |(i, &d)| match self.symbols.get(i).filter(|s| !s.is_empty()) {
+                    Some(s) if d < 0 => s.clone(),
+                    _ if d < 0 => "?".to_string(),
+                    _ => d.to_string(),
+                },
+            )
             .collect();
         write!(f, "{}: {} [{}]", self.name, self.dtype, dims.join(", "))
     }
@@ -292,16 +294,12 @@ fn check_signature(
         check(t, if t.name == "time" { &[] } else { data_shape })?;
     }
     for name in names_out {
-        let t = g
-            .outputs
-            .iter()
-            .find(|t| t.name == *name)
-            .ok_or_else(|| {
-                fail(format!(
-                    "no output `{name}` (outputs: {:?})",
-                    g.outputs.iter().map(|t| &t.name).collect::<Vec<_>>()
-                ))
-            })?;
+        let t = g.outputs.iter().find(|t| t.name == *name).ok_or_else(|| {
+            fail(format!(
+                "no output `{name}` (outputs: {:?})",
+                g.outputs.iter().map(|t| &t.name).collect::<Vec<_>>()
+            ))
+        })?;
         check(t, data_shape)?;
     }
     Ok(())
@@ -481,7 +479,8 @@ impl OnnxNetwork {
         {
             return Err(ScoreError::shape("v", (b, d), v.dim()));
         }
-        let to32 = |a: ArrayView2<'_, T>| -> Vec<f32> { a.iter().map(|e| e.f64() as f32).collect() };
+        let to32 =
+            |a: ArrayView2<'_, T>| -> Vec<f32> { a.iter().map(|e| e.f64() as f32).collect() };
         let mut start = 0;
         while start < b {
             let end = (start + self.max_batch).min(b);
@@ -637,7 +636,8 @@ impl OnnxScoreModel {
     /// describe.
     pub fn open(path: impl AsRef<Path>, opts: &OnnxOptions) -> Result<Self, OnnxError> {
         let (net, info) = OnnxNetwork::open(path, opts)?;
-        let model = Parameterised::new(net, info.forward.clone(), info.prediction, info.time_input)?;
+        let model =
+            Parameterised::new(net, info.forward.clone(), info.prediction, info.time_input)?;
         Ok(Self { model, info })
     }
 
@@ -829,9 +829,7 @@ pub fn inspect_with(path: impl AsRef<Path>, opts: &OnnxOptions) -> Result<ModelS
             problems.push(e.to_string());
         }
         if let Some(dpath) = &info.derivative_path {
-            match read_model(dpath)
-                .and_then(|b| build_session(&rt, &b, dpath, opts, Device::Cpu))
-            {
+            match read_model(dpath).and_then(|b| build_session(&rt, &b, dpath, opts, Device::Cpu)) {
                 Ok((ds, _)) => {
                     let dg = graph_summary(dpath, &ds);
                     let outs: &[&str] = match info.derivative {
