@@ -17,7 +17,7 @@
 //! use ndarray::{Array1, Array2};
 //!
 //! let model = OnnxScoreModel::open("models/digits/digits.onnx", &OnnxOptions::default())?;
-//! println!("{} on {}", model.describe(), model.device_report());
+//! println!("{} on {}", ScoreModel::<f64>::describe(&model), model.device_report());
 //! let x = Array2::<f64>::zeros((4, model.info().dim()));
 //! let t = Array1::from_elem(4, 0.5);
 //! let mut score = Array2::zeros(x.raw_dim());

@@ -122,15 +122,17 @@ fn library_in_dir(dir: &Path) -> Option<PathBuf> {
     found.pop().map(|(_, p)| p)
 }
 
-/// A file, or the runtime library inside a directory.
+/// A file, or the runtime library inside a directory; absolute (ONNX Runtime is loaded by
+/// absolute path, never relative to the executable).
 fn resolve(path: &Path) -> Option<PathBuf> {
-    if path.is_file() {
+    let found = if path.is_file() {
         Some(path.to_path_buf())
     } else if path.is_dir() {
         library_in_dir(path).or_else(|| library_in_dir(&path.join("capi")))
     } else {
         None
-    }
+    }?;
+    Some(std::fs::canonicalize(&found).unwrap_or(found))
 }
 
 /// The `onnxruntime/capi` directories of a virtual environment.
