@@ -1,6 +1,6 @@
-//! SDE throughput: Euler–Maruyama on GBM (f64) and on a 64-dimensional OU process (f32), and
-//! the normal generator alone. Throughput is in path-steps (GBM), path-steps·dim (OU) and
-//! normals per second.
+//! SDE throughput: Euler–Maruyama on GBM (f64), Euler–Maruyama and the two Heun methods on a
+//! 64-dimensional OU process (f32), and the normal generator alone. Throughput is in
+//! path-steps (one step of one path, whatever its dimension) and normals per second.
 //!
 //! `cargo bench --bench sde`; the peer comparison is `scripts/bench-peers.sh`.
 
@@ -55,6 +55,13 @@ fn ou(c: &mut Criterion) {
     let opts = SdeOptions::new(2);
     g.bench_function("em_4096_x_1000", |b| {
         b.iter(|| solve_sde(&sde, &EulerMaruyama, x0.view(), &grid, &opts).unwrap())
+    });
+    // Additive noise: the Stratonovich and Itô solutions coincide.
+    g.bench_function("stratonovich_heun_4096_x_1000", |b| {
+        b.iter(|| solve_sde(&sde, &StratonovichHeun, x0.view(), &grid, &opts).unwrap())
+    });
+    g.bench_function("roberts_heun_4096_x_1000", |b| {
+        b.iter(|| solve_sde(&sde, &RobertsHeun, x0.view(), &grid, &opts).unwrap())
     });
     g.finish();
 }

@@ -70,6 +70,21 @@ fn cases() -> Vec<Case> {
         });
     }
     {
+        let x0 = Array2::<f32>::from_elem((OU_PATHS, OU_DIM), 1.0);
+        let grid = TimeGrid::uniform(0.0f32, 1.0, OU_STEPS).unwrap();
+        let opts = SdeOptions::new(2);
+        v.push(Case {
+            id: "ou64_heun_f32",
+            work: (OU_PATHS * OU_STEPS) as f64,
+            unit: "path-steps",
+            note: "Ou<f32> (batched Sde impl), StratonovichHeun (= Itô for additive noise)".into(),
+            run: Box::new(move || {
+                let s = solve_sde(&Ou::<f32>::default(), &StratonovichHeun, x0.view(), &grid, &opts);
+                s.unwrap().last()[[0, 0]] as f64
+            }),
+        });
+    }
+    {
         let y0 = array![[2.0, 0.0]];
         let solver = Dopri5::new()
             .rtol(VDP_RTOL)

@@ -12,6 +12,8 @@ mod error;
 pub mod forward;
 pub mod gmm;
 pub mod likelihood;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod reverse;
 pub mod score;
 

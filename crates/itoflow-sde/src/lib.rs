@@ -60,7 +60,10 @@ pub mod prelude {
     pub use crate::brownian::BrownianPaths;
     pub use crate::ensemble::{EnsembleOptions, InitialState, solve_ensemble};
     pub use crate::ode::{BatchMode, Dopri5, ExplicitRk, OdeSave};
-    pub use crate::sde::{EulerMaruyama, SdeStepper};
+    pub use crate::sde::{
+        EulerMaruyama, LangevinCorrector, Milstein, PredictorCorrector, PredictorCorrectorEuler,
+        RobertsHeun, ScoreFn, SdeStepper, StratonovichHeun,
+    };
     pub use crate::{
         NoiseKind, OdeFn, OdeSystem, ProblemError, Real, SaveAt, Sde, SdeFn, SdeOptions,
         SolveError, TimeGrid, solve_ode_fixed, solve_sde,
