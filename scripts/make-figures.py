@@ -60,25 +60,33 @@ def peers():
     for r in rep["results"]:
         by.setdefault(r["problem"], []).append(r)
     problems = [p for p in by if any(r["impl"] == "itoflow" for r in by[p])]
-    fig, axes = plt.subplots(len(problems), 1, figsize=(7, 1.1 + 0.45 * sum(len(by[p]) for p in problems)),
-                             squeeze=False)
-    for ax, p in zip(axes[:, 0], problems):
-        rs = sorted(by[p], key=lambda r: r["seconds"])
-        names = [r["impl"] for r in rs]
-        secs = [r["seconds"] * 1e3 for r in rs]
-        colors = ["tab:orange" if n == "itoflow" else "tab:blue" for n in names]
-        ax.barh(range(len(rs)), secs, color=colors)
-        ax.set_yticks(range(len(rs)))
-        ax.set_yticklabels(names, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xscale("log")
-        ax.set_title(p, fontsize=8, loc="left")
-        ax.tick_params(axis="x", labelsize=7)
-        for i, s in enumerate(secs):
-            ax.text(s, i, f" {s:.3g} ms", va="center", fontsize=6)
-    axes[-1, 0].set_xlabel("best time, ms (log scale, one thread; lower is better)", fontsize=8)
+    # Time relative to itoflow on the same problem (> 1: itoflow is faster), one shared log axis.
+    labels, ratios, colors = [], [], []
+    for p in problems:
+        ito = next(r for r in by[p] if r["impl"] == "itoflow")
+        for r in sorted(by[p], key=lambda r: r["seconds"]):
+            labels.append(f"{p}: {r['impl']}")
+            ratios.append(r["seconds"] / ito["seconds"])
+            colors.append("tab:orange" if r["impl"] == "itoflow" else "tab:blue")
+        labels.append("")
+        ratios.append(float("nan"))
+        colors.append("white")
+    fig, ax = plt.subplots(figsize=(8, 0.8 + 0.22 * len(labels)))
+    y = range(len(labels))
+    ax.barh(y, [0 if math.isnan(v) else v for v in ratios], color=colors, left=0)
+    ax.set_yticks(list(y))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="k", lw=0.8)
+    for i, v in enumerate(ratios):
+        if not math.isnan(v):
+            ax.text(v, i, f" {v:.2f}×", va="center", fontsize=6)
+    ax.set_xlabel("time relative to itoflow (one thread each; > 1 means itoflow is faster)",
+                  fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
     m = rep["machine"]
-    fig.suptitle(f"{m['cpu']}, load {m['loadavg_before'][0]:.1f}, {m['date']}", fontsize=8)
+    ax.set_title(f"{m['cpu']}, load {m['loadavg_before'][0]:.1f}, {m['date']}", fontsize=8)
     fig.tight_layout()
     out = os.path.join(IMG, "peers.png")
     fig.savefig(out, dpi=110)
