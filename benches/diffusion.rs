@@ -100,7 +100,9 @@ fn pf_ode_and_likelihood(c: &mut Criterion) {
         let x = x0.slice(s![..256, ..]);
         let lik = || log_likelihood(&fwd, &gmm, x, &opts, 0, 0, None).unwrap();
         g.throughput(Throughput::Elements(lik().row_evals));
-        g.bench_function(format!("likelihood_exact_trace_gmm_d{dim}"), |b| b.iter(lik));
+        g.bench_function(format!("likelihood_exact_trace_gmm_d{dim}"), |b| {
+            b.iter(lik)
+        });
     }
     g.finish();
 }

@@ -51,7 +51,9 @@ fn linear(c: &mut Criterion) {
     }
     let grid = TimeGrid::uniform(0.0, LIN_T1, 1000).unwrap();
     g.bench_function("rk4_fixed_1000_steps", |b| {
-        b.iter(|| solve_ode_fixed(&Linear2, &ExplicitRk::RK4, y0.view(), &grid, &SaveAt::Final).unwrap())
+        b.iter(|| {
+            solve_ode_fixed(&Linear2, &ExplicitRk::RK4, y0.view(), &grid, &SaveAt::Final).unwrap()
+        })
     });
     g.finish();
 }

@@ -26,7 +26,11 @@ fn gbm(c: &mut Criterion) {
     let sde = Gbm::default();
     for check in [true, false] {
         let opts = SdeOptions::new(1).check_finite(check);
-        let name = if check { "10k_x_1000" } else { "10k_x_1000_nocheck" };
+        let name = if check {
+            "10k_x_1000"
+        } else {
+            "10k_x_1000_nocheck"
+        };
         g.bench_function(name, |b| {
             b.iter(|| solve_sde(&sde, &EulerMaruyama, x0.view(), &grid, &opts).unwrap())
         });

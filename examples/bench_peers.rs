@@ -64,7 +64,13 @@ fn cases() -> Vec<Case> {
             unit: "path-steps",
             note: "Ou<f32> (batched Sde impl), EulerMaruyama".into(),
             run: Box::new(move || {
-                let s = solve_sde(&Ou::<f32>::default(), &EulerMaruyama, x0.view(), &grid, &opts);
+                let s = solve_sde(
+                    &Ou::<f32>::default(),
+                    &EulerMaruyama,
+                    x0.view(),
+                    &grid,
+                    &opts,
+                );
                 s.unwrap().last()[[0, 0]] as f64
             }),
         });
@@ -79,7 +85,13 @@ fn cases() -> Vec<Case> {
             unit: "path-steps",
             note: "Ou<f32> (batched Sde impl), StratonovichHeun (= Itô for additive noise)".into(),
             run: Box::new(move || {
-                let s = solve_sde(&Ou::<f32>::default(), &StratonovichHeun, x0.view(), &grid, &opts);
+                let s = solve_sde(
+                    &Ou::<f32>::default(),
+                    &StratonovichHeun,
+                    x0.view(),
+                    &grid,
+                    &opts,
+                );
                 s.unwrap().last()[[0, 0]] as f64
             }),
         });
@@ -117,7 +129,10 @@ fn cases() -> Vec<Case> {
             unit: "systems",
             note: format!("Dopri5 {mode:?}, save final"),
             run: Box::new(move || {
-                solver.solve(&Linear2, 0.0, LIN_T1, y0.view()).unwrap().last()[[0, 0]]
+                solver
+                    .solve(&Linear2, 0.0, LIN_T1, y0.view())
+                    .unwrap()
+                    .last()[[0, 0]]
             }),
         });
     }
