@@ -155,10 +155,10 @@ fn main() {
         .map(|s| s.split(',').map(String::from).collect());
     let mut out = Vec::new();
     for mut c in cases() {
-        if let Some(o) = &only {
-            if !o.iter().any(|p| c.id.starts_with(p.as_str())) {
-                continue;
-            }
+        if let Some(o) = &only
+            && !o.iter().any(|p| c.id.starts_with(p.as_str()))
+        {
+            continue;
         }
         let (best, check) = best_of(reps, &mut c.run);
         if !json {

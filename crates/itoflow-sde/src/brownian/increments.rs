@@ -217,25 +217,25 @@ impl IncrementGenerator {
             }
             return;
         }
-        if r == 1 {
-            if let Some(o) = out.as_slice_mut() {
-                // Transpose the step-major tile into the row-major `[rows, m]` output in blocks
-                // of eight rows, so that every cache line of the tile and of the output is
-                // touched once (a column at a time would stride through the whole output m
-                // times).
-                let rows = o.len() / m;
-                for r0 in (0..rows).step_by(8) {
-                    let r1 = (r0 + 8).min(rows);
-                    let block = &mut o[r0 * m..r1 * m];
-                    for j in 0..m {
-                        let z = &self.tile.column(off + j)[r0..r1];
-                        for (k, &z) in z.iter().enumerate() {
-                            block[k * m + j] = T::c(sq * z);
-                        }
+        if r == 1
+            && let Some(o) = out.as_slice_mut()
+        {
+            // Transpose the step-major tile into the row-major `[rows, m]` output in blocks
+            // of eight rows, so that every cache line of the tile and of the output is
+            // touched once (a column at a time would stride through the whole output m
+            // times).
+            let rows = o.len() / m;
+            for r0 in (0..rows).step_by(8) {
+                let r1 = (r0 + 8).min(rows);
+                let block = &mut o[r0 * m..r1 * m];
+                for j in 0..m {
+                    let z = &self.tile.column(off + j)[r0..r1];
+                    for (k, &z) in z.iter().enumerate() {
+                        block[k * m + j] = T::c(sq * z);
                     }
                 }
-                return;
             }
+            return;
         }
         for j in 0..m {
             let mut col = out.column_mut(j);
