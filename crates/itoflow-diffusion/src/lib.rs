@@ -13,6 +13,7 @@ pub mod forward;
 pub mod gmm;
 pub mod likelihood;
 pub mod reverse;
+pub mod sampler;
 pub mod score;
 
 pub use divergence::{Probe, ProductSource, TraceEstimator};
@@ -20,4 +21,5 @@ pub use error::{DiffusionError, ScoreError};
 pub use forward::{Forward, ForwardSde};
 pub use gmm::GaussianMixture;
 pub use likelihood::{LikelihoodOptions, LikelihoodResult, log_likelihood};
+pub use sampler::{SampleReport, SamplerConfig, SamplerKind, sample};
 pub use score::{Capabilities, Network, Parameterised, Prediction, ScoreModel, TimeInput};
