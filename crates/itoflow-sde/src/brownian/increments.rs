@@ -18,7 +18,7 @@
 use ndarray::{Array2, ArrayViewMut2};
 
 use super::philox::SOA_BLOCKS;
-use super::stream::{RandomStream, normals_across, tags};
+use super::stream::{RandomStream, normals_across_blocks, tags};
 use crate::Real;
 
 /// Seeded Brownian motions for a whole family of paths.
@@ -118,6 +118,17 @@ pub(crate) struct NormalTile {
     data: Vec<f64>,
 }
 
+/// Columns (normals per row) of a tile: see [`NormalTile::new`].
+fn tile_cols(rows: usize, per_step: usize) -> usize {
+    let one_step = (per_step + 1).div_ceil(2) * 2;
+    const MIN_COLS: usize = 8;
+    if one_step < MIN_COLS && rows.saturating_mul(MIN_COLS * 8) <= 1 << 20 {
+        MIN_COLS
+    } else {
+        one_step
+    }
+}
+
 impl NormalTile {
     pub(crate) fn new(seed: u64, first_path: u64, tag: u32, rows: usize, per_step: usize) -> Self {
         Self {
@@ -125,8 +136,10 @@ impl NormalTile {
                 .map(|r| RandomStream::new(seed, first_path + r as u64, tag))
                 .collect(),
             rows,
-            // One step's worth plus alignment slack, in whole blocks (two normals each).
-            cols: (per_step + 1).div_ceil(2) * 2,
+            // One step's worth plus alignment slack, in whole blocks (two normals each); at
+            // least eight normals per row while the tile stays within 1 MiB, so that the
+            // generator's per-refill set-up is shared by several blocks.
+            cols: tile_cols(rows, per_step),
             start: 0,
             filled: false,
             data: Vec::new(),
@@ -145,18 +158,24 @@ impl NormalTile {
             let (rows, cols) = (self.rows, self.cols);
             self.data.resize(rows * cols, 0.0);
             let whole = rows / SOA_BLOCKS * SOA_BLOCKS;
-            let mut pair = [[0.0; SOA_BLOCKS]; 2];
-            for b in 0..cols / 2 {
-                let block = aligned / 2 + b as u64;
-                let (even, odd) = self.data[2 * b * rows..(2 * b + 2) * rows].split_at_mut(rows);
-                for r0 in (0..whole).step_by(SOA_BLOCKS) {
-                    let streams: &[RandomStream; SOA_BLOCKS] = self.streams[r0..r0 + SOA_BLOCKS]
-                        .try_into()
-                        .expect("sixteen rows");
-                    normals_across(streams, block, &mut pair);
+            let nblocks = cols / 2;
+            let mut buf = vec![[[0.0; SOA_BLOCKS]; 2]; nblocks];
+            let mut bad = Vec::with_capacity(nblocks);
+            for r0 in (0..whole).step_by(SOA_BLOCKS) {
+                let streams: &[RandomStream; SOA_BLOCKS] = self.streams[r0..r0 + SOA_BLOCKS]
+                    .try_into()
+                    .expect("sixteen rows");
+                normals_across_blocks(streams, aligned / 2, &mut buf, &mut bad);
+                for (b, pair) in buf.iter().enumerate() {
+                    let (even, odd) =
+                        self.data[2 * b * rows..(2 * b + 2) * rows].split_at_mut(rows);
                     even[r0..r0 + SOA_BLOCKS].copy_from_slice(&pair[0]);
                     odd[r0..r0 + SOA_BLOCKS].copy_from_slice(&pair[1]);
                 }
+            }
+            for b in 0..nblocks {
+                let block = aligned / 2 + b as u64;
+                let (even, odd) = self.data[2 * b * rows..(2 * b + 2) * rows].split_at_mut(rows);
                 for r in whole..rows {
                     even[r] = self.streams[r].normal(2 * block);
                     odd[r] = self.streams[r].normal(2 * block + 1);

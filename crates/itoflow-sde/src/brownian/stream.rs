@@ -174,7 +174,7 @@ fn across_body(
     bad
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(test, target_arch = "x86_64"))]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
 fn across_avx512(
     t: &Tables,
@@ -186,7 +186,7 @@ fn across_avx512(
     across_body(t, keys, tag, block, out)
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(test, target_arch = "x86_64"))]
 #[target_feature(enable = "avx2")]
 fn across_avx2(
     t: &Tables,
@@ -198,8 +198,86 @@ fn across_avx2(
     across_body(t, keys, tag, block, out)
 }
 
+/// [`across_body`] for blocks `block0, block0 + 1, …` (one per entry of `out`), with the
+/// per-lane keys set up once; the reject masks go to `bad`.
+#[inline(always)]
+fn across_blocks_body(
+    t: &Tables,
+    keys: &[[u32; 2]; SOA_BLOCKS],
+    tag: u32,
+    block0: u64,
+    out: &mut [[[f64; SOA_BLOCKS]; 2]],
+    bad: &mut [u32],
+) {
+    for (b, (o, m)) in out.iter_mut().zip(bad.iter_mut()).enumerate() {
+        *m = across_body(t, keys, tag, block0 + b as u64, o);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
+fn across_blocks_avx512(
+    t: &Tables,
+    keys: &[[u32; 2]; SOA_BLOCKS],
+    tag: u32,
+    block0: u64,
+    out: &mut [[[f64; SOA_BLOCKS]; 2]],
+    bad: &mut [u32],
+) {
+    across_blocks_body(t, keys, tag, block0, out, bad)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn across_blocks_avx2(
+    t: &Tables,
+    keys: &[[u32; 2]; SOA_BLOCKS],
+    tag: u32,
+    block0: u64,
+    out: &mut [[[f64; SOA_BLOCKS]; 2]],
+    bad: &mut [u32],
+) {
+    across_blocks_body(t, keys, tag, block0, out, bad)
+}
+
+/// [`normals_across`] for `out.len()` consecutive blocks starting at `block0`: entry `b` holds
+/// normals `2·(block0 + b)` and `2·(block0 + b) + 1` of the sixteen streams. The same numbers
+/// as block-by-block calls, with the key set-up and the dispatch paid once.
+pub(crate) fn normals_across_blocks(
+    streams: &[RandomStream; SOA_BLOCKS],
+    block0: u64,
+    out: &mut [[[f64; SOA_BLOCKS]; 2]],
+    bad: &mut Vec<u32>,
+) {
+    let keys: [[u32; 2]; SOA_BLOCKS] = std::array::from_fn(|j| streams[j].key);
+    let tag = streams[0].tag;
+    debug_assert!(streams.iter().all(|s| s.tag == tag));
+    let t = &*TABLES;
+    bad.clear();
+    bad.resize(out.len(), 0);
+    match level() {
+        // SAFETY: the features were detected at run time.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { across_blocks_avx512(t, &keys, tag, block0, out, bad) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { across_blocks_avx2(t, &keys, tag, block0, out, bad) },
+        Level::Base => across_blocks_body(t, &keys, tag, block0, out, bad),
+    }
+    for (b, (o, &m)) in out.iter_mut().zip(bad.iter()).enumerate() {
+        let block = block0 + b as u64;
+        let mut m = m;
+        while m != 0 {
+            let l = m.trailing_zeros() as usize;
+            let (h, j) = (l / SOA_BLOCKS, l % SOA_BLOCKS);
+            o[h][j] = streams[j].normal(2 * block + h as u64);
+            m &= m - 1;
+        }
+    }
+}
+
 /// Normals `2·block` and `2·block + 1` of sixteen streams sharing a tag (one per lane), fully
 /// resolved (rejected lanes go through the scalar slow path of their own stream).
+#[cfg(test)] // the drivers use `normals_across_blocks`
 pub(crate) fn normals_across(
     streams: &[RandomStream; SOA_BLOCKS],
     block: u64,
@@ -359,6 +437,24 @@ mod tests {
             for j in 0..SOA_BLOCKS {
                 assert_eq!(out[0][j], streams[j].normal(2 * block));
                 assert_eq!(out[1][j], streams[j].normal(2 * block + 1));
+            }
+        }
+    }
+
+    #[test]
+    fn across_blocks_matches_each_stream() {
+        let streams: [RandomStream; SOA_BLOCKS] =
+            std::array::from_fn(|j| RandomStream::new(4, 7 + j as u64, tags::BROWNIAN));
+        let mut out = vec![[[0.0; SOA_BLOCKS]; 2]; 37];
+        let mut bad = Vec::new();
+        for block0 in [0u64, 5, (1 << 32) - 3] {
+            normals_across_blocks(&streams, block0, &mut out, &mut bad);
+            for (b, o) in out.iter().enumerate() {
+                let block = block0 + b as u64;
+                for j in 0..SOA_BLOCKS {
+                    assert_eq!(o[0][j], streams[j].normal(2 * block));
+                    assert_eq!(o[1][j], streams[j].normal(2 * block + 1));
+                }
             }
         }
     }
