@@ -9,7 +9,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use itoflow_sde::ode::{BatchMode, Dopri5, ExplicitRk, OdeSave};
 use itoflow_sde::prelude::*;
 use itoflow_sde::{ProblemError, solve_ode_fixed};
-use ndarray::{Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3, Axis, Ix3};
+use ndarray::{
+    Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3, Axis, Ix3,
+};
 use serde_json::{Value, json};
 
 use crate::progress::Meter;
@@ -30,10 +32,20 @@ pub struct SolveArgs {
     #[arg(long, global = true, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     steps: u64,
     /// Initial time.
-    #[arg(long, global = true, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     t0: f64,
     /// Final time T.
-    #[arg(long, global = true, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     t1: f64,
     /// Seed of the Brownian paths.
     #[arg(long, global = true, default_value_t = 0)]
@@ -367,7 +379,12 @@ impl OdeSystem<f64> for Problem {
 /// Runs `itoflow solve`.
 pub fn run(a: &SolveArgs) -> Result<()> {
     let problem = Problem::build(&a.problem)?;
-    for (n, v) in [("t0", a.t0), ("t1", a.t1), ("rtol", a.rtol), ("atol", a.atol)] {
+    for (n, v) in [
+        ("t0", a.t0),
+        ("t1", a.t1),
+        ("rtol", a.rtol),
+        ("atol", a.atol),
+    ] {
         if !v.is_finite() {
             bail!("--{n} must be a finite number, got {v}");
         }
@@ -381,9 +398,11 @@ pub fn run(a: &SolveArgs) -> Result<()> {
     if problem.x0.iter().any(|v| !v.is_finite()) {
         bail!("--x0 must be finite numbers");
     }
-    let solver = a
-        .solver
-        .unwrap_or(if problem.noisy { Solver::Em } else { Solver::Rk45 });
+    let solver = a.solver.unwrap_or(if problem.noisy {
+        Solver::Em
+    } else {
+        Solver::Rk45
+    });
     if !solver.is_sde() && problem.noisy {
         bail!(
             "solver '{}' integrates ODEs, but {} has noise; use an SDE solver (em) or set the noise to 0",
@@ -443,9 +462,7 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         let t = Instant::now();
         let (y, evals) = match solver {
             Solver::Em => {
-                let opts = SdeOptions::new(a.seed)
-                    .first_path(start)
-                    .save(save.clone());
+                let opts = SdeOptions::new(a.seed).first_path(start).save(save.clone());
                 let done = (start - first) as f64;
                 let sol = itoflow_sde::solve_sde_with(
                     &problem,
@@ -455,7 +472,9 @@ pub fn run(a: &SolveArgs) -> Result<()> {
                     &opts,
                     &mut |ev| {
                         if ev.step % 16 == 0 {
-                            meter.set_done(done + count as f64 * (ev.step + 1) as f64 / ev.steps as f64)
+                            meter.set_done(
+                                done + count as f64 * (ev.step + 1) as f64 / ev.steps as f64,
+                            )
                         }
                     },
                 )

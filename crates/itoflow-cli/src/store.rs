@@ -511,10 +511,7 @@ mod tests {
             info: Value::Null,
         };
         assert_eq!(missing(&(0..10), &[], 4), vec![(0, 4), (4, 4), (8, 2)]);
-        assert_eq!(
-            missing(&(0..10), &[rec(0, 4), rec(8, 2)], 4),
-            vec![(4, 4)]
-        );
+        assert_eq!(missing(&(0..10), &[rec(0, 4), rec(8, 2)], 4), vec![(4, 4)]);
         assert_eq!(missing(&(5..9), &[rec(5, 4)], 4), vec![]);
     }
 }
