@@ -35,17 +35,26 @@ fn normals_have_standard_normal_moments_and_law() {
     let m4 = z.iter().map(|v| v.powi(4)).sum::<f64>() / nf;
     // Standard errors: sd(z)=1, sd(z²)=√2, sd(z³)=√15, sd(z⁴)=√96.
     assert!(mean.abs() < 5.0 / nf.sqrt(), "mean {mean}");
-    assert!((m2 - 1.0).abs() < 5.0 * 2f64.sqrt() / nf.sqrt(), "E z² = {m2}");
+    assert!(
+        (m2 - 1.0).abs() < 5.0 * 2f64.sqrt() / nf.sqrt(),
+        "E z² = {m2}"
+    );
     assert!(m3.abs() < 5.0 * 15f64.sqrt() / nf.sqrt(), "E z³ = {m3}");
-    assert!((m4 - 3.0).abs() < 5.0 * 96f64.sqrt() / nf.sqrt(), "E z⁴ = {m4}");
+    assert!(
+        (m4 - 3.0).abs() < 5.0 * 96f64.sqrt() / nf.sqrt(),
+        "E z⁴ = {m4}"
+    );
     let normal = Normal::new(0.0, 1.0).unwrap();
     let d = ks_statistic(z.clone(), |x| normal.cdf(x));
     assert!(d < 1.949 / nf.sqrt(), "KS statistic {d}");
     // The tail beyond the base strip's edge R = 3.654 comes from a separate algorithm: check its
     // frequency (p = 2Φ(−R) ≈ 2.58e-4) within 5 binomial standard errors.
-    let p = 2.0 * normal.cdf(-3.654_152_885_361_008_8);
-    let tail = z.iter().filter(|v| v.abs() > 3.654_152_885_361_008_8).count() as f64 / nf;
-    assert!((tail - p).abs() < 5.0 * (p * (1.0 - p) / nf).sqrt(), "tail frequency {tail} vs {p}");
+    let p = 2.0 * normal.cdf(-3.654_152_885_361_009);
+    let tail = z.iter().filter(|v| v.abs() > 3.654_152_885_361_009).count() as f64 / nf;
+    assert!(
+        (tail - p).abs() < 5.0 * (p * (1.0 - p) / nf).sqrt(),
+        "tail frequency {tail} vs {p}"
+    );
 }
 
 #[test]
@@ -60,9 +69,13 @@ fn consecutive_normals_and_neighbouring_streams_are_uncorrelated() {
     a.fill_normals(0, &mut za);
     b.fill_normals(0, &mut zb);
     c.fill_normals(0, &mut zc);
-    let corr = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>() / x.len() as f64;
+    let corr =
+        |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>() / x.len() as f64;
     let tol = 5.0 / (n as f64).sqrt();
-    assert!(corr(&za[..n], &za[1..]).abs() < tol, "lag-1 autocorrelation");
+    assert!(
+        corr(&za[..n], &za[1..]).abs() < tol,
+        "lag-1 autocorrelation"
+    );
     assert!(corr(&za[..n], &zb).abs() < tol, "neighbouring paths");
     assert!(corr(&za[..n], &zc).abs() < tol, "different tags");
 }
@@ -150,7 +163,10 @@ fn increments_have_the_right_variance() {
     for k in 0..steps {
         g.fill(k, -dt, dw.view_mut()); // negative dt: backward in time, same variance
         let var = dw.iter().map(|v| v * v).sum::<f64>() / rows as f64;
-        assert!((var / dt - 1.0).abs() < 5.0 * 2f64.sqrt() / (rows as f64).sqrt(), "variance {var}");
+        assert!(
+            (var / dt - 1.0).abs() < 5.0 * 2f64.sqrt() / (rows as f64).sqrt(),
+            "variance {var}"
+        );
         if k > 0 {
             let c = dw.iter().zip(prev.iter()).map(|(a, b)| a * b).sum::<f64>() / rows as f64 / dt;
             assert!(c.abs() < 5.0 / (rows as f64).sqrt());
@@ -162,13 +178,17 @@ fn increments_have_the_right_variance() {
 /// A full solve is reproducible and independent of how the batch is split.
 #[test]
 fn sde_solutions_are_independent_of_batch_split() {
-    let sde = SdeFn::diagonal(2, |_t: f64, x, mut f| {
-        f[0] = -x[1];
-        f[1] = x[0];
-    }, |_t: f64, x, mut g| {
-        g[0] = 0.3 * x[0];
-        g[1] = 0.1;
-    });
+    let sde = SdeFn::diagonal(
+        2,
+        |_t: f64, x, mut f| {
+            f[0] = -x[1];
+            f[1] = x[0];
+        },
+        |_t: f64, x, mut g| {
+            g[0] = 0.3 * x[0];
+            g[1] = 0.1;
+        },
+    );
     let x0 = Array2::from_shape_fn((24, 2), |(r, j)| 1.0 + 0.1 * r as f64 + j as f64);
     let grid = TimeGrid::uniform(0.0, 2.0, 50).unwrap();
     let whole = solve_sde(&sde, &EulerMaruyama, x0.view(), &grid, &SdeOptions::new(8)).unwrap();
@@ -181,6 +201,9 @@ fn sde_solutions_are_independent_of_batch_split() {
             &SdeOptions::new(8).first_path(start as u64),
         )
         .unwrap();
-        assert_eq!(part.last(), whole.last().slice(ndarray::s![start..start + len, ..]));
+        assert_eq!(
+            part.last(),
+            whole.last().slice(ndarray::s![start..start + len, ..])
+        );
     }
 }

@@ -703,7 +703,7 @@ mod tests {
         let g = gmm2();
         // At t = 0: mixture mean.
         let m = g.mean_at(0.0);
-        assert!((m[0] - (0.3 * -1.0 + 0.7 * 1.5)).abs() < 1e-14);
+        assert!((m[0] - (-0.3 + 0.7 * 1.5)).abs() < 1e-14);
         // Covariance is symmetric and the marginal at T is close to N(0, I) for VP.
         let c = g.covariance_at(1.0);
         assert!((c[[0, 1]] - c[[1, 0]]).abs() < 1e-15);

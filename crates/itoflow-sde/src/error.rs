@@ -199,6 +199,24 @@ impl SolveError {
         }
     }
 
+    /// Like [`SolveError::from_problem`] for a batch of `rows` rows: a row index outside
+    /// `0..rows` (a bug in user code) names no path instead of a wrong one.
+    pub fn from_problem_in_batch(
+        e: ProblemError,
+        t: f64,
+        step: usize,
+        rows: usize,
+        path_of_row: impl Fn(usize) -> usize,
+    ) -> Self {
+        let (row, source) = e.into_parts();
+        SolveError::Problem {
+            path: row.filter(|&r| r < rows).map(path_of_row),
+            t,
+            step,
+            source,
+        }
+    }
+
     /// Convenience constructor for [`SolveError::Shape`].
     pub fn shape(
         what: impl Into<String>,

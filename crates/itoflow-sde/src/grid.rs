@@ -210,6 +210,12 @@ impl<T: Real> SaveAt<T> {
                 v
             }
             SaveAt::Times(ts) => {
+                if ts.is_empty() {
+                    return Err(SolveError::option(
+                        "save",
+                        "SaveAt::Times with no times; use SaveAt::Final for the final state only",
+                    ));
+                }
                 let mut v = Vec::with_capacity(ts.len());
                 for &t in ts {
                     let i = grid.index_of(t).ok_or_else(|| {
@@ -224,13 +230,13 @@ impl<T: Real> SaveAt<T> {
                             ),
                         )
                     })?;
-                    if let Some(&last) = v.last() {
-                        if i <= last {
-                            return Err(SolveError::option(
-                                "save",
-                                "save times must be strictly monotone in the direction of integration",
-                            ));
-                        }
+                    if let Some(&last) = v.last()
+                        && i <= last
+                    {
+                        return Err(SolveError::option(
+                            "save",
+                            "save times must be strictly monotone in the direction of integration",
+                        ));
                     }
                     v.push(i);
                 }

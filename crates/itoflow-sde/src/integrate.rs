@@ -146,12 +146,12 @@ pub(crate) fn all_finite<T: Real>(s: &[T]) -> bool {
     let rest = chunks.remainder();
     for c in chunks {
         for k in 0..8 {
-            acc[k] = acc[k] + c[k] * zero;
+            acc[k] += c[k] * zero;
         }
     }
     let mut total = rest.iter().fold(zero, |a, &v| a + v * zero);
     for a in acc {
-        total = total + a;
+        total += a;
     }
     !total.is_nan()
 }
@@ -226,15 +226,15 @@ where
     }
     stepper.check_noise(noise)?;
     let first = opts.brownian.first_path_index() as usize;
-    if opts.check_finite {
-        if let Some(r) = first_non_finite_row(&x0) {
-            return Err(SolveError::NonFinite {
-                path: first + r,
-                t: grid.t0().f64(),
-                step: 0,
-                what: "initial state",
-            });
-        }
+    if opts.check_finite
+        && let Some(r) = first_non_finite_row(&x0)
+    {
+        return Err(SolveError::NonFinite {
+            path: first + r,
+            t: grid.t0().f64(),
+            step: 0,
+            what: "initial state",
+        });
     }
     let rows = x0.nrows();
     let m = noise.brownian_dim(dim);
@@ -259,19 +259,19 @@ where
         };
         let ev = stepper
             .step(sde, t, dt, x.view_mut(), &noise_k, &mut ws)
-            .map_err(|e| SolveError::from_problem(e, t.f64(), k, |r| first + r))?;
+            .map_err(|e| SolveError::from_problem_in_batch(e, t.f64(), k, rows, |r| first + r))?;
         stats.evals += ev;
         stats.steps += 1;
         let t_next = grid.times()[k + 1];
-        if opts.check_finite {
-            if let Some(r) = first_non_finite_row(&x.view()) {
-                return Err(SolveError::NonFinite {
-                    path: first + r,
-                    t: t_next.f64(),
-                    step: k,
-                    what: "state",
-                });
-            }
+        if opts.check_finite
+            && let Some(r) = first_non_finite_row(&x.view())
+        {
+            return Err(SolveError::NonFinite {
+                path: first + r,
+                t: t_next.f64(),
+                step: k,
+                what: "state",
+            });
         }
         rec.offer(k + 1, &x);
         observer(StepEvent {
@@ -350,7 +350,7 @@ where
         let (t, dt) = (grid.times()[k], grid.dt(k));
         let calls = stepper
             .step(sys, t, dt, y.view_mut(), &mut ws)
-            .map_err(|e| SolveError::from_problem(e, t.f64(), k, |r| r))?;
+            .map_err(|e| SolveError::from_problem_in_batch(e, t.f64(), k, rows, |r| r))?;
         stats.evals.drift += calls;
         stats.steps += 1;
         let t_next = grid.times()[k + 1];

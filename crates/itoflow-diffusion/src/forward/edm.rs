@@ -112,10 +112,10 @@ pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, rho: f64, n: usize) -> Vec<
             (a + f * (b - a)).powf(rho)
         })
         .collect();
-    if let Some(last) = v.last_mut() {
-        if n > 1 {
-            *last = sigma_min;
-        }
+    if let Some(last) = v.last_mut()
+        && n > 1
+    {
+        *last = sigma_min;
     }
     if let Some(first) = v.first_mut() {
         *first = sigma_max;

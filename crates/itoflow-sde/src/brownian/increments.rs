@@ -208,13 +208,14 @@ impl IncrementGenerator {
         let per_step = m * r;
         let off = self.tile.ensure((step * per_step) as u64, per_step);
         let sq = (dt.f64().abs() / r as f64).sqrt();
-        if r == 1 && m == 1 {
-            if let Some(o) = out.as_slice_mut() {
-                for (o, &z) in o.iter_mut().zip(self.tile.column(off)) {
-                    *o = T::c(sq * z);
-                }
-                return;
+        if r == 1
+            && m == 1
+            && let Some(o) = out.as_slice_mut()
+        {
+            for (o, &z) in o.iter_mut().zip(self.tile.column(off)) {
+                *o = T::c(sq * z);
             }
+            return;
         }
         for j in 0..m {
             let mut col = out.column_mut(j);

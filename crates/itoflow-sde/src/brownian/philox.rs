@@ -174,6 +174,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)] // `j` indexes four lanes and the block counter
     fn soa_matches_scalar_including_carry() {
         let key = [0x1234_5678, 0x9abc_def0];
         for &b0 in &[0u64, 12345, u32::MAX as u64 - 5, u64::MAX - 3] {

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 /// Number of layers.
 const LAYERS: usize = 256;
 /// Right edge of the base rectangle (Marsaglia & Tsang 2000, 256 layers).
-const R: f64 = 3.654_152_885_361_008_8;
+const R: f64 = 3.654_152_885_361_009;
 /// Common area of every layer, for the unnormalised density exp(−x²/2).
 const V: f64 = 4.928_673_233_99e-3;
 

@@ -22,6 +22,7 @@ use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, s};
 
 use crate::control::{
     InitialStepInput, StepController, initial_step_finish, initial_step_trial, min_step,
+    rms_divisor,
 };
 use crate::grid::check_span;
 use crate::{OdeSystem, ProblemError, Real, SolveError};
@@ -260,6 +261,8 @@ struct Group<T> {
     h: T,
     t_new: T,
     min_step: T,
+    /// Divisor of the RMS error norm, `(len·dim)^0.5` (see [`rms_divisor`]).
+    rms_div: T,
     /// Starting a new step (not retrying a rejected one).
     fresh: bool,
     rejected: bool,
@@ -370,6 +373,7 @@ impl<T: Real> Dopri5<T> {
 struct Run<'a, T: Real, P: ?Sized> {
     opts: &'a Dopri5<T>,
     sys: &'a P,
+    t0: T,
     t_bound: T,
     direction: T,
     rtol: T,
@@ -397,6 +401,8 @@ struct Run<'a, T: Real, P: ?Sized> {
 }
 
 impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
+    // `!(x > 0)` and the like are deliberate: NaN options must fail the checks.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn new(
         opts: &'a Dopri5<T>,
         sys: &'a P,
@@ -478,6 +484,12 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 ));
             }
             OdeSave::Times(ts) => {
+                if ts.is_empty() {
+                    return Err(SolveError::option(
+                        "t_eval",
+                        "no times given; use OdeSave::Final for the final state only",
+                    ));
+                }
                 let (lo, hi) = if t0 < t1 { (t0, t1) } else { (t1, t0) };
                 for (i, &t) in ts.iter().enumerate() {
                     if !(t >= lo && t <= hi) {
@@ -516,6 +528,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                     h: T::zero(),
                     t_new: t0,
                     min_step: T::zero(),
+                    rms_div: rms_divisor(len * dim),
                     fresh: true,
                     rejected: false,
                     done: false,
@@ -528,6 +541,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         Ok(Self {
             opts,
             sys,
+            t0,
             t_bound: t1,
             direction,
             rtol,
@@ -588,7 +602,8 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 ),
             };
             SolveError::Problem {
-                path: row.map(|r| self.orig[r]),
+                // A row outside the batch (a bug in user code) names no path.
+                path: row.filter(|&r| r < n).map(|r| self.orig[r]),
                 t,
                 step,
                 source,
@@ -611,7 +626,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         progress: &mut dyn FnMut(AdaptiveProgress<T>),
     ) -> Result<OdeSolution<T>, SolveError> {
         let (rows, dim) = (self.rows, self.dim);
-        let t0 = self.groups.first().map_or(self.t_bound, |g| g.t);
+        let t0 = self.t0;
         if matches!(self.opts.save, OdeSave::Steps) {
             self.out_t.push(t0);
             self.out_y.push(self.y.clone());
@@ -747,14 +762,14 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                     path,
                 });
             }
-            if let Some(max) = self.opts.max_steps {
-                if g.stats.naccepted + g.stats.nrejected >= max {
-                    return Err(SolveError::MaxStepsExceeded {
-                        max_steps: max,
-                        t: g.t.f64(),
-                        path,
-                    });
-                }
+            if let Some(max) = self.opts.max_steps
+                && g.stats.naccepted + g.stats.nrejected >= max
+            {
+                return Err(SolveError::MaxStepsExceeded {
+                    max_steps: max,
+                    t: g.t.f64(),
+                    path,
+                });
             }
             let mut t_new = g.t + g.h_abs * self.direction;
             if self.direction * (t_new - self.t_bound) > T::zero() {
@@ -854,7 +869,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             let v = e / scale;
             sum += v * v;
         }
-        sum.sqrt() / T::from_count(g.len * dim).sqrt()
+        sum.sqrt() / g.rms_div
     }
 
     fn non_finite(&self, gi: usize) -> SolveError {
@@ -973,6 +988,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         if !self.groups.iter().any(|g| g.done) {
             return;
         }
+        let dim = self.dim;
         let mut dst = 0;
         let mut kept = Vec::with_capacity(self.groups.len());
         for mut g in std::mem::take(&mut self.groups) {
@@ -980,14 +996,17 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 continue;
             }
             if g.start != dst {
-                for off in 0..g.len {
-                    let (from, to) = (g.start + off, dst + off);
-                    let (mut a, b) = self.y.multi_slice_mut((s![to, ..], s![from, ..]));
-                    a.assign(&b);
-                    let (mut a, b) = self.k[0].multi_slice_mut((s![to, ..], s![from, ..]));
-                    a.assign(&b);
-                    self.orig[to] = self.orig[from];
-                }
+                // Moving towards the front: `copy_within` handles the overlap.
+                let (from, to) = (g.start * dim..(g.start + g.len) * dim, dst * dim);
+                self.y
+                    .as_slice_mut()
+                    .expect("contiguous")
+                    .copy_within(from.clone(), to);
+                self.k[0]
+                    .as_slice_mut()
+                    .expect("contiguous")
+                    .copy_within(from, to);
+                self.orig.copy_within(g.start..g.start + g.len, dst);
                 g.start = dst;
             }
             dst += g.len;
