@@ -6,6 +6,8 @@
 //! This facade re-exports the member crates:
 //!
 //! * [`sde`] — the general Itô SDE/ODE solver crate ([`itoflow_sde`]).
+//! * [`diffusion`] — score-based diffusion models on top of it ([`itoflow_diffusion`]).
 #![warn(missing_docs)]
 
+pub use itoflow_diffusion as diffusion;
 pub use itoflow_sde as sde;

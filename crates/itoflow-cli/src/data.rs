@@ -28,7 +28,8 @@ impl RawData {
 
 /// Reads an `.npy` file of uint8, float32 or float64 values.
 pub fn read_data(path: &Path) -> Result<RawData> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read '{}': {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow!("cannot read '{}': {e}", path.display()))?;
     parse_data(&bytes, &path.display().to_string())
 }
 
@@ -71,12 +72,10 @@ impl Scaling {
     }
 }
 
-/// Data flattened to `[N, dim]`, in model space, with whether it came as raw levels.
+/// Data flattened to `[N, dim]`, in model space.
 pub struct ModelData {
     /// `[N, dim]` model-space values (level midpoints for raw data).
     pub x: Array2<f64>,
-    /// The raw levels, if the file held uint8 data.
-    pub levels: Option<Array2<f64>>,
 }
 
 /// Checks the shape against the model's per-sample `shape` and maps raw levels to model space.
@@ -88,7 +87,7 @@ pub fn to_model_space(
 ) -> Result<ModelData> {
     let dim: usize = shape.iter().product();
     let s = raw.shape().to_vec();
-    let ok = s.len() >= 1 && (s[1..] == *shape || s[1..] == [dim]);
+    let ok = !s.is_empty() && (s[1..] == *shape || s[1..] == [dim]);
     if !ok {
         bail!(
             "'{name}' has shape {s:?}, but the model expects [N, {}] (samples of shape {shape:?})",
@@ -111,23 +110,19 @@ pub fn to_model_space(
                     "'{name}' holds uint8 raw levels, but the model does not say how many levels its data have (itoflow.data.levels); pass float data in model space"
                 )
             })?;
-            if let Some(&m) = a.iter().max() {
-                if m as u64 >= levels {
-                    bail!(
-                        "'{name}' holds the raw level {m}, but the model's data have {levels} levels (0..{})",
-                        levels - 1
-                    );
-                }
+            if let Some(&m) = a.iter().max()
+                && m as u64 >= levels
+            {
+                bail!(
+                    "'{name}' holds the raw level {m}, but the model's data have {levels} levels (0..{})",
+                    levels - 1
+                );
             }
-            let r: Vec<f64> = a.iter().map(|&v| v as f64).collect();
-            let x = r
+            let x = a
                 .iter()
-                .map(|&r| scaling.level_midpoint(r, levels))
+                .map(|&r| scaling.level_midpoint(r as f64, levels))
                 .collect();
-            Ok(ModelData {
-                x: flat(x)?,
-                levels: Some(flat(r)?),
-            })
+            Ok(ModelData { x: flat(x)? })
         }
         RawData::F32(a) => check_finite(flat(a.iter().map(|&v| v as f64).collect())?, name),
         RawData::F64(a) => check_finite(flat(a.iter().copied().collect())?, name),
@@ -138,7 +133,7 @@ fn check_finite(x: Array2<f64>, name: &str) -> Result<ModelData> {
     if let Some((i, _)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
         bail!("'{name}' holds a non-finite value in sample {}", i.0);
     }
-    Ok(ModelData { x, levels: None })
+    Ok(ModelData { x })
 }
 
 /// Whether samples of `shape` are images: `[C, H, W]` with C ∈ {1, 3}, or `[H, W]`.

@@ -37,13 +37,13 @@ pub struct LikelihoodArgs {
     #[arg(long)]
     dequantize: bool,
     /// Relative tolerance of the RK45 solve.
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     rtol: f64,
     /// Absolute tolerance of the RK45 solve.
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     atol: f64,
     /// Smallest time ε (default: the model's).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     eps: Option<f64>,
     /// Seed of the Hutchinson probes and the dequantisation noise.
     #[arg(long, default_value_t = 0)]
@@ -94,7 +94,9 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
             data::parse_data(DIGITS_TEST, "test_digits.npy")?,
             "test_digits.npy (embedded)".to_string(),
         ),
-        (None, Some(_)) => bail!("--data is required with --model (the embedded held-out digits go with the embedded model)"),
+        (None, Some(_)) => bail!(
+            "--data is required with --model (the embedded held-out digits go with the embedded model)"
+        ),
     };
     let data_hash = match &a.data {
         Some(p) => content_hash(&std::fs::read(p)?),
@@ -160,8 +162,16 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
             meter.set_done(done + count as f64 * p.fraction());
             meter.set_nfe(base_nfe + p.nfe as u64);
         };
-        let r = log_likelihood(&info.forward, &model, x, &options, a.seed, start, Some(&mut cb))
-            .map_err(|e| anyhow!("{e}"))?;
+        let r = log_likelihood(
+            &info.forward,
+            &model,
+            x,
+            &options,
+            a.seed,
+            start,
+            Some(&mut cb),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
         nfe_total += r.nfe as u64;
         product_source = format!("{:?}", r.product_source);
         let mut out = Array2::<f64>::zeros((count, cols));
@@ -183,10 +193,16 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
     };
     let res = &outcome.data;
     let n = res.shape()[0];
-    let col = |j: usize| res.index_axis(Axis(1), j).to_owned();
+    let col = |j: usize| -> Vec<f64> { res.index_axis(Axis(1), j).iter().copied().collect() };
     let (mean_bpd, se_bpd) = mean_se(&col(1));
     let (mean_logp, se_logp) = mean_se(&col(0));
-    let sum = |k: &str| -> u64 { outcome.chunks.iter().map(|c| c.info[k].as_u64().unwrap_or(0)).sum() };
+    let sum = |k: &str| -> u64 {
+        outcome
+            .chunks
+            .iter()
+            .map(|c| c.info[k].as_u64().unwrap_or(0))
+            .sum()
+    };
     let report = model.device_report();
     let summary = json!({
         "model": a.model.name(), "data": data_name, "samples": n, "first_index": range.start,
@@ -202,10 +218,10 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
     if ext == "json" {
         let mut v = json!({
             "index": (range.start..range.end).collect::<Vec<_>>(),
-            "logp": col(0).to_vec(), "bpd": col(1).to_vec(),
+            "logp": col(0), "bpd": col(1),
         });
         if se_col {
-            v["std_err"] = json!(col(2).to_vec());
+            v["std_err"] = json!(col(2));
         }
         v["summary"] = summary.clone();
         store::write_atomic(&a.out, serde_json::to_string_pretty(&v)?.as_bytes())?;
@@ -237,9 +253,9 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
     Ok(())
 }
 
-fn mean_se(x: &ndarray::Array1<f64>) -> (f64, f64) {
+fn mean_se(x: &[f64]) -> (f64, f64) {
     let n = x.len() as f64;
-    let m = x.sum() / n;
+    let m = x.iter().sum::<f64>() / n;
     let var = if n > 1.0 {
         x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (n - 1.0)
     } else {

@@ -12,15 +12,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod data;
+mod inspect;
+mod likelihood;
+mod model;
 mod progress;
+mod sample;
+mod samplers;
 mod solve;
 mod store;
 
 /// Stochastic and ordinary differential equations, and score-based diffusion models.
 #[derive(Parser, Debug)]
-#[command(name = "itoflow", version, about, long_about = None, propagate_version = true)]
+#[command(name = "itoflow", version, about, long_about = None, propagate_version = true, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +34,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Draw samples from a score model (default: the embedded digits demo model).
+    Sample(sample::SampleArgs),
+    /// Per-sample log-likelihood and bits/dim of data under a score model.
+    Likelihood(likelihood::LikelihoodArgs),
+    /// Show a model file's inputs/outputs, metadata, derivative graph and execution providers.
+    Inspect(inspect::InspectArgs),
     /// Solve a built-in SDE/ODE problem and summarise the state at the final time.
     Solve(solve::SolveArgs),
     /// Join the outputs of `--shard k/n` runs into one file, checking that they are complete.
@@ -42,7 +54,10 @@ enum Command {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Sample(a) => sample::run(&a),
         Command::Solve(a) => solve::run(&a),
+        Command::Likelihood(a) => likelihood::run(&a),
+        Command::Inspect(a) => inspect::run(&a),
         Command::Merge { out, shards } => {
             let meta = store::merge(&out, &shards)?;
             println!(
@@ -55,6 +70,17 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Parses the command line; negative numbers are values everywhere (so that `--steps -3` is
+/// reported as an invalid value, not as an unknown flag).
+fn parse() -> Result<Cli, clap::Error> {
+    fn negatives(c: clap::Command) -> clap::Command {
+        c.allow_negative_numbers(true).mut_subcommands(negatives)
+    }
+    let mut cmd = negatives(Cli::command());
+    let matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
 }
 
 fn main() -> ExitCode {
@@ -70,7 +96,7 @@ fn main() -> ExitCode {
             "error: internal error ({msg}); please report it at https://example.invalid/itoflow"
         );
     }));
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;

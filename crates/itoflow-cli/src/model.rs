@@ -101,7 +101,7 @@ fn embedded_digits() -> Result<PathBuf> {
 }
 
 fn write_once(path: &Path, bytes: &[u8]) -> Result<()> {
-    if std::fs::metadata(path).map(|m| m.len() as usize) .ok() == Some(bytes.len()) {
+    if std::fs::metadata(path).map(|m| m.len() as usize).ok() == Some(bytes.len()) {
         return Ok(());
     }
     // Concurrent first runs each write their own temporary file and rename it into place.

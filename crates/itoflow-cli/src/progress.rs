@@ -1,8 +1,8 @@
 //! The progress bar: items done (fractional within a chunk), items per second, NFE and ETA on
 //! stderr; hidden when stderr is not a terminal or with `--quiet`.
 
-use std::cell::Cell;
 use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -16,12 +16,17 @@ pub struct Meter {
     unit: &'static str,
     total: u64,
     start: Instant,
+    state: Mutex<State>,
+}
+
+/// What the message shows; shared by the threads that report progress.
+#[derive(Default)]
+struct State {
     /// Items already done when the bar started (resumed runs), excluded from the rate.
-    base: Cell<f64>,
-    based: Cell<bool>,
-    done: Cell<f64>,
-    nfe: Cell<u64>,
-    extra: std::cell::RefCell<String>,
+    base: Option<f64>,
+    done: f64,
+    nfe: u64,
+    extra: String,
 }
 
 impl Meter {
@@ -46,57 +51,61 @@ impl Meter {
             unit,
             total,
             start: Instant::now(),
-            base: Cell::new(0.0),
-            based: Cell::new(false),
-            done: Cell::new(0.0),
-            nfe: Cell::new(0),
-            extra: Default::default(),
+            state: Mutex::new(State::default()),
         }
     }
 
     /// Sets the number of items done (may be fractional).
     pub fn set_done(&self, items: f64) {
-        if !self.based.get() {
-            self.base.set(items);
-            self.based.set(true);
-        }
-        self.done.set(items);
         self.bar.set_position((items * SCALE) as u64);
-        self.refresh();
+        self.update(|s| {
+            s.base.get_or_insert(items);
+            s.done = items;
+        });
+    }
+
+    /// Adds to the number of items done.
+    pub fn add_done(&self, items: f64) {
+        let done = self.update(|s| {
+            s.base.get_or_insert(s.done);
+            s.done += items;
+            s.done
+        });
+        self.bar.set_position((done * SCALE) as u64);
     }
 
     /// Sets the network-evaluation count shown (cumulative).
     pub fn set_nfe(&self, nfe: u64) {
-        self.nfe.set(nfe);
-        self.refresh();
+        self.update(|s| s.nfe = nfe);
     }
 
     /// Extra text after the counters.
-    pub fn set_extra(&self, s: String) {
-        *self.extra.borrow_mut() = s;
-        self.refresh();
+    pub fn set_extra(&self, text: String) {
+        self.update(|s| s.extra = text);
     }
 
-    fn refresh(&self) {
+    fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let r = f(&mut s);
         let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-        let rate = (self.done.get() - self.base.get()).max(0.0) / secs;
+        let rate = (s.done - s.base.unwrap_or(0.0)).max(0.0) / secs;
         let mut msg = format!(
             "{}/{} {}, {:.1} {}/s",
-            self.done.get().floor(),
+            s.done.floor(),
             self.total,
             self.unit,
             rate,
             self.unit
         );
-        if self.nfe.get() > 0 {
-            msg.push_str(&format!(", NFE {}", self.nfe.get()));
+        if s.nfe > 0 {
+            msg.push_str(&format!(", NFE {}", s.nfe));
         }
-        let extra = self.extra.borrow();
-        if !extra.is_empty() {
+        if !s.extra.is_empty() {
             msg.push_str(", ");
-            msg.push_str(&extra);
+            msg.push_str(&s.extra);
         }
         self.bar.set_message(msg);
+        r
     }
 
     /// Removes the bar.

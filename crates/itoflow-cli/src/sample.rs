@@ -6,7 +6,9 @@ use std::time::Instant;
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use itoflow_diffusion::ForwardSde;
-use itoflow_diffusion::sampler::{SamplerConfig, SamplerKind, SamplerProgress, sample};
+// Stopgap until itoflow-diffusion's samplers land; then:
+// use itoflow_diffusion::{SamplerConfig, SamplerKind, SamplerProgress, sample};
+use crate::samplers::{SamplerConfig, SamplerKind, SamplerProgress, sample};
 use ndarray::{Array2, ArrayD, IxDyn};
 use serde_json::json;
 
@@ -58,19 +60,19 @@ pub struct SampleArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Sampler.
-    #[arg(long, value_enum, default_value = "pc")]
+    #[arg(long, value_enum, default_value = "em")]
     sampler: Sampler,
     /// Steps (fixed-step samplers; default: the sampler's).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     steps: Option<u64>,
     /// Relative tolerance (ode sampler).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     rtol: Option<f64>,
     /// Absolute tolerance (ode sampler).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     atol: Option<f64>,
     /// Signal-to-noise ratio of the Langevin corrector (pc).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     snr: Option<f64>,
     /// Number of samples.
     #[arg(long, short = 'n', default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
@@ -237,7 +239,9 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     let computed = n as u64 - outcome.resumed;
     let report = model.device_report();
     let summary = json!({
-        "model": a.model.name(), "sampler": a.sampler.name(), "steps": config.steps,
+        "model": a.model.name(), "sampler": a.sampler.name(),
+        "steps": if a.sampler == Sampler::Ode { json!(sum("steps")) } else { json!(config.steps) },
+        "rtol": config.rtol, "atol": config.atol, "snr": config.snr, "eps": config.eps,
         "nfe_per_chunk": outcome.chunks.first().map(|c| c.info["nfe"].clone()),
         "nfe": sum("nfe"), "row_evals": sum("row_evals"), "seed": a.seed, "samples": n,
         "first_index": range.start, "shard": shard.to_string(), "chunks": outcome.chunks.len(),

@@ -6,13 +6,17 @@ use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use itoflow_sde::catalog::{self, CatalogOde, CatalogProblem, CatalogSde};
 use itoflow_sde::ode::{BatchMode, Dopri5, ExplicitRk, OdeSave};
 use itoflow_sde::prelude::*;
+use itoflow_sde::sde::{Milstein, PredictorCorrectorEuler, RobertsHeun};
 use itoflow_sde::{ProblemError, solve_ode_fixed};
-use ndarray::{
-    Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3, Axis, Ix3,
-};
+use ndarray::{Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Ix3};
+use rayon::prelude::*;
 use serde_json::{Value, json};
+
+/// Paths per parallel task.
+const SUB_BATCH: usize = 1024;
 
 use crate::progress::Meter;
 use crate::store::{self, ChunkedRun, Meta, RunSpec, Shard};
@@ -31,22 +35,20 @@ pub struct SolveArgs {
     /// Grid steps (fixed-step solvers; rk45 uses the grid only for saving).
     #[arg(long, global = true, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     steps: u64,
-    /// Initial time.
+    /// Initial time (default: the problem's).
+    #[arg(long, global = true, allow_negative_numbers = true)]
+    t0: Option<f64>,
+    /// Final time T (default: the problem's).
+    #[arg(long, global = true, allow_negative_numbers = true)]
+    t1: Option<f64>,
+    /// Initial state, comma-separated (default: the problem's).
     #[arg(
         long,
         global = true,
-        default_value_t = 0.0,
+        value_delimiter = ',',
         allow_negative_numbers = true
     )]
-    t0: f64,
-    /// Final time T.
-    #[arg(
-        long,
-        global = true,
-        default_value_t = 1.0,
-        allow_negative_numbers = true
-    )]
-    t1: f64,
+    x0: Option<Vec<f64>>,
     /// Seed of the Brownian paths.
     #[arg(long, global = true, default_value_t = 0)]
     seed: u64,
@@ -80,95 +82,128 @@ pub struct SolveArgs {
     quiet: bool,
 }
 
-/// The built-in problems.
+/// The built-in problems (`itoflow_sde::catalog`). Parameters left out keep the catalog's
+/// defaults (shown by `itoflow solve PROBLEM --help` and in the summary).
 #[derive(Subcommand, Debug, Clone)]
 enum ProblemArgs {
-    /// Geometric Brownian motion dX = μX dt + σX dW.
+    /// Geometric Brownian motion dX = μX dt + σX dW (defaults μ 1.01, σ 0.87, x0 0.5, t ∈ [0, 1]).
     Gbm {
         /// Drift μ.
-        #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
-        mu: f64,
+        #[arg(long, allow_negative_numbers = true)]
+        mu: Option<f64>,
         /// Volatility σ.
-        #[arg(long, default_value_t = 0.2)]
-        sigma: f64,
-        /// Initial value.
-        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-        x0: f64,
+        #[arg(long, allow_negative_numbers = true)]
+        sigma: Option<f64>,
     },
-    /// Ornstein–Uhlenbeck dX = θ(μ − X) dt + σ dW.
+    /// Ornstein–Uhlenbeck dX = θ(μ − X) dt + σ dW (defaults θ 1, μ 0, σ 1... see the summary).
     Ou {
         /// Mean-reversion rate θ.
-        #[arg(long, default_value_t = 1.0)]
-        theta: f64,
+        #[arg(long, allow_negative_numbers = true)]
+        theta: Option<f64>,
         /// Long-run mean μ.
-        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-        mu: f64,
+        #[arg(long, allow_negative_numbers = true)]
+        mu: Option<f64>,
         /// Volatility σ.
-        #[arg(long, default_value_t = 0.5)]
-        sigma: f64,
-        /// Initial value.
-        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-        x0: f64,
+        #[arg(long, allow_negative_numbers = true)]
+        sigma: Option<f64>,
     },
-    /// (Stochastic) Lorenz-63 system with additive noise of intensity --noise.
+    /// Multivariate Ornstein–Uhlenbeck dX = −A(X − μ) dt + L dW (2-d damped rotation, correlated
+    /// noise).
+    Mvou,
+    /// dX = (β/√(1+t) − X/(2(1+t))) dt + αβ/√(1+t) dW (SciML prob_sde_additive).
+    Additive {
+        /// α.
+        #[arg(long, allow_negative_numbers = true)]
+        alpha: Option<f64>,
+        /// β.
+        #[arg(long, allow_negative_numbers = true)]
+        beta: Option<f64>,
+    },
+    /// Stochastic Lorenz-63 with additive noise α dW (α = 0: the ODE).
     Lorenz {
         /// σ (Prandtl number).
-        #[arg(long, default_value_t = 10.0)]
-        sigma: f64,
+        #[arg(long, allow_negative_numbers = true)]
+        sigma: Option<f64>,
         /// ρ (Rayleigh number).
-        #[arg(long, default_value_t = 28.0)]
-        rho: f64,
+        #[arg(long, allow_negative_numbers = true)]
+        rho: Option<f64>,
         /// β.
-        #[arg(long, default_value_t = 8.0 / 3.0)]
-        beta: f64,
-        /// Additive noise intensity (0: ODE).
-        #[arg(long, default_value_t = 0.0)]
-        noise: f64,
-        /// Initial state x,y,z.
-        #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "1,1,1", allow_negative_numbers = true)]
-        x0: Vec<f64>,
+        #[arg(long, allow_negative_numbers = true)]
+        beta: Option<f64>,
+        /// Noise intensity α.
+        #[arg(long, allow_negative_numbers = true)]
+        alpha: Option<f64>,
     },
-    /// Van der Pol oscillator x'' = μ(1 − x²)x' − x with additive noise on both components.
+    /// Van der Pol oscillator y₁' = y₂, y₂' = μ(1 − y₁²)y₂ − y₁ (ODE).
+    #[command(alias = "vdp")]
     VanDerPol {
         /// Damping μ.
-        #[arg(long, default_value_t = 1.0)]
-        mu: f64,
-        /// Additive noise intensity (0: ODE).
-        #[arg(long, default_value_t = 0.0)]
-        noise: f64,
-        /// Initial state x,x'.
-        #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "2,0", allow_negative_numbers = true)]
-        x0: Vec<f64>,
+        #[arg(long, allow_negative_numbers = true)]
+        mu: Option<f64>,
     },
-    /// Lotka–Volterra predator–prey dx = (α − βy)x dt, dy = (δx − γ)y dt, with multiplicative
-    /// noise of intensity --noise.
+    /// Lotka–Volterra x' = ax − bxy, y' = −cy + dxy (ODE).
     LotkaVolterra {
-        /// Prey growth α.
-        #[arg(long, default_value_t = 1.1)]
-        alpha: f64,
-        /// Predation β.
-        #[arg(long, default_value_t = 0.4)]
-        beta: f64,
-        /// Predator growth δ.
-        #[arg(long, default_value_t = 0.1)]
-        delta: f64,
-        /// Predator death γ.
-        #[arg(long, default_value_t = 0.4)]
-        gamma: f64,
-        /// Multiplicative noise intensity (0: ODE).
-        #[arg(long, default_value_t = 0.0)]
-        noise: f64,
-        /// Initial state prey,predator.
-        #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "10,10")]
-        x0: Vec<f64>,
+        /// a.
+        #[arg(long, allow_negative_numbers = true)]
+        a: Option<f64>,
+        /// b.
+        #[arg(long, allow_negative_numbers = true)]
+        b: Option<f64>,
+        /// c.
+        #[arg(long, allow_negative_numbers = true)]
+        c: Option<f64>,
+        /// d.
+        #[arg(long, allow_negative_numbers = true)]
+        d: Option<f64>,
     },
+}
+
+impl ProblemArgs {
+    /// The catalog name and the parameters given on the command line.
+    fn catalog(&self) -> (&'static str, Vec<(&'static str, Option<f64>)>) {
+        match *self {
+            ProblemArgs::Gbm { mu, sigma } => ("gbm", vec![("mu", mu), ("sigma", sigma)]),
+            ProblemArgs::Ou { theta, mu, sigma } => {
+                ("ou", vec![("theta", theta), ("mu", mu), ("sigma", sigma)])
+            }
+            ProblemArgs::Mvou => ("mvou", vec![]),
+            ProblemArgs::Additive { alpha, beta } => {
+                ("additive", vec![("alpha", alpha), ("beta", beta)])
+            }
+            ProblemArgs::Lorenz {
+                sigma,
+                rho,
+                beta,
+                alpha,
+            } => (
+                "lorenz",
+                vec![
+                    ("sigma", sigma),
+                    ("rho", rho),
+                    ("beta", beta),
+                    ("alpha", alpha),
+                ],
+            ),
+            ProblemArgs::VanDerPol { mu } => ("vdp", vec![("mu", mu)]),
+            ProblemArgs::LotkaVolterra { a, b, c, d } => (
+                "lotka-volterra",
+                vec![("a", a), ("b", b), ("c", c), ("d", d)],
+            ),
+        }
+    }
 }
 
 /// Core solvers.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Solver {
-    /// Euler–Maruyama (SDE).
+    /// Euler–Maruyama (SDE, Itô; strong order 0.5).
     Em,
+    /// Milstein (SDE, Itô; strong order 1 for scalar/diagonal noise).
+    Milstein,
+    /// Roberts' Itô Heun method (SDE, Itô).
+    Heun,
+    /// Predictor–corrector Euler, θ = η = ½ (SDE, Itô).
+    PcEuler,
     /// Adaptive Dormand–Prince 5(4) (ODE).
     Rk45,
     /// Classical fourth-order Runge–Kutta (ODE).
@@ -183,6 +218,9 @@ impl Solver {
     fn name(self) -> &'static str {
         match self {
             Solver::Em => "em",
+            Solver::Milstein => "milstein",
+            Solver::Heun => "heun",
+            Solver::PcEuler => "pc-euler",
             Solver::Rk45 => "rk45",
             Solver::Rk4 => "rk4",
             Solver::Midpoint => "midpoint",
@@ -190,224 +228,116 @@ impl Solver {
         }
     }
     fn is_sde(self) -> bool {
-        matches!(self, Solver::Em)
+        matches!(
+            self,
+            Solver::Em | Solver::Milstein | Solver::Heun | Solver::PcEuler
+        )
     }
 }
 
-type RowFn = Box<dyn Fn(ArrayView1<'_, f64>, ArrayViewMut1<'_, f64>) + Send + Sync>;
+/// An SDE's drift as an ODE (for SDE problems whose noise is switched off).
+struct Drift<'a>(&'a dyn CatalogSde);
 
-/// A built-in problem: `dX = f(X) dt + g(X) ∘ dW` with diagonal noise.
-struct Problem {
-    name: &'static str,
-    dim: usize,
-    x0: Vec<f64>,
-    params: Value,
-    /// Whether the diffusion is not identically zero.
-    noisy: bool,
-    drift: RowFn,
-    diffusion: RowFn,
-}
-
-impl Problem {
-    fn build(p: &ProblemArgs) -> Result<Self> {
-        let check_x0 = |x0: &Vec<f64>, dim: usize, what: &str| -> Result<()> {
-            if x0.len() != dim {
-                bail!(
-                    "--x0 needs {dim} comma-separated values ({what}), got {}",
-                    x0.len()
-                );
-            }
-            Ok(())
-        };
-        let finite = |name: &str, v: f64| -> Result<()> {
-            if !v.is_finite() {
-                bail!("--{name} must be a finite number, got {v}");
-            }
-            Ok(())
-        };
-        Ok(match p.clone() {
-            ProblemArgs::Gbm { mu, sigma, x0 } => {
-                for (n, v) in [("mu", mu), ("sigma", sigma), ("x0", x0)] {
-                    finite(n, v)?;
-                }
-                Problem {
-                    name: "gbm",
-                    dim: 1,
-                    x0: vec![x0],
-                    params: json!({"mu": mu, "sigma": sigma, "x0": [x0]}),
-                    noisy: sigma != 0.0,
-                    drift: Box::new(move |x, mut f| f[0] = mu * x[0]),
-                    diffusion: Box::new(move |x, mut g| g[0] = sigma * x[0]),
-                }
-            }
-            ProblemArgs::Ou {
-                theta,
-                mu,
-                sigma,
-                x0,
-            } => {
-                for (n, v) in [("theta", theta), ("mu", mu), ("sigma", sigma), ("x0", x0)] {
-                    finite(n, v)?;
-                }
-                Problem {
-                    name: "ou",
-                    dim: 1,
-                    x0: vec![x0],
-                    params: json!({"theta": theta, "mu": mu, "sigma": sigma, "x0": [x0]}),
-                    noisy: sigma != 0.0,
-                    drift: Box::new(move |x, mut f| f[0] = theta * (mu - x[0])),
-                    diffusion: Box::new(move |_x, mut g| g[0] = sigma),
-                }
-            }
-            ProblemArgs::Lorenz {
-                sigma,
-                rho,
-                beta,
-                noise,
-                x0,
-            } => {
-                check_x0(&x0, 3, "x,y,z")?;
-                Problem {
-                    name: "lorenz",
-                    dim: 3,
-                    params: json!({"sigma": sigma, "rho": rho, "beta": beta, "noise": noise, "x0": x0}),
-                    x0,
-                    noisy: noise != 0.0,
-                    drift: Box::new(move |x, mut f| {
-                        f[0] = sigma * (x[1] - x[0]);
-                        f[1] = x[0] * (rho - x[2]) - x[1];
-                        f[2] = x[0] * x[1] - beta * x[2];
-                    }),
-                    diffusion: Box::new(move |_x, mut g| g.fill(noise)),
-                }
-            }
-            ProblemArgs::VanDerPol { mu, noise, x0 } => {
-                check_x0(&x0, 2, "x,x'")?;
-                Problem {
-                    name: "van-der-pol",
-                    dim: 2,
-                    params: json!({"mu": mu, "noise": noise, "x0": x0}),
-                    x0,
-                    noisy: noise != 0.0,
-                    drift: Box::new(move |x, mut f| {
-                        f[0] = x[1];
-                        f[1] = mu * (1.0 - x[0] * x[0]) * x[1] - x[0];
-                    }),
-                    diffusion: Box::new(move |_x, mut g| g.fill(noise)),
-                }
-            }
-            ProblemArgs::LotkaVolterra {
-                alpha,
-                beta,
-                delta,
-                gamma,
-                noise,
-                x0,
-            } => {
-                check_x0(&x0, 2, "prey,predator")?;
-                Problem {
-                    name: "lotka-volterra",
-                    dim: 2,
-                    params: json!({"alpha": alpha, "beta": beta, "delta": delta, "gamma": gamma, "noise": noise, "x0": x0}),
-                    x0,
-                    noisy: noise != 0.0,
-                    drift: Box::new(move |x, mut f| {
-                        f[0] = (alpha - beta * x[1]) * x[0];
-                        f[1] = (delta * x[0] - gamma) * x[1];
-                    }),
-                    diffusion: Box::new(move |x, mut g| {
-                        g[0] = noise * x[0];
-                        g[1] = noise * x[1];
-                    }),
-                }
-            }
-        })
-    }
-
-    fn rows_drift(&self, x: ArrayView2<'_, f64>, mut f: ArrayViewMut2<'_, f64>) {
-        for (x, f) in x.rows().into_iter().zip(f.rows_mut()) {
-            (self.drift)(x, f);
-        }
-    }
-}
-
-impl Sde<f64> for Problem {
+impl OdeSystem<f64> for Drift<'_> {
     fn dim(&self) -> usize {
-        self.dim
-    }
-    fn noise(&self) -> NoiseKind {
-        NoiseKind::Diagonal
-    }
-    fn drift(
-        &self,
-        _t: ArrayView1<'_, f64>,
-        x: ArrayView2<'_, f64>,
-        f: ArrayViewMut2<'_, f64>,
-    ) -> Result<(), ProblemError> {
-        self.rows_drift(x, f);
-        Ok(())
-    }
-    fn diffusion(
-        &self,
-        _t: ArrayView1<'_, f64>,
-        x: ArrayView2<'_, f64>,
-        mut g: ArrayViewMut3<'_, f64>,
-    ) -> Result<(), ProblemError> {
-        let mut g = g.index_axis_mut(Axis(2), 0);
-        for (x, g) in x.rows().into_iter().zip(g.rows_mut()) {
-            (self.diffusion)(x, g);
-        }
-        Ok(())
-    }
-}
-
-impl OdeSystem<f64> for Problem {
-    fn dim(&self) -> usize {
-        self.dim
+        Sde::<f64>::dim(self.0)
     }
     fn rhs(
         &self,
-        _t: ArrayView1<'_, f64>,
+        t: ArrayView1<'_, f64>,
         y: ArrayView2<'_, f64>,
         dydt: ArrayViewMut2<'_, f64>,
     ) -> Result<(), ProblemError> {
-        self.rows_drift(y, dydt);
-        Ok(())
+        self.0.drift(t, y, dydt)
     }
+}
+
+/// Whether the diffusion of `sde` vanishes at `(t0, x0)`.
+fn noiseless(sde: &dyn CatalogSde, t0: f64, x0: &Array2<f64>) -> bool {
+    let cols = Sde::<f64>::noise(sde).diffusion_cols();
+    let mut g = ndarray::Array3::<f64>::zeros((1, x0.ncols(), cols));
+    let t = ndarray::Array1::from_elem(1, t0);
+    sde.diffusion(t.view(), x0.view(), g.view_mut()).is_ok() && g.iter().all(|&v| v == 0.0)
+}
+
+/// Integrates rows `[start, start + count)` of an SDE problem with a fixed-step stepper.
+fn run_sde<S: SdeStepper<f64>>(
+    sde: &dyn CatalogSde,
+    stepper: &S,
+    x0: &Array2<f64>,
+    grid: &TimeGrid<f64>,
+    opts: &SdeOptions<f64>,
+) -> Result<(Array3<f64>, usize)> {
+    let sol =
+        itoflow_sde::solve_sde(sde, stepper, x0.view(), grid, opts).map_err(|e| anyhow!("{e}"))?;
+    let e = sol.stats.evals;
+    Ok((sol.x, e.drift + e.diffusion + e.other))
 }
 
 /// Runs `itoflow solve`.
 pub fn run(a: &SolveArgs) -> Result<()> {
-    let problem = Problem::build(&a.problem)?;
-    for (n, v) in [
-        ("t0", a.t0),
-        ("t1", a.t1),
-        ("rtol", a.rtol),
-        ("atol", a.atol),
-    ] {
+    let (name, given) = a.problem.catalog();
+    let mut problem = catalog::lookup(name).map_err(|e| anyhow!("{e}"))?;
+    for (p, v) in &given {
+        if let Some(v) = v {
+            problem
+                .entry_mut()
+                .set_param(p, *v)
+                .map_err(|e| anyhow!("--{p}: {e}"))?;
+        }
+    }
+    let entry = problem.entry();
+    let params: serde_json::Map<String, Value> = entry
+        .params()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let (dt0, dt1) = entry.default_time_span();
+    let (t0, t1) = (a.t0.unwrap_or(dt0), a.t1.unwrap_or(dt1));
+    let default_x0 = entry.default_initial_state().to_vec();
+    let x0: Vec<f64> = match &a.x0 {
+        Some(x) if x.len() != default_x0.len() => bail!(
+            "--x0 needs {} comma-separated values for {name}, got {}",
+            default_x0.len(),
+            x.len()
+        ),
+        Some(x) => x.clone(),
+        None => default_x0,
+    };
+    let dim = x0.len();
+    for (n, v) in [("t0", t0), ("t1", t1), ("rtol", a.rtol), ("atol", a.atol)] {
         if !v.is_finite() {
             bail!("--{n} must be a finite number, got {v}");
         }
     }
+    if x0.iter().any(|v| !v.is_finite()) {
+        bail!("--x0 must be finite numbers");
+    }
     if !(a.rtol > 0.0 && a.atol > 0.0) {
         bail!("--rtol and --atol must be positive");
     }
-    if a.t1 == a.t0 {
-        bail!("--t1 must differ from --t0 (both are {})", a.t0);
+    if t1 == t0 {
+        bail!("--t1 must differ from --t0 (both are {t0})");
     }
-    if problem.x0.iter().any(|v| !v.is_finite()) {
-        bail!("--x0 must be finite numbers");
-    }
-    let solver = a.solver.unwrap_or(if problem.noisy {
-        Solver::Em
-    } else {
-        Solver::Rk45
-    });
-    if !solver.is_sde() && problem.noisy {
+    let x0_row = Array2::from_shape_vec((1, dim), x0.clone())?;
+    let (sde, ode): (Option<&dyn CatalogSde>, Option<&dyn CatalogOde>) = match &problem {
+        CatalogProblem::Sde(p) => (Some(&**p), None),
+        CatalogProblem::Ode(p) => (None, Some(&**p)),
+    };
+    let noisy = sde.is_some_and(|p| !noiseless(p, t0, &x0_row));
+    let solver = a
+        .solver
+        .unwrap_or(if noisy { Solver::Em } else { Solver::Rk45 });
+    if solver.is_sde() && sde.is_none() {
         bail!(
-            "solver '{}' integrates ODEs, but {} has noise; use an SDE solver (em) or set the noise to 0",
-            solver.name(),
-            problem.name
+            "{name} is an ODE; use an ODE solver (rk45, rk4, midpoint, euler), not '{}'",
+            solver.name()
+        );
+    }
+    if !solver.is_sde() && noisy {
+        bail!(
+            "solver '{}' integrates ODEs, but {name} has noise; use an SDE solver (em, milstein, heun, pc-euler) or set the noise to 0",
+            solver.name()
         );
     }
     if a.save_every.is_some() && a.out.is_none() {
@@ -424,22 +354,22 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         store::check_writable(out)?;
     }
     let steps = a.steps as usize;
-    let grid = TimeGrid::uniform(a.t0, a.t1, steps).map_err(|e| anyhow!("{e}"))?;
+    let grid = TimeGrid::uniform(t0, t1, steps).map_err(|e| anyhow!("{e}"))?;
     let save = match a.save_every {
         Some(k) => SaveAt::Every(k as usize),
         None => SaveAt::Final,
     };
     let save_idx = save.indices(&grid).map_err(|e| anyhow!("{e}"))?;
     let times: Vec<f64> = save_idx.iter().map(|&i| grid.times()[i]).collect();
-    let dim = problem.dim;
     let shard = a.shard.unwrap_or(Shard::ALL);
+    let adaptive = solver == Solver::Rk45;
     let spec = RunSpec {
         command: "solve".into(),
         params: json!({
-            "problem": problem.name, "params": problem.params, "solver": solver.name(),
-            "steps": steps, "t0": a.t0, "t1": a.t1, "seed": a.seed,
-            "rtol": if solver == Solver::Rk45 { json!(a.rtol) } else { Value::Null },
-            "atol": if solver == Solver::Rk45 { json!(a.atol) } else { Value::Null },
+            "problem": name, "params": params, "x0": x0, "solver": solver.name(),
+            "steps": steps, "t0": t0, "t1": t1, "seed": a.seed,
+            "rtol": if adaptive { json!(a.rtol) } else { Value::Null },
+            "atol": if adaptive { json!(a.atol) } else { Value::Null },
             "save_every": a.save_every,
         }),
         total: a.paths,
@@ -456,32 +386,28 @@ pub fn run(a: &SolveArgs) -> Result<()> {
     let start_time = Instant::now();
     let range = shard.range(a.paths);
     let meter = Meter::new(range.end - range.start, "paths", a.quiet || a.json);
-    let first = range.start;
-    let outcome = run.run::<f64>(&meter, |start, count, meter| {
-        let x0 = Array2::from_shape_fn((count, dim), |(_, j)| problem.x0[j]);
-        let t = Instant::now();
-        let (y, evals) = match solver {
-            Solver::Em => {
-                let opts = SdeOptions::new(a.seed).first_path(start).save(save.clone());
-                let done = (start - first) as f64;
-                let sol = itoflow_sde::solve_sde_with(
-                    &problem,
-                    &EulerMaruyama,
-                    x0.view(),
-                    &grid,
-                    &opts,
-                    &mut |ev| {
-                        if ev.step % 16 == 0 {
-                            meter.set_done(
-                                done + count as f64 * (ev.step + 1) as f64 / ev.steps as f64,
-                            )
-                        }
-                    },
-                )
-                .map_err(|e| anyhow!("{e}"))?;
-                (sol.x, sol.stats.evals.drift)
+    let drift;
+    let ode: &(dyn OdeSystem<f64> + Sync) = match (ode, sde) {
+        (Some(o), _) => o,
+        (None, Some(s)) => {
+            drift = Drift(s);
+            &drift
+        }
+        (None, None) => unreachable!("a catalog problem is an SDE or an ODE"),
+    };
+    // One path's result depends only on (seed, path index), so sub-batches run in parallel
+    // and are joined in order.
+    let solve_rows = |start: u64, count: usize| -> Result<(Array3<f64>, usize)> {
+        let x0 = Array2::from_shape_fn((count, dim), |(_, j)| x0[j]);
+        let opts = SdeOptions::new(a.seed).first_path(start).save(save.clone());
+        let (y, evals) = match (solver, sde) {
+            (Solver::Em, Some(p)) => run_sde(p, &EulerMaruyama, &x0, &grid, &opts)?,
+            (Solver::Milstein, Some(p)) => run_sde(p, &Milstein::new(), &x0, &grid, &opts)?,
+            (Solver::Heun, Some(p)) => run_sde(p, &RobertsHeun, &x0, &grid, &opts)?,
+            (Solver::PcEuler, Some(p)) => {
+                run_sde(p, &PredictorCorrectorEuler::default(), &x0, &grid, &opts)?
             }
-            Solver::Rk45 => {
+            (Solver::Rk45, _) => {
                 let sol = Dopri5::new()
                     .rtol(a.rtol)
                     .atol(a.atol)
@@ -491,23 +417,43 @@ pub fn run(a: &SolveArgs) -> Result<()> {
                     } else {
                         OdeSave::Times(times.clone())
                     })
-                    .solve(&problem, a.t0, a.t1, x0.view())
+                    .solve(ode, t0, t1, x0.view())
                     .map_err(|e| anyhow!("{e}"))?;
                 (sol.y, sol.stats.calls)
             }
-            Solver::Rk4 | Solver::Midpoint | Solver::Euler => {
+            (Solver::Rk4 | Solver::Midpoint | Solver::Euler, _) => {
                 let m = match solver {
                     Solver::Rk4 => ExplicitRk::RK4,
                     Solver::Midpoint => ExplicitRk::MIDPOINT,
                     _ => ExplicitRk::EULER,
                 };
-                let sol = solve_ode_fixed(&problem, &m, x0.view(), &grid, &save)
+                let sol = solve_ode_fixed(ode, &m, x0.view(), &grid, &save)
                     .map_err(|e| anyhow!("{e}"))?;
                 (sol.x, sol.stats.evals.drift)
             }
+            (_, None) => unreachable!("SDE solvers are refused for ODE problems above"),
         };
         // [times, rows, dim] → [rows, times, dim]
         let y = y.permuted_axes([1, 0, 2]).as_standard_layout().into_owned();
+        Ok((y, evals))
+    };
+    let outcome = run.run::<f64>(&meter, |start, count, meter| {
+        let t = Instant::now();
+        let subs: Vec<(u64, usize)> = (0..count)
+            .step_by(SUB_BATCH)
+            .map(|o| (start + o as u64, SUB_BATCH.min(count - o)))
+            .collect();
+        let parts: Vec<(Array3<f64>, usize)> = subs
+            .par_iter()
+            .map(|&(s, n)| {
+                let r = solve_rows(s, n)?;
+                meter.add_done(n as f64);
+                Ok(r)
+            })
+            .collect::<Result<_>>()?;
+        let views: Vec<_> = parts.iter().map(|(y, _)| y.view()).collect();
+        let y = ndarray::concatenate(Axis(0), &views)?;
+        let evals: usize = parts.iter().map(|(_, e)| e).sum();
         Ok((
             y.into_dyn(),
             json!({"evals": evals, "seconds": t.elapsed().as_secs_f64()}),
@@ -532,10 +478,11 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         .map(|c| c.info["evals"].as_u64().unwrap_or(0))
         .sum();
     let summary = json!({
-        "problem": problem.name, "params": problem.params, "solver": solver.name(),
-        "paths": range.end - range.start, "first_path": range.start, "shard": shard.to_string(),
-        "steps": steps, "t0": a.t0, "t1": a.t1, "seed": a.seed, "saved_times": times,
-        "evals": evals, "resumed_paths": outcome.resumed, "elapsed_s": elapsed, "stats_at_t1": stats,
+        "problem": name, "description": entry.description(), "params": params, "x0": x0,
+        "solver": solver.name(), "paths": range.end - range.start, "first_path": range.start,
+        "shard": shard.to_string(), "steps": steps, "t0": t0, "t1": t1, "seed": a.seed,
+        "saved_times": times, "evals": evals, "resumed_paths": outcome.resumed,
+        "elapsed_s": elapsed, "stats_at_t1": stats,
         "out": a.out.as_ref().map(|p| p.display().to_string()),
     });
     if let Some(out) = &a.out {
@@ -558,45 +505,48 @@ pub fn run(a: &SolveArgs) -> Result<()> {
     }
     if a.json {
         println!("{}", serde_json::to_string(&summary)?);
-    } else {
+        return Ok(());
+    }
+    let params_text: Vec<String> = entry
+        .params()
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    println!(
+        "{name} ({}): {} paths{}, {}, {} steps, t = {t0} → {t1}, x0 = {x0:?}, seed {}, {:.3} s",
+        params_text.join(", "),
+        range.end - range.start,
+        if shard == Shard::ALL {
+            String::new()
+        } else {
+            format!(" (shard {shard})")
+        },
+        solver.name(),
+        steps,
+        a.seed,
+        elapsed
+    );
+    println!(
+        "{:>6} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "at T", "mean", "std", "5%", "25%", "50%", "75%", "95%"
+    );
+    for (j, s) in stats.iter().enumerate() {
+        let q = &s["quantiles"];
+        let f = |v: &Value| format!("{:>12.6}", v.as_f64().unwrap_or(f64::NAN));
         println!(
-            "{}: {} paths ({}), {}, {} steps, t = {} → {}, seed {}, {:.3} s",
-            problem.name,
-            range.end - range.start,
-            if shard == Shard::ALL {
-                "all".to_string()
-            } else {
-                format!("shard {shard}")
-            },
-            solver.name(),
-            steps,
-            a.t0,
-            a.t1,
-            a.seed,
-            elapsed
+            "{:>6} {} {} {} {} {} {} {}",
+            format!("x{j}"),
+            f(&s["mean"]),
+            f(&s["std"]),
+            f(&q["0.05"]),
+            f(&q["0.25"]),
+            f(&q["0.5"]),
+            f(&q["0.75"]),
+            f(&q["0.95"])
         );
-        println!(
-            "{:>6} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
-            "at T", "mean", "std", "5%", "25%", "50%", "75%", "95%"
-        );
-        for (j, s) in stats.iter().enumerate() {
-            let q = &s["quantiles"];
-            let f = |v: &Value| format!("{:>12.6}", v.as_f64().unwrap_or(f64::NAN));
-            println!(
-                "{:>6} {} {} {} {} {} {} {}",
-                format!("x{j}"),
-                f(&s["mean"]),
-                f(&s["std"]),
-                f(&q["0.05"]),
-                f(&q["0.25"]),
-                f(&q["0.5"]),
-                f(&q["0.75"]),
-                f(&q["0.95"])
-            );
-        }
-        if let Some(out) = &a.out {
-            println!("wrote {}", out.display());
-        }
+    }
+    if let Some(out) = &a.out {
+        println!("wrote {}", out.display());
     }
     Ok(())
 }

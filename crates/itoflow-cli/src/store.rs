@@ -251,10 +251,12 @@ impl ChunkedRun<'_> {
                 bail!("--resume needs an output file (--out)");
             };
             if !pp.exists() {
-                if let Ok(meta) = read_meta(out) {
-                    if out.exists() && meta.spec == *self.spec && meta.shard == self.shard {
-                        return Ok(None);
-                    }
+                if let Ok(meta) = read_meta(out)
+                    && out.exists()
+                    && meta.spec == *self.spec
+                    && meta.shard == self.shard
+                {
+                    return Ok(None);
                 }
                 bail!(
                     "nothing to resume: '{}' does not exist (run once without --resume)",
@@ -275,11 +277,12 @@ impl ChunkedRun<'_> {
             for rec in prog.done {
                 let file = parts.join(chunk_name(rec.start));
                 // A chunk whose file is missing or unreadable is simply computed again.
-                if let Ok(a) = read_npy::<_, ArrayD<T>>(&file) {
-                    if a.shape()[0] == rec.count && a.shape()[1..] == self.spec.item_shape[..] {
-                        arrays.push((rec.start, a));
-                        done.push(rec);
-                    }
+                if let Ok(a) = read_npy::<_, ArrayD<T>>(&file)
+                    && a.shape()[0] == rec.count
+                    && a.shape()[1..] == self.spec.item_shape[..]
+                {
+                    arrays.push((rec.start, a));
+                    done.push(rec);
                 }
             }
         } else if let (Some(parts), Some(pp)) = (&parts, &progress_path) {

@@ -20,7 +20,8 @@ fn json_out(args: &[&str]) -> Value {
 #[test]
 fn gbm_mean_and_std_at_t() {
     let v = json_out(&[
-        "solve", "gbm", "--paths", "20000", "--steps", "100", "--seed", "3",
+        "solve", "gbm", "--mu", "0.05", "--sigma", "0.2", "--x0", "1", "--paths", "20000",
+        "--steps", "100", "--seed", "3",
     ]);
     let s = &v["stats_at_t1"][0];
     let (mean, std) = (s["mean"].as_f64().unwrap(), s["std"].as_f64().unwrap());
@@ -39,12 +40,38 @@ fn gbm_mean_and_std_at_t() {
 }
 
 #[test]
+fn every_sde_solver_gets_the_gbm_mean() {
+    // Catalog defaults: μ = 1.01, σ = 0.87, x0 = ½ on [0, 1]; E[X_1] = ½ e^{1.01}.
+    let exact = 0.5 * 1.01f64.exp();
+    for solver in ["em", "milstein", "heun", "pc-euler"] {
+        let v = json_out(&[
+            "solve", "gbm", "--solver", solver, "--paths", "20000", "--steps", "64",
+        ]);
+        let m = v["stats_at_t1"][0]["mean"].as_f64().unwrap();
+        // sd(X_1) ≈ 1.6 → standard error ≈ 0.011; weak error O(1/64).
+        assert!((m - exact).abs() < 0.08, "{solver}: {m} vs {exact}");
+        assert_eq!(v["params"]["mu"], 1.01);
+    }
+    let v = json_out(&[
+        "solve", "ou", "--theta", "2", "--mu", "1", "--sigma", "0", "--x0", "0",
+    ]);
+    assert_eq!(v["solver"], "rk45"); // no noise: the ODE solver by default
+    let m = v["stats_at_t1"][0]["mean"].as_f64().unwrap();
+    assert!((m - (1.0 - (-4.0f64).exp())).abs() < 1e-6, "{m}");
+}
+
+#[test]
 fn ode_problem_uses_rk45_and_table_output() {
     itoflow()
-        .args(["solve", "lorenz", "--paths", "2", "--t1", "0.5"])
+        .args([
+            "solve", "lorenz", "--alpha", "0", "--paths", "2", "--t1", "0.5",
+        ])
         .assert()
         .success()
-        .stdout(predicate::str::contains("lorenz: 2 paths").and(predicate::str::contains("rk45")))
+        .stdout(
+            predicate::str::contains("lorenz (sigma = 10")
+                .and(predicate::str::contains("2 paths, rk45")),
+        )
         .stdout(predicate::str::contains("x2"));
     // Fixed-step RK4 agrees with RK45 on a smooth problem.
     let a = json_out(&[
@@ -230,7 +257,7 @@ fn resume_after_kill_is_bitwise_identical() {
     assert!(!out.exists());
     let done: Value = serde_json::from_slice(&std::fs::read(&progress).unwrap()).unwrap();
     let chunks_before = done["done"].as_array().unwrap().len();
-    assert!(chunks_before >= 1 && chunks_before < 20);
+    assert!((1..20).contains(&chunks_before));
 
     let v: Value = serde_json::from_slice(
         &itoflow()

@@ -7,13 +7,19 @@
 //! through the probability-flow ODE.
 #![warn(missing_docs)]
 
+pub mod divergence;
 mod error;
 pub mod forward;
 pub mod gmm;
+pub mod likelihood;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod reverse;
 pub mod score;
 
+pub use divergence::{Probe, ProductSource, TraceEstimator};
 pub use error::{DiffusionError, ScoreError};
 pub use forward::{Forward, ForwardSde};
 pub use gmm::GaussianMixture;
+pub use likelihood::{LikelihoodOptions, LikelihoodResult, log_likelihood};
 pub use score::{Capabilities, Network, Parameterised, Prediction, ScoreModel, TimeInput};

@@ -29,7 +29,9 @@
 #![warn(missing_docs)]
 
 pub mod brownian;
+pub mod catalog;
 pub mod control;
+pub mod ensemble;
 mod error;
 mod grid;
 mod integrate;
@@ -38,6 +40,9 @@ mod problem;
 mod real;
 pub mod sde;
 
+pub use ensemble::{
+    EnsembleOptions, EnsembleSummary, InitialState, solve_ensemble, solve_ensemble_with,
+};
 pub use error::{BoxError, ProblemError, SolveError};
 pub use grid::{SaveAt, TimeGrid};
 pub use integrate::{
@@ -53,8 +58,12 @@ pub use real::Real;
 /// The names most programs need.
 pub mod prelude {
     pub use crate::brownian::BrownianPaths;
+    pub use crate::ensemble::{EnsembleOptions, InitialState, solve_ensemble};
     pub use crate::ode::{BatchMode, Dopri5, ExplicitRk, OdeSave};
-    pub use crate::sde::{EulerMaruyama, SdeStepper};
+    pub use crate::sde::{
+        EulerMaruyama, LangevinCorrector, Milstein, PredictorCorrector, PredictorCorrectorEuler,
+        RobertsHeun, ScoreFn, SdeStepper, StratonovichHeun,
+    };
     pub use crate::{
         NoiseKind, OdeFn, OdeSystem, ProblemError, Real, SaveAt, Sde, SdeFn, SdeOptions,
         SolveError, TimeGrid, solve_ode_fixed, solve_sde,

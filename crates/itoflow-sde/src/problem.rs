@@ -107,6 +107,26 @@ pub trait OdeSystem<T: Real> {
         y: ArrayView2<'_, T>,
         dydt: ArrayViewMut2<'_, T>,
     ) -> Result<(), ProblemError>;
+
+    /// Like [`OdeSystem::rhs`], and also told which rows of the solver's input the rows of `y`
+    /// are: row `r` of `y` is row `index[r]` of the initial batch (`index.len() == y.nrows()`).
+    ///
+    /// Solvers that drop or reorder rows (the per-row adaptive [`Dopri5`](crate::ode::Dopri5)
+    /// drops finished rows) call this method; the default ignores `index` and calls
+    /// [`OdeSystem::rhs`]. Override it when a row's right-hand side depends on per-row data
+    /// that is not part of its state, for example fixed random probe vectors drawn per sample.
+    /// Solvers that keep the batch as given call `rhs` directly, which then must treat row `r`
+    /// as input row `r`.
+    fn rhs_indexed(
+        &self,
+        t: ArrayView1<'_, T>,
+        y: ArrayView2<'_, T>,
+        index: &[usize],
+        dydt: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ProblemError> {
+        let _ = index;
+        self.rhs(t, y, dydt)
+    }
 }
 
 /// A batched Itô SDE `dX = f(t, X) dt + g(t, X) dW`.
@@ -187,6 +207,15 @@ impl<T: Real, P: OdeSystem<T> + ?Sized> OdeSystem<T> for &P {
         dydt: ArrayViewMut2<'_, T>,
     ) -> Result<(), ProblemError> {
         (**self).rhs(t, y, dydt)
+    }
+    fn rhs_indexed(
+        &self,
+        t: ArrayView1<'_, T>,
+        y: ArrayView2<'_, T>,
+        index: &[usize],
+        dydt: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ProblemError> {
+        (**self).rhs_indexed(t, y, index, dydt)
     }
 }
 

@@ -581,9 +581,10 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             Which::Tmp => self.tmp.slice(s![..n, ..]),
             Which::YNew => self.y_new.slice(s![..n, ..]),
         };
-        let res = self.sys.rhs(
+        let res = self.sys.rhs_indexed(
             self.times.slice(s![..n]),
             src,
+            &self.orig[..n],
             self.k[stage].slice_mut(s![..n, ..]),
         );
         self.calls += 1;

@@ -8,12 +8,14 @@
 //! Kloeden & Platen, *Numerical Solution of Stochastic Differential Equations* (1992), §9.1
 //! and §10.2; Maruyama (1955).
 
-use ndarray::{Array1, Array2, Array3, ArrayViewMut2, Axis, Zip};
+use ndarray::{Array1, Array2, Array3, ArrayViewMut2};
 
-use super::{Evals, SdeStepper, StepNoise, add_noise, diffusion_shape, fill_times};
+use super::{
+    Evals, SdeStepper, StepNoise, check_step_shapes, diffusion_shape, euler_update, fill_times,
+};
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde};
 
-/// The Euler–Maruyama method (see the module documentation).
+/// The Euler–Maruyama method (see the [module documentation](self)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EulerMaruyama;
 
@@ -57,28 +59,15 @@ impl<T: Real> SdeStepper<T> for EulerMaruyama {
         sde: &P,
         t: T,
         dt: T,
-        mut x: ArrayViewMut2<'_, T>,
+        x: ArrayViewMut2<'_, T>,
         noise: &StepNoise<'_, T>,
         ws: &mut Self::Workspace,
     ) -> Result<Evals, ProblemError> {
+        check_step_shapes("Euler–Maruyama", sde, &x, &noise.dw, ws.g.dim())?;
         fill_times(&mut ws.t, t);
         sde.drift(ws.t.view(), x.view(), ws.f.view_mut())?;
         sde.diffusion(ws.t.view(), x.view(), ws.g.view_mut())?;
-        match sde.noise() {
-            // One fused pass for the common case.
-            NoiseKind::Diagonal | NoiseKind::Additive => {
-                let g = ws.g.index_axis(Axis(2), 0);
-                Zip::from(&mut x)
-                    .and(&ws.f)
-                    .and(&g)
-                    .and(&noise.dw)
-                    .for_each(|x, &f, &g, &w| *x += f * dt + g * w);
-            }
-            kind => {
-                Zip::from(&mut x).and(&ws.f).for_each(|x, &f| *x += f * dt);
-                add_noise(kind, ws.g.view(), noise.dw, T::one(), x);
-            }
-        }
+        euler_update(sde.noise(), ws.f.view(), ws.g.view(), noise.dw, dt, x);
         Ok(Evals {
             drift: 1,
             diffusion: 1,

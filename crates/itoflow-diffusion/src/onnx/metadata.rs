@@ -1,0 +1,271 @@
+//! The model metadata of `docs/onnx-format.md`, parsed into a [`ModelInfo`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::OnnxError;
+use crate::forward::{Forward, ForwardSde};
+use crate::score::{Prediction, TimeInput};
+
+/// Metadata keys that every model must have (or be given as overrides).
+pub const REQUIRED_KEYS: &[&str] = &[
+    "itoflow.format_version",
+    "itoflow.sde",
+    "itoflow.sde.params",
+    "itoflow.prediction",
+    "itoflow.time_input",
+    "itoflow.data.shape",
+];
+
+/// The format version this crate reads.
+pub const FORMAT_VERSION: &str = "1";
+
+/// Which derivative products a model offers natively.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DerivativeKind {
+    /// No derivative graph: Jacobian products must be approximated (the likelihood code uses
+    /// finite differences and says so).
+    #[default]
+    None,
+    /// The derivative graph returns `vjp` = vᵀ J.
+    Vjp,
+    /// The derivative graph returns `vjp` and `jvp` = J v.
+    VjpJvp,
+}
+
+impl DerivativeKind {
+    /// Parses `itoflow.derivative.outputs` (`vjp` or `vjp,jvp`).
+    fn parse(s: &str) -> Result<Self, OnnxError> {
+        let mut parts: Vec<&str> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        parts.sort_unstable();
+        match parts.as_slice() {
+            ["vjp"] => Ok(DerivativeKind::Vjp),
+            ["jvp", "vjp"] => Ok(DerivativeKind::VjpJvp),
+            _ => Err(OnnxError::Metadata {
+                key: "itoflow.derivative.outputs",
+                reason: format!("expected `vjp` or `vjp,jvp`, got `{s}`"),
+            }),
+        }
+    }
+
+    /// A short name (`none`, `vjp`, `vjp+jvp`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DerivativeKind::None => "none",
+            DerivativeKind::Vjp => "vjp",
+            DerivativeKind::VjpJvp => "vjp+jvp",
+        }
+    }
+}
+
+/// Everything the metadata (with overrides applied) says about a model.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// The forward SDE (`itoflow.sde` with `itoflow.sde.params`).
+    pub forward: Forward,
+    /// What the network predicts.
+    pub prediction: Prediction,
+    /// What the `time` input receives.
+    pub time_input: TimeInput,
+    /// Per-sample shape (`itoflow.data.shape`).
+    pub data_shape: Vec<usize>,
+    /// Model-space values that raw data's `[0, 1]` maps to (default `[-1, 1]`).
+    pub data_range: (f64, f64),
+    /// Number of discrete levels of the raw data, if given.
+    pub data_levels: Option<u32>,
+    /// Suggested smallest time for sampling and likelihoods.
+    pub eps: Option<f64>,
+    /// Derivative products offered by the derivative graph in use ([`DerivativeKind::None`]
+    /// when no derivative graph was found).
+    pub derivative: DerivativeKind,
+    /// The derivative graph in use.
+    pub derivative_path: Option<PathBuf>,
+    /// `itoflow.name`.
+    pub name: Option<String>,
+    /// `itoflow.description`.
+    pub description: Option<String>,
+    /// All metadata, overrides applied.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ModelInfo {
+    /// Flattened sample dimension (product of the data shape).
+    pub fn dim(&self) -> usize {
+        self.data_shape.iter().product()
+    }
+
+    /// Parses metadata (overrides already merged in). `model_path` locates the derivative
+    /// graph: `itoflow.derivative` relative to the model, else `<stem>.vjp.onnx` beside it.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use itoflow_diffusion::onnx::ModelInfo;
+    /// let mut m: BTreeMap<String, String> = [
+    ///     ("itoflow.format_version", "1"),
+    ///     ("itoflow.sde", "vp"),
+    ///     ("itoflow.sde.params", r#"{"beta_min": 0.1, "beta_max": 20}"#),
+    ///     ("itoflow.prediction", "epsilon"),
+    ///     ("itoflow.time_input", "t"),
+    ///     ("itoflow.data.shape", "[1, 8, 8]"),
+    /// ]
+    /// .into_iter()
+    /// .map(|(k, v)| (k.to_string(), v.to_string()))
+    /// .collect();
+    /// let info = ModelInfo::from_metadata(m.clone(), "/nonexistent/m.onnx".as_ref()).unwrap();
+    /// assert_eq!(info.dim(), 64);
+    /// m.remove("itoflow.sde");
+    /// let err = ModelInfo::from_metadata(m, "/nonexistent/m.onnx".as_ref()).unwrap_err();
+    /// assert!(err.to_string().contains("itoflow.sde"));
+    /// ```
+    pub fn from_metadata(
+        metadata: BTreeMap<String, String>,
+        model_path: &Path,
+    ) -> Result<Self, OnnxError> {
+        let missing: Vec<&'static str> = REQUIRED_KEYS
+            .iter()
+            .copied()
+            .filter(|k| metadata.get(*k).is_none_or(|v| v.trim().is_empty()))
+            .collect();
+        if !missing.is_empty() {
+            return Err(OnnxError::MissingMetadata {
+                path: model_path.to_path_buf(),
+                missing,
+            });
+        }
+        let get = |k: &str| metadata.get(k).map(|s| s.trim());
+        let req = |k: &'static str| get(k).unwrap_or_default();
+        let bad = |key: &'static str, reason: String| OnnxError::Metadata { key, reason };
+
+        let version = req("itoflow.format_version");
+        if version != FORMAT_VERSION {
+            return Err(bad(
+                "itoflow.format_version",
+                format!(
+                    "this crate reads format version {FORMAT_VERSION}, the model has `{version}`"
+                ),
+            ));
+        }
+        let params: serde_json::Value = serde_json::from_str(req("itoflow.sde.params"))
+            .map_err(|e| bad("itoflow.sde.params", format!("not JSON: {e}")))?;
+        let forward = Forward::from_params(req("itoflow.sde"), &params)
+            .map_err(|e| bad("itoflow.sde", e.to_string()))?;
+        let prediction = Prediction::parse(req("itoflow.prediction"))
+            .map_err(|e| bad("itoflow.prediction", e.to_string()))?;
+        let time_input = TimeInput::parse(req("itoflow.time_input"))
+            .map_err(|e| bad("itoflow.time_input", e.to_string()))?;
+        let data_shape: Vec<usize> =
+            serde_json::from_str(req("itoflow.data.shape")).map_err(|e| {
+                bad(
+                    "itoflow.data.shape",
+                    format!("expected a JSON list of positive integers: {e}"),
+                )
+            })?;
+        if data_shape.is_empty() || data_shape.contains(&0) {
+            return Err(bad(
+                "itoflow.data.shape",
+                format!("expected a non-empty list of positive integers, got {data_shape:?}"),
+            ));
+        }
+        let data_range = match get("itoflow.data.range") {
+            None | Some("") => (-1.0, 1.0),
+            Some(s) => {
+                let r: [f64; 2] = serde_json::from_str(s)
+                    .map_err(|e| bad("itoflow.data.range", format!("expected [lo, hi]: {e}")))?;
+                if !(r[0].is_finite() && r[1].is_finite() && r[0] < r[1]) {
+                    return Err(bad(
+                        "itoflow.data.range",
+                        format!("expected finite lo < hi, got {r:?}"),
+                    ));
+                }
+                (r[0], r[1])
+            }
+        };
+        let data_levels = match get("itoflow.data.levels") {
+            None | Some("") => None,
+            Some(s) => Some(s.parse::<u32>().ok().filter(|&l| l >= 2).ok_or_else(|| {
+                bad(
+                    "itoflow.data.levels",
+                    format!("expected an integer ≥ 2, got `{s}`"),
+                )
+            })?),
+        };
+        let eps = match get("itoflow.eps") {
+            None | Some("") => None,
+            Some(s) => {
+                let e: f64 = s
+                    .parse()
+                    .map_err(|_| bad("itoflow.eps", format!("expected a number, got `{s}`")))?;
+                if !(e > 0.0 && e < forward.t_max()) {
+                    return Err(bad(
+                        "itoflow.eps",
+                        format!("expected 0 < eps < T = {}, got {e}", forward.t_max()),
+                    ));
+                }
+                Some(e)
+            }
+        };
+        let dir = model_path.parent().unwrap_or(Path::new("."));
+        let declared = get("itoflow.derivative").filter(|s| !s.is_empty());
+        let derivative_path = match declared {
+            Some(name) => {
+                let p = dir.join(name);
+                if !p.is_file() {
+                    return Err(bad(
+                        "itoflow.derivative",
+                        format!(
+                            "the derivative graph {} does not exist (override `itoflow.derivative=` with an empty value to run without it)",
+                            p.display()
+                        ),
+                    ));
+                }
+                Some(p)
+            }
+            None => {
+                let stem = model_path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let p = dir.join(format!("{stem}.vjp.onnx"));
+                (!metadata.contains_key("itoflow.derivative") && p.is_file()).then_some(p)
+            }
+        };
+        let derivative = match (&derivative_path, get("itoflow.derivative.outputs")) {
+            (None, _) => DerivativeKind::None,
+            (Some(_), None | Some("")) => DerivativeKind::Vjp,
+            (Some(_), Some(s)) => DerivativeKind::parse(s)?,
+        };
+        Ok(ModelInfo {
+            forward,
+            prediction,
+            time_input,
+            data_shape,
+            data_range,
+            data_levels,
+            eps,
+            derivative,
+            derivative_path,
+            name: get("itoflow.name").map(str::to_string),
+            description: get("itoflow.description").map(str::to_string),
+            metadata,
+        })
+    }
+}
+
+/// Merges `overrides` into `metadata` (an empty override value removes the key).
+pub(crate) fn merge(
+    mut metadata: BTreeMap<String, String>,
+    overrides: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    for (k, v) in overrides {
+        if v.is_empty() && k != "itoflow.derivative" {
+            metadata.remove(k);
+        } else {
+            metadata.insert(k.clone(), v.clone());
+        }
+    }
+    metadata
+}
