@@ -106,10 +106,10 @@ pub struct SampleArgs {
 /// Runs `itoflow sample`.
 pub fn run(a: &SampleArgs) -> Result<()> {
     for (n, v) in [("rtol", a.rtol), ("atol", a.atol), ("snr", a.snr)] {
-        if let Some(v) = v {
-            if !(v.is_finite() && v > 0.0) {
-                bail!("--{n} must be a positive number, got {v}");
-            }
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0)
+        {
+            bail!("--{n} must be a positive number, got {v}");
         }
     }
     if a.out.extension().and_then(|e| e.to_str()) != Some("npy") {
