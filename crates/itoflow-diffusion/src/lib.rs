@@ -15,6 +15,7 @@ pub mod likelihood;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod reverse;
+pub mod sampler;
 pub mod score;
 
 pub use divergence::{Probe, ProductSource, TraceEstimator};
@@ -22,4 +23,5 @@ pub use error::{DiffusionError, ScoreError};
 pub use forward::{Forward, ForwardSde};
 pub use gmm::GaussianMixture;
 pub use likelihood::{LikelihoodOptions, LikelihoodResult, log_likelihood};
+pub use sampler::{SampleReport, SamplerConfig, SamplerKind, sample};
 pub use score::{Capabilities, Network, Parameterised, Prediction, ScoreModel, TimeInput};

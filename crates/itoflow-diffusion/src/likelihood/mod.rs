@@ -314,6 +314,10 @@ pub struct FlowOutput<T> {
     pub nfe: usize,
     /// Model calls.
     pub model_calls: usize,
+    /// Accepted steps, summed over the step-size groups (samples when stepping per sample).
+    pub accepted: usize,
+    /// Rejected step attempts, summed like `accepted`.
+    pub rejected: usize,
 }
 
 /// `log p_ε(x)` of every row of `x` by the augmented PF-ODE (see the module documentation).
@@ -440,7 +444,7 @@ pub fn encode<T: Real, M: ScoreModel<T> + ?Sized>(
     options: &LikelihoodOptions,
 ) -> Result<FlowOutput<T>, DiffusionError> {
     let eps = options.validate(forward)?;
-    flow(forward, model, x, options, eps, forward.t_max(), None)
+    flow(forward, model, x, options, eps, forward.t_max(), 0, None)
 }
 
 /// Integrates the PF-ODE from `T` down to `ε` (latents → data): the inverse of [`encode`] up
@@ -452,7 +456,7 @@ pub fn decode<T: Real, M: ScoreModel<T> + ?Sized>(
     options: &LikelihoodOptions,
 ) -> Result<FlowOutput<T>, DiffusionError> {
     let eps = options.validate(forward)?;
-    flow(forward, model, z, options, forward.t_max(), eps, None)
+    flow(forward, model, z, options, forward.t_max(), eps, 0, None)
 }
 
 /// Integrates the PF-ODE from `t0` to `t1` (either direction), both in `[ε, T]`.
@@ -478,19 +482,23 @@ pub fn transport<T: Real, M: ScoreModel<T> + ?Sized>(
             });
         }
     }
-    flow(forward, model, x, options, t0, t1, progress)
+    flow(forward, model, x, options, t0, t1, 0, progress)
 }
 
-fn flow<T: Real, M: ScoreModel<T> + ?Sized>(
+/// [`transport`] without the time checks, for rows that are samples `first, first + 1, …`
+/// (errors name those global indices).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn flow<T: Real, M: ScoreModel<T> + ?Sized>(
     forward: &Forward,
     model: &M,
     x: ArrayView2<'_, T>,
     options: &LikelihoodOptions,
     t0: f64,
     t1: f64,
+    first: u64,
     progress: Option<&mut dyn FnMut(LikelihoodProgress)>,
 ) -> Result<FlowOutput<T>, DiffusionError> {
-    check_data(x, model.dim(), 0)?;
+    check_data(x, model.dim(), first)?;
     let n = x.nrows();
     if t0 == t1 {
         return Ok(FlowOutput {
@@ -499,19 +507,23 @@ fn flow<T: Real, M: ScoreModel<T> + ?Sized>(
             nfev: vec![0; n],
             nfe: 0,
             model_calls: 0,
+            accepted: 0,
+            rejected: 0,
         });
     }
     let est = options.estimator(model)?;
     let system = AugmentedFlow::without_divergence(forward, est);
     let mut noop = |_: LikelihoodProgress| {};
     let progress = progress.unwrap_or(&mut noop);
-    let sol = run(options, &system, t0, t1, x, n, 0, progress)?;
+    let sol = run(options, &system, t0, t1, x, n, first, progress)?;
     Ok(FlowOutput {
         x: sol.last().to_owned(),
         t_end: t1,
         nfev: (0..n).map(|r| group_stats(&sol, r).nfev).collect(),
         nfe: sol.stats.calls,
         model_calls: system.estimator().model_calls(),
+        accepted: sol.stats.groups.iter().map(|g| g.naccepted).sum(),
+        rejected: sol.stats.groups.iter().map(|g| g.nrejected).sum(),
     })
 }
 

@@ -1,0 +1,629 @@
+//! Samplers against the exact law of a Gaussian mixture, one-step formulas with fixed noise,
+//! per-sample seeding, NFE bookkeeping and errors.
+//!
+//! Ground truth: `GaussianMixture` gives the exact score of every marginal `p_t`, so a sampler
+//! with enough steps must reproduce the mixture's law. Tolerances: sample means and
+//! covariances within `Z = 5` standard errors (estimated from the N ≥ 4096 samples; the chance
+//! of a false alarm per check is ~6e-7) plus a small discretisation allowance stated per test;
+//! Kolmogorov–Smirnov distance on random 1-D projections below the α = 1e-3 critical value
+//! `1.95/√N` plus the same allowance. The exact projected CDF is a 1-D normal mixture.
+
+use itoflow::diffusion::forward::{Edm, Forward, ForwardSde, SubVp, Ve, Vp};
+use itoflow::diffusion::sampler::{
+    SampleReport, SamplerConfig, SamplerKind, SamplerProgress, sample, sample_from, tags,
+};
+use itoflow::diffusion::{DiffusionError, GaussianMixture, ScoreError, ScoreModel};
+use itoflow::sde::brownian::RandomStream;
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
+use statrs::distribution::{ContinuousCDF, Normal};
+
+const Z: f64 = 5.0;
+
+fn vp() -> Forward {
+    Forward::Vp(Vp::default())
+}
+fn ve() -> Forward {
+    // A smaller σ_max keeps the VE chains short for the 2-D mixture.
+    Forward::Ve(Ve::new(0.01, 20.0, 1000, 1.0).unwrap())
+}
+fn subvp() -> Forward {
+    Forward::SubVp(SubVp::new(0.1, 20.0, 1000, 1.0).unwrap())
+}
+fn edm() -> Forward {
+    Forward::Edm(Edm::default())
+}
+
+fn mixture(dim: usize, sde: Forward) -> GaussianMixture {
+    GaussianMixture::random(dim, 3, 1.5, 0.5, 11, sde).unwrap()
+}
+
+fn run(
+    sde: &Forward,
+    gmm: &GaussianMixture,
+    cfg: &SamplerConfig,
+    n: usize,
+) -> (Array2<f64>, SampleReport) {
+    sample::<f64, _>(sde, gmm, cfg, 2024, 0, n, None).unwrap()
+}
+
+/// Largest |z| of the mean and covariance deviations, and the KS distance over `projections`
+/// random directions, of `x` against the mixture's law at time `t`.
+fn law_distance(gmm: &GaussianMixture, x: &Array2<f64>, t: f64, projections: usize) -> (f64, f64) {
+    let n = x.nrows() as f64;
+    let d = x.ncols();
+    let mean = x.mean_axis(Axis(0)).unwrap();
+    let m_true = gmm.mean_at(t);
+    let c_true = gmm.covariance_at(t);
+    let centred = x - &m_true;
+    let mut zmax: f64 = 0.0;
+    for i in 0..d {
+        let se = (c_true[[i, i]] / n).sqrt();
+        zmax = zmax.max(((mean[i] - m_true[i]) / se).abs());
+    }
+    for i in 0..d {
+        for j in 0..=i {
+            let prod: Array1<f64> = &centred.column(i) * &centred.column(j);
+            let m = prod.mean().unwrap();
+            let var = prod.mapv(|v| (v - m).powi(2)).sum() / (n - 1.0);
+            let se = (var / n).sqrt();
+            zmax = zmax.max(((m - c_true[[i, j]]) / se).abs());
+        }
+    }
+    let mut ks: f64 = 0.0;
+    for p in 0..projections {
+        let mut u = vec![0.0; d];
+        RandomStream::new(77, p as u64, 9).fill_normals(0, &mut u);
+        let u = Array1::from(u);
+        let u = &u / u.dot(&u).sqrt();
+        ks = ks.max(ks_distance(gmm, x.view(), u.view(), t));
+    }
+    (zmax, ks)
+}
+
+fn ks_distance(gmm: &GaussianMixture, x: ArrayView2<f64>, u: ArrayView1<f64>, t: f64) -> f64 {
+    let (w, mu, sd) = gmm.projection(u, t);
+    let wsum: f64 = w.iter().sum();
+    let comps: Vec<Normal> = mu
+        .iter()
+        .zip(&sd)
+        .map(|(&m, &s)| Normal::new(m, s).unwrap())
+        .collect();
+    let cdf = |y: f64| w.iter().zip(&comps).map(|(w, c)| w * c.cdf(y)).sum::<f64>() / wsum;
+    let mut y: Vec<f64> = x.dot(&u).to_vec();
+    y.sort_by(f64::total_cmp);
+    let n = y.len() as f64;
+    y.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let f = cdf(v);
+            (f - i as f64 / n).abs().max(((i + 1) as f64 / n - f).abs())
+        })
+        .fold(0.0, f64::max)
+}
+
+fn ks_crit(n: usize) -> f64 {
+    1.95 / (n as f64).sqrt()
+}
+
+fn check_law(name: &str, gmm: &GaussianMixture, x: &Array2<f64>, t: f64, allowance: f64) {
+    let (z, ks) = law_distance(gmm, x, t, 4);
+    let crit = ks_crit(x.nrows());
+    eprintln!("{name}: max |z| = {z:.2}, KS = {ks:.4} (critical {crit:.4})");
+    assert!(
+        z < Z * (1.0 + allowance * 10.0),
+        "{name}: moment z-score {z}"
+    );
+    assert!(
+        ks < crit + allowance,
+        "{name}: KS distance {ks} ≥ {}",
+        crit + allowance
+    );
+}
+
+const N: usize = 4096;
+
+#[test]
+fn stochastic_samplers_match_the_2d_mixture_vp() {
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    // PC with the norm rule is checked on the 16-D mixture (see `langevin_step`: a per-sample
+    // step size that depends on ‖s_i‖ biases Langevin in very low dimension).
+    for kind in [
+        SamplerKind::EulerMaruyama,
+        SamplerKind::ReverseDiffusion,
+        SamplerKind::Ancestral,
+    ] {
+        let mut cfg = SamplerConfig::new(kind, &sde);
+        cfg.steps = 1000;
+        let (x, rep) = run(&sde, &gmm, &cfg, N);
+        assert_eq!(rep.nfe, cfg.steps, "{kind}");
+        assert_eq!(rep.row_evals, (cfg.steps * N) as u64);
+        check_law(&format!("vp/{kind}"), &gmm, &x, 0.0, 0.005);
+    }
+}
+
+#[test]
+fn stochastic_samplers_match_the_2d_mixture_ve_and_subvp() {
+    let sde = ve();
+    let gmm = mixture(2, sde.clone());
+    for kind in [SamplerKind::ReverseDiffusion, SamplerKind::Ancestral] {
+        let mut cfg = SamplerConfig::new(kind, &sde);
+        cfg.steps = 1000;
+        let (x, _) = run(&sde, &gmm, &cfg, N);
+        check_law(&format!("ve/{kind}"), &gmm, &x, 0.0, 0.005);
+    }
+    let sde = subvp();
+    let gmm = mixture(2, sde.clone());
+    let mut cfg = SamplerConfig::new(SamplerKind::EulerMaruyama, &sde);
+    cfg.steps = 1000;
+    let (x, _) = run(&sde, &gmm, &cfg, N);
+    check_law("subvp/em", &gmm, &x, 0.0, 0.005);
+}
+
+#[test]
+fn annealed_langevin_pc_matches_the_mixture() {
+    let sde = ve();
+    let gmm = mixture(2, sde.clone());
+    let mut cfg = SamplerConfig::new(SamplerKind::Pc, &sde);
+    cfg.steps = 500;
+    cfg.annealed = true;
+    let (x, rep) = run(&sde, &gmm, &cfg, N);
+    assert_eq!(rep.nfe, 1000);
+    check_law("ve/pc-annealed", &gmm, &x, 0.0, 0.005);
+}
+
+#[test]
+fn deterministic_samplers_match_the_2d_mixture() {
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    let eps = sde.sampling_eps();
+    for (kind, steps) in [
+        (SamplerKind::Ode, 0),
+        (SamplerKind::Ddim, 200),
+        (SamplerKind::DpmSolverPp2m, 50),
+    ] {
+        let mut cfg = SamplerConfig::new(kind, &sde);
+        if steps > 0 {
+            cfg.steps = steps;
+        }
+        cfg.denoise = false;
+        let (x, _) = run(&sde, &gmm, &cfg, N);
+        // Without denoising the output is a draw of p_ε.
+        check_law(&format!("vp/{kind}"), &gmm, &x, eps, 0.005);
+    }
+    // EDM Heun on the EDM SDE ends at σ = 0: the data law.
+    let sde = edm();
+    let gmm = mixture(2, sde.clone());
+    let mut cfg = SamplerConfig::new(SamplerKind::EdmHeun, &sde);
+    cfg.steps = 64;
+    let (x, rep) = run(&sde, &gmm, &cfg, N);
+    assert_eq!(rep.nfe, 2 * 64 - 1);
+    check_law("edm/edm-heun", &gmm, &x, 0.0, 0.005);
+    // With churn (stochastic EDM).
+    cfg.edm.s_churn = 10.0;
+    cfg.edm.s_min = 0.05;
+    cfg.edm.s_max = 50.0;
+    let (x, _) = run(&sde, &gmm, &cfg, N);
+    check_law("edm/edm-heun churn", &gmm, &x, 0.0, 0.005);
+    // DDIM with η = 1 on VP.
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    let mut cfg = SamplerConfig::new(SamplerKind::Ddim, &sde);
+    cfg.steps = 200;
+    cfg.eta = 1.0;
+    cfg.denoise = false;
+    let (x, _) = run(&sde, &gmm, &cfg, N);
+    check_law("vp/ddim eta=1", &gmm, &x, eps, 0.005);
+}
+
+#[test]
+fn samplers_match_a_16d_mixture() {
+    let sde = vp();
+    let gmm = mixture(16, sde.clone());
+    let eps = sde.sampling_eps();
+    for (kind, steps) in [
+        (SamplerKind::EulerMaruyama, 1000),
+        (SamplerKind::Pc, 500),
+        (SamplerKind::Ode, 0),
+        (SamplerKind::DpmSolverPp2m, 40),
+        (SamplerKind::EdmHeun, 40),
+    ] {
+        let mut cfg = SamplerConfig::new(kind, &sde);
+        if steps > 0 {
+            cfg.steps = steps;
+        }
+        cfg.denoise = false;
+        let (x, _) = run(&sde, &gmm, &cfg, N);
+        let t = match kind {
+            SamplerKind::Ode | SamplerKind::DpmSolverPp2m => eps,
+            _ => 0.0,
+        };
+        check_law(&format!("vp16/{kind}"), &gmm, &x, t, 0.01);
+    }
+}
+
+/// Deterministic samplers from the same prior draws: the distance to a fine reference run
+/// shrinks as the step count grows.
+#[test]
+fn error_shrinks_with_more_steps() {
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    for (kind, coarse) in [
+        (SamplerKind::Ddim, [5, 10, 20, 40]),
+        (SamplerKind::DpmSolverPp2m, [5, 10, 20, 40]),
+        (SamplerKind::EdmHeun, [5, 10, 20, 40]),
+    ] {
+        let mut cfg = SamplerConfig::new(kind, &sde);
+        cfg.denoise = false;
+        cfg.steps = 1000;
+        let (reference, _) = run(&sde, &gmm, &cfg, 256);
+        let mut errs = Vec::new();
+        for n in coarse {
+            cfg.steps = n;
+            let (x, _) = run(&sde, &gmm, &cfg, 256);
+            errs.push((&x - &reference).mapv(|v| v * v).sum().sqrt() / 16.0);
+        }
+        eprintln!("{kind}: errors {errs:?}");
+        assert!(errs.windows(2).all(|w| w[1] < w[0]), "{kind}: {errs:?}");
+        // Over 5 → 40 steps: first-order DDIM gains ≥ 3×, the second-order samplers ≥ 10×.
+        let gain = errs[0] / errs[3];
+        let need = if kind == SamplerKind::Ddim { 3.0 } else { 10.0 };
+        assert!(gain > need, "{kind}: gain {gain}");
+    }
+}
+
+#[test]
+fn samples_do_not_depend_on_the_batch() {
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    for kind in SamplerKind::ALL {
+        if kind == SamplerKind::Ancestral || kind == SamplerKind::EdmHeun {
+            continue;
+        }
+        let mut cfg = SamplerConfig::new(kind, &sde);
+        cfg.steps = 20;
+        cfg.eta = 0.5;
+        let (all, _) = sample::<f64, _>(&sde, &gmm, &cfg, 5, 100, 256, None).unwrap();
+        for (first, count) in [(100u64, 1usize), (103, 7), (200, 56)] {
+            let (part, _) = sample::<f64, _>(&sde, &gmm, &cfg, 5, first, count, None).unwrap();
+            let off = (first - 100) as usize;
+            for r in 0..count {
+                assert_eq!(
+                    part.row(r).to_vec(),
+                    all.row(off + r).to_vec(),
+                    "{kind}: sample {} differs in a batch of {count}",
+                    first as usize + r
+                );
+            }
+        }
+    }
+    let sde = edm();
+    let gmm = mixture(2, sde.clone());
+    let mut cfg = SamplerConfig::new(SamplerKind::EdmHeun, &sde);
+    cfg.edm.s_churn = 20.0;
+    let (all, _) = sample::<f64, _>(&sde, &gmm, &cfg, 5, 0, 256, None).unwrap();
+    let (part, _) = sample::<f64, _>(&sde, &gmm, &cfg, 5, 9, 7, None).unwrap();
+    assert_eq!(part, all.slice(ndarray::s![9..16, ..]));
+}
+
+/// The ODE sampler with per-sample step control needs fewer score rows than one step size for
+/// the whole batch at the same tolerance (and its samples are batch-independent).
+#[test]
+fn per_row_pf_ode_needs_fewer_row_evaluations() {
+    for dim in [2, 16] {
+        let sde = vp();
+        let gmm = mixture(dim, sde.clone());
+        let mut cfg = SamplerConfig::new(SamplerKind::Ode, &sde);
+        cfg.denoise = false;
+        let (_, per_row) = run(&sde, &gmm, &cfg, 1024);
+        cfg.per_row = false;
+        let (_, whole) = run(&sde, &gmm, &cfg, 1024);
+        eprintln!(
+            "d={dim}: per-row row evals {} (NFE {}), whole-batch {} (NFE {})",
+            per_row.row_evals, per_row.nfe, whole.row_evals, whole.nfe
+        );
+        assert!(per_row.row_evals < whole.row_evals);
+        assert_eq!(whole.row_evals, (whole.nfe * 1024) as u64);
+    }
+}
+
+/// One step of each predictor with a fixed state and the sampler's own noise, against the
+/// formula written out here.
+#[test]
+fn one_step_formulas() {
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    let x0 = Array2::from_shape_vec((3, 2), vec![0.3, -1.2, 2.0, 0.5, -0.7, 0.1]).unwrap();
+    let seed = 9;
+    let first = 40;
+    let noise = |tag: u32, start: u64| {
+        let mut z = Array2::zeros((3, 2));
+        for r in 0..3 {
+            let mut buf = [0.0; 2];
+            RandomStream::new(seed, first + r as u64, tag).fill_normals(start, &mut buf);
+            z.row_mut(r).assign(&Array1::from(buf.to_vec()));
+        }
+        z
+    };
+    let score = |x: &Array2<f64>, t: f64| {
+        let mut out = Array2::zeros(x.raw_dim());
+        ScoreModel::<f64>::score(
+            &gmm,
+            x.view(),
+            Array1::from_elem(x.nrows(), t).view(),
+            out.view_mut(),
+        )
+        .unwrap();
+        out
+    };
+    let step = |kind: SamplerKind, f: &dyn Fn(&mut SamplerConfig)| {
+        let mut cfg = SamplerConfig::new(kind, &sde);
+        cfg.steps = 1;
+        cfg.denoise = false;
+        f(&mut cfg);
+        sample_from::<f64, _>(&sde, &gmm, &cfg, x0.view(), seed, first, None)
+            .unwrap()
+            .0
+    };
+    let t = 1.0;
+    let (b_min, b_max) = (0.1, 20.0);
+    let beta = b_min + t * (b_max - b_min);
+    let s0 = score(&x0, t);
+    let z = noise(tags::PREDICTOR, 0);
+    // Euler–Maruyama, Δt = −T/N = −1.
+    let em = &x0 - &((&x0 * (-0.5 * beta) - &s0 * beta) * 1.0) + &z * beta.sqrt();
+    assert_close(&step(SamplerKind::EulerMaruyama, &|_| {}), &em, 1e-12);
+    // Reverse diffusion, ancestral and PC on N = 25 levels: score_sde's discrete betas
+    // β_i = linspace(β_min/N, β_max/N, N)[i], level i = ⌊t (N − 1)/T⌋ at t_k = linspace(T, ε, N).
+    let n = 25;
+    let eps = sde.sampling_eps();
+    let betas: Vec<f64> = (0..n)
+        .map(|i| (b_min + (b_max - b_min) * i as f64 / (n - 1) as f64) / n as f64)
+        .collect();
+    let ts: Vec<f64> = (0..n)
+        .map(|k| {
+            if k + 1 == n {
+                eps
+            } else {
+                t + (eps - t) * k as f64 / (n - 1) as f64
+            }
+        })
+        .collect();
+    let level = |t: f64| betas[((t * (n - 1) as f64).floor() as usize).min(n - 1)];
+    let snr = 0.2;
+    let chain = |kind: SamplerKind| {
+        let mut x = x0.clone();
+        for (k, &tk) in ts.iter().enumerate() {
+            let b = level(tk);
+            if kind == SamplerKind::Pc {
+                let zc = noise(tags::CORRECTOR, (k * 2) as u64);
+                let s = score(&x, tk);
+                // E‖z‖ for d = 2 is √(π/2) (see `langevin_step`).
+                let zn = std::f64::consts::FRAC_PI_2.sqrt();
+                for r in 0..3 {
+                    let sn = s.row(r).dot(&s.row(r)).sqrt();
+                    let e = 2.0 * (1.0 - b) * (snr * zn / sn).powi(2);
+                    let new = &x.row(r) + &(&s.row(r) * e) + &(&zc.row(r) * (2.0 * e).sqrt());
+                    x.row_mut(r).assign(&new);
+                }
+            }
+            let s = score(&x, tk);
+            let z = noise(tags::PREDICTOR, (k * 2) as u64);
+            x = if kind == SamplerKind::Ancestral {
+                (&x + &(&s * b)) / (1.0 - b).sqrt() + &z * b.sqrt()
+            } else {
+                &x - &(&x * ((1.0 - b).sqrt() - 1.0)) + &s * b + &z * b.sqrt()
+            };
+        }
+        x
+    };
+    for kind in [
+        SamplerKind::ReverseDiffusion,
+        SamplerKind::Ancestral,
+        SamplerKind::Pc,
+    ] {
+        let got = step(kind, &|c| {
+            c.steps = n;
+            c.snr = snr;
+        });
+        assert_close(&got, &chain(kind), 1e-10);
+    }
+    // DDIM, one step from T to ε with η = 0.7.
+    let (m_t, m_e) = (sde.mean_scale(t), sde.mean_scale(eps));
+    let (st, se) = (sde.sigma_tilde(t), sde.sigma_tilde(eps));
+    let xt = &x0 / m_t;
+    let den = &xt + &(&s0 * (st * st * m_t));
+    let c = 0.7 * se * (st * st - se * se).sqrt() / st;
+    let eps_hat = (&xt - &den) / st;
+    let ddim = (&den + &(&eps_hat * (se * se - c * c).sqrt()) + &z * c) * m_e;
+    assert_close(&step(SamplerKind::Ddim, &|c| c.eta = 0.7), &ddim, 1e-12);
+    // DPM-Solver++(2M), two steps uniform in λ.
+    let (l0, l2) = (sde.lambda(t), sde.lambda(eps));
+    let l1 = 0.5 * (l0 + l2);
+    let t1 = sde.t_of_lambda(l1);
+    let h = l1 - l0;
+    let d0 = &xt + &(&s0 * (st * st * m_t));
+    let s1t = sde.sigma_tilde(t1);
+    let x1 = &xt * (s1t / st) - &(&d0 * (-h).exp_m1());
+    let m1 = sde.mean_scale(t1);
+    let d1 = &x1 + &(&score(&(&x1 * m1), t1) * (s1t * s1t * m1));
+    let h2 = l2 - l1;
+    let r = h / h2;
+    let dhat = &d1 * (1.0 + 0.5 / r) - &d0 * (0.5 / r);
+    let x2 = (&x1 * (se / s1t) - &(&dhat * (-h2).exp_m1())) * m_e;
+    assert_close(
+        &step(SamplerKind::DpmSolverPp2m, &|c| c.steps = 2),
+        &x2,
+        1e-12,
+    );
+}
+
+#[test]
+fn one_step_edm_heun() {
+    let sde = edm();
+    let gmm = mixture(2, sde.clone());
+    let x0 = Array2::from_shape_vec((2, 2), vec![30.0, -10.0, 5.0, 60.0]).unwrap();
+    let mut cfg = SamplerConfig::new(SamplerKind::EdmHeun, &sde);
+    cfg.steps = 2; // σ = 80, 0.002, 0
+    let den = |x: &Array2<f64>, s: f64| {
+        let mut out = Array2::zeros(x.raw_dim());
+        ScoreModel::<f64>::score(
+            &gmm,
+            x.view(),
+            Array1::from_elem(x.nrows(), s).view(),
+            out.view_mut(),
+        )
+        .unwrap();
+        x + &(out * (s * s))
+    };
+    let (s0, s1) = (80.0, 0.002);
+    let d = (&x0 - &den(&x0, s0)) / s0;
+    let xe = &x0 + &(&d * (s1 - s0));
+    let d2 = (&xe - &den(&xe, s1)) / s1;
+    let x1 = &x0 + &((&d + &d2) * (0.5 * (s1 - s0)));
+    let x2 = den(&x1, s1); // Euler to σ = 0: x + (0 − σ) d = D(x).
+    let (x, rep) = sample_from::<f64, _>(&sde, &gmm, &cfg, x0.view(), 3, 0, None).unwrap();
+    assert_eq!(rep.nfe, 3);
+    assert_close(&x, &x2, 1e-9);
+}
+
+fn assert_close(a: &Array2<f64>, b: &Array2<f64>, tol: f64) {
+    let err = (a - b).mapv(f64::abs).fold(0.0_f64, |m, &v| m.max(v));
+    let scale = b.mapv(f64::abs).fold(1.0_f64, |m, &v| m.max(v));
+    assert!(
+        err <= tol * scale,
+        "max error {err} (scale {scale})\n{a}\nvs\n{b}"
+    );
+}
+
+#[test]
+fn progress_is_reported() {
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    let mut seen = Vec::new();
+    let mut cb = |p: SamplerProgress| seen.push(p);
+    let mut cfg = SamplerConfig::new(SamplerKind::EulerMaruyama, &sde);
+    cfg.steps = 10;
+    sample::<f64, _>(&sde, &gmm, &cfg, 1, 0, 4, Some(&mut cb)).unwrap();
+    assert_eq!(seen.len(), 10);
+    assert_eq!(seen[9].step, 10);
+    assert_eq!(seen[9].total, 10);
+    assert_eq!(seen[9].nfe, 10);
+}
+
+#[test]
+fn f32_samples_follow_f64() {
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    let mut cfg = SamplerConfig::new(SamplerKind::DpmSolverPp2m, &sde);
+    cfg.steps = 20;
+    let (x64, _) = sample::<f64, _>(&sde, &gmm, &cfg, 1, 0, 64, None).unwrap();
+    let (x32, _) = sample::<f32, _>(&sde, &gmm, &cfg, 1, 0, 64, None).unwrap();
+    let err = (&x32.mapv(f64::from) - &x64)
+        .mapv(f64::abs)
+        .fold(0.0_f64, |m, &v| m.max(v));
+    assert!(err < 1e-4, "f32 vs f64: {err}");
+}
+
+/// A model that returns NaN for rows far out (|x₀| > 10⁴).
+struct Poisoned(GaussianMixture);
+impl ScoreModel<f64> for Poisoned {
+    fn dim(&self) -> usize {
+        2
+    }
+    fn score(
+        &self,
+        x: ArrayView2<'_, f64>,
+        t: ArrayView1<'_, f64>,
+        mut out: ArrayViewMut2<'_, f64>,
+    ) -> Result<(), ScoreError> {
+        ScoreModel::<f64>::score(&self.0, x, t, out.view_mut())?;
+        for r in 0..x.nrows() {
+            if x[[r, 0]].abs() > 1e4 && t[r] <= 1.0 {
+                out[[r, 0]] = f64::NAN;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    // ε outside (0, T).
+    let mut cfg = SamplerConfig::new(SamplerKind::EulerMaruyama, &sde);
+    cfg.eps = Some(1.5);
+    assert!(matches!(
+        sample::<f64, _>(&sde, &gmm, &cfg, 0, 0, 4, None),
+        Err(DiffusionError::TimeOutOfRange { .. })
+    ));
+    cfg.eps = Some(0.0);
+    assert!(matches!(
+        sample::<f64, _>(&sde, &gmm, &cfg, 0, 0, 4, None),
+        Err(DiffusionError::TimeOutOfRange { .. })
+    ));
+    // Zero steps, bad tolerances, bad snr.
+    let mut cfg = SamplerConfig::new(SamplerKind::Ddim, &sde);
+    cfg.steps = 0;
+    assert!(matches!(
+        sample::<f64, _>(&sde, &gmm, &cfg, 0, 0, 4, None),
+        Err(DiffusionError::Invalid { .. })
+    ));
+    let mut cfg = SamplerConfig::new(SamplerKind::Ode, &sde);
+    cfg.rtol = -1.0;
+    assert!(sample::<f64, _>(&sde, &gmm, &cfg, 0, 0, 4, None).is_err());
+    // Ancestral sampling on sub-VP is not defined.
+    let sub = subvp();
+    let gsub = mixture(2, sub.clone());
+    let cfg = SamplerConfig::new(SamplerKind::Ancestral, &sub);
+    assert!(matches!(
+        sample::<f64, _>(&sub, &gsub, &cfg, 0, 0, 4, None),
+        Err(DiffusionError::Unsupported(_))
+    ));
+    // Shape mismatch of the initial states.
+    let cfg = SamplerConfig::new(SamplerKind::EulerMaruyama, &sde);
+    let bad = Array2::<f64>::zeros((4, 3));
+    assert!(matches!(
+        sample_from::<f64, _>(&sde, &gmm, &cfg, bad.view(), 0, 0, None),
+        Err(DiffusionError::Shape { .. })
+    ));
+    // Unknown sampler name.
+    assert!("heun-2".parse::<SamplerKind>().is_err());
+    for k in SamplerKind::ALL {
+        assert_eq!(k.to_string().parse::<SamplerKind>().unwrap(), k);
+    }
+    // A non-finite score names the global sample index and the time, for every kind.
+    let poisoned = Poisoned(gmm.clone());
+    let mut x0 = Array2::<f64>::zeros((8, 2));
+    x0[[5, 0]] = 12345.0;
+    for kind in SamplerKind::ALL {
+        if kind == SamplerKind::EdmHeun {
+            continue;
+        }
+        let mut cfg = SamplerConfig::new(kind, &sde);
+        cfg.steps = 4;
+        match sample_from::<f64, _>(&sde, &poisoned, &cfg, x0.view(), 0, 1000, None) {
+            Err(DiffusionError::NonFiniteScore { sample, t }) => {
+                assert_eq!(sample, 1005, "{kind}");
+                assert!((0.0..=1.0).contains(&t), "{kind}: t = {t}");
+            }
+            other => panic!("{kind}: expected NonFiniteScore, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn expected_normal_norm_matches_the_gamma_ratio() {
+    use itoflow::diffusion::sampler::expected_normal_norm;
+    use statrs::function::gamma::ln_gamma;
+    for d in [1usize, 2, 3, 16, 64, 1000, 4097] {
+        let exact =
+            2f64.sqrt() * (ln_gamma((d as f64 + 1.0) / 2.0) - ln_gamma(d as f64 / 2.0)).exp();
+        let got = expected_normal_norm(d);
+        assert!(
+            (got - exact).abs() < 1e-12 * exact,
+            "d={d}: {got} vs {exact}"
+        );
+    }
+}
