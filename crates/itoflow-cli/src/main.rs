@@ -20,7 +20,6 @@ mod likelihood;
 mod model;
 mod progress;
 mod sample;
-mod samplers;
 mod solve;
 mod store;
 

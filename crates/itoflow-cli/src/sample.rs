@@ -6,9 +6,8 @@ use std::time::Instant;
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use itoflow_diffusion::ForwardSde;
-// Stopgap until itoflow-diffusion's samplers land; then:
-// use itoflow_diffusion::{SamplerConfig, SamplerKind, SamplerProgress, sample};
-use crate::samplers::{SamplerConfig, SamplerKind, SamplerProgress, sample};
+use itoflow_diffusion::sampler::SamplerProgress;
+use itoflow_diffusion::{SamplerConfig, SamplerKind, sample};
 use ndarray::{Array2, ArrayD, IxDyn};
 use serde_json::json;
 
@@ -60,7 +59,7 @@ pub struct SampleArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Sampler.
-    #[arg(long, value_enum, default_value = "em")]
+    #[arg(long, value_enum, default_value = "pc")]
     sampler: Sampler,
     /// Steps (fixed-step samplers; default: the sampler's).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -74,6 +73,9 @@ pub struct SampleArgs {
     /// Signal-to-noise ratio of the Langevin corrector (pc).
     #[arg(long, allow_negative_numbers = true)]
     snr: Option<f64>,
+    /// Final time ε (default: the model's `itoflow.eps`, else the SDE's).
+    #[arg(long)]
+    eps: Option<f64>,
     /// Number of samples.
     #[arg(long, short = 'n', default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     count: u64,
@@ -149,9 +151,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     if let Some(v) = a.snr {
         config.snr = v;
     }
-    if config.eps.is_none() {
-        config.eps = info.eps;
-    }
+    config.eps = a.eps.or(info.eps).or(config.eps);
     // Per-sample step control, so that adaptive samplers do not depend on the batch split.
     config.per_row = true;
     let shard = a.shard.unwrap_or(Shard::ALL);
@@ -238,9 +238,15 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     let computed = n as u64 - outcome.resumed;
     let report = model.device_report();
+    // Adaptive `ode`: the accepted steps; fixed-step samplers: the configured steps.
+    let steps = if a.sampler == Sampler::Ode {
+        sum("steps")
+    } else {
+        config.steps as u64
+    };
     let summary = json!({
         "model": a.model.name(), "sampler": a.sampler.name(),
-        "steps": if a.sampler == Sampler::Ode { json!(sum("steps")) } else { json!(config.steps) },
+        "steps": steps,
         "rtol": config.rtol, "atol": config.atol, "snr": config.snr, "eps": config.eps,
         "nfe_per_chunk": outcome.chunks.first().map(|c| c.info["nfe"].clone()),
         "nfe": sum("nfe"), "row_evals": sum("row_evals"), "seed": a.seed, "samples": n,
@@ -269,7 +275,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         println!(
             "{n} samples ({}, {} steps, NFE {}, seed {}) in {secs:.1} s ({:.1} samples/s) on {} → {}{}",
             a.sampler.name(),
-            config.steps,
+            steps,
             sum("nfe"),
             a.seed,
             computed as f64 / secs.max(1e-9),

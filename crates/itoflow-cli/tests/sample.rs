@@ -73,6 +73,44 @@ fn samples_npy_grid_and_json_record() {
 }
 
 #[test]
+fn every_sampler_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in [
+        "pc",
+        "em",
+        "reverse-diffusion",
+        "ancestral",
+        "ode",
+        "edm-heun",
+        "ddim",
+        "dpmpp-2m",
+    ] {
+        let out = dir.path().join(format!("{s}.npy"));
+        let v = stdout_json(
+            itoflow()
+                .args([
+                    "sample",
+                    "--sampler",
+                    s,
+                    "--steps",
+                    "50",
+                    "--rtol",
+                    "1e-2",
+                    "--atol",
+                    "1e-2",
+                ])
+                .args(["-n", "2", "--threads", "1", "-q", "--json", "--out"])
+                .arg(&out),
+        );
+        assert_eq!(v["sampler"], s);
+        assert!(v["nfe"].as_u64().unwrap() >= 1, "{s}");
+        let a: ArrayD<f32> = read_npy(&out).unwrap();
+        assert_eq!(a.shape(), &[2, 1, 8, 8], "{s}");
+        assert!(a.iter().all(|v| v.is_finite()), "{s}");
+    }
+}
+
+#[test]
 fn shards_and_batches_are_bitwise_identical() {
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole.npy");
