@@ -507,6 +507,20 @@ mod tests {
     }
 
     #[test]
+    fn specs_survive_the_progress_file() {
+        // --resume compares the spec read back from JSON with the one built from the flags.
+        let spec = RunSpec {
+            command: "solve".into(),
+            params: serde_json::json!({"a": 0.1 + 0.2, "b": 1e-5 / 3.0, "c": std::f64::consts::PI}),
+            total: 10,
+            item_shape: vec![1, 2],
+            dtype: "f64".into(),
+        };
+        let back: RunSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+    }
+
+    #[test]
     fn missing_ranges() {
         let rec = |start, count| ChunkRecord {
             start,
