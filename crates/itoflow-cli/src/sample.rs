@@ -235,6 +235,14 @@ pub fn run(a: &SampleArgs) -> Result<()> {
             .map(|c| c.info[k].as_u64().unwrap_or(0))
             .sum()
     };
+    // NFE per sample (score evaluations along one trajectory; the most over the chunks);
+    // `nfe_total` counts the batched calls of all chunks.
+    let nfe = outcome
+        .chunks
+        .iter()
+        .map(|c| c.info["nfe"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
     let secs = started.elapsed().as_secs_f64();
     let computed = n as u64 - outcome.resumed;
     let report = model.device_report();
@@ -248,8 +256,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         "model": a.model.name(), "sampler": a.sampler.name(),
         "steps": steps,
         "rtol": config.rtol, "atol": config.atol, "snr": config.snr, "eps": config.eps,
-        "nfe_per_chunk": outcome.chunks.first().map(|c| c.info["nfe"].clone()),
-        "nfe": sum("nfe"), "row_evals": sum("row_evals"), "seed": a.seed, "samples": n,
+        "nfe": nfe, "nfe_total": sum("nfe"), "row_evals": sum("row_evals"), "seed": a.seed, "samples": n,
         "first_index": range.start, "shard": shard.to_string(), "chunks": outcome.chunks.len(),
         "resumed_samples": outcome.resumed, "elapsed_s": secs,
         "samples_per_s": computed as f64 / secs.max(1e-9),
@@ -276,7 +283,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
             "{n} samples ({}, {} steps, NFE {}, seed {}) in {secs:.1} s ({:.1} samples/s) on {} → {}{}",
             a.sampler.name(),
             steps,
-            sum("nfe"),
+            nfe,
             a.seed,
             computed as f64 / secs.max(1e-9),
             report,
