@@ -161,6 +161,17 @@ fn stochastic_samplers_match_the_2d_mixture_ve_and_subvp() {
 }
 
 #[test]
+fn batch_norm_langevin_pc_matches_the_2d_mixture() {
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    let mut cfg = SamplerConfig::new(SamplerKind::Pc, &sde);
+    cfg.steps = 500;
+    cfg.langevin_batch_norms = true;
+    let (x, _) = run(&sde, &gmm, &cfg, N);
+    check_law("vp/pc batch norms", &gmm, &x, 0.0, 0.005);
+}
+
+#[test]
 fn annealed_langevin_pc_matches_the_mixture() {
     let sde = ve();
     let gmm = mixture(2, sde.clone());

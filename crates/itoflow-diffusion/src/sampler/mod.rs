@@ -77,7 +77,9 @@ use itoflow_sde::Real;
 
 use common::Ctx;
 
-pub use corrector::{annealed_langevin_step, expected_normal_norm, langevin_step};
+pub use corrector::{
+    annealed_langevin_step, expected_normal_norm, langevin_step, langevin_step_batch,
+};
 
 /// Random-stream tags of the samplers (see the module documentation).
 pub mod tags {
@@ -241,6 +243,10 @@ pub struct SamplerConfig {
     pub corrector_steps: usize,
     /// Annealed Langevin dynamics (step `2α(snr σ(t))²`) instead of the norm rule (`pc`).
     pub annealed: bool,
+    /// score_sde's batch-mean norms in the Langevin rule ([`langevin_step_batch`]): robust in
+    /// low dimension, but samples then depend on their batch. Default `false` (per sample,
+    /// [`langevin_step`]).
+    pub langevin_batch_norms: bool,
     /// DDIM stochasticity η (0: deterministic DDIM, 1: DDPM-like).
     pub eta: f64,
     /// Per-sample step-size control for `ode` (default `true`).
@@ -274,6 +280,7 @@ impl SamplerConfig {
             snr: 0.16,
             corrector_steps: 1,
             annealed: false,
+            langevin_batch_norms: false,
             eta: 0.0,
             per_row: true,
             denoise: kind != SamplerKind::EdmHeun,

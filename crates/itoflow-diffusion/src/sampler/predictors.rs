@@ -7,7 +7,7 @@
 use ndarray::{Array2, Zip};
 
 use super::common::{Ctx, linspace, with_levels};
-use super::corrector::{annealed_langevin_step, langevin_step};
+use super::corrector::{annealed_langevin_step, langevin_step, langevin_step_batch};
 use super::{SampleReport, SamplerConfig, tags};
 use crate::forward::{Forward, ForwardSde};
 use crate::{DiffusionError, ScoreModel};
@@ -131,6 +131,9 @@ fn chain<T: Real, M: ScoreModel<T> + ?Sized>(
                         alpha,
                         sigma,
                     );
+                } else if config.langevin_batch_norms {
+                    let alpha = levels.langevin_alpha(t);
+                    langevin_step_batch(x.view_mut(), score.view(), z.view(), config.snr, alpha);
                 } else {
                     let alpha = levels.langevin_alpha(t);
                     langevin_step(x.view_mut(), score.view(), z.view(), config.snr, alpha);
