@@ -62,14 +62,15 @@ fn samples_npy_grid_and_json_record() {
     assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)));
     let img = image::open(&grid).unwrap();
     assert!(img.width() >= 3 * 32 && img.height() >= 2 * 32);
-    // The one-line summary.
+    // The one-line summary; no progress bar when stderr is not a terminal (even without -q).
     itoflow()
-        .args(FAST)
+        .args(FAST.iter().filter(|a| **a != "-q"))
         .args(["-n", "2", "--out"])
         .arg(dir.path().join("t.npy"))
         .assert()
         .success()
-        .stdout(predicate::str::contains("2 samples (em, 20 steps"));
+        .stdout(predicate::str::contains("2 samples (em, 20 steps"))
+        .stderr(predicate::str::is_empty());
 }
 
 #[test]
