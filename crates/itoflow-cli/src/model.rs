@@ -19,8 +19,9 @@ pub struct ModelArgs {
     /// Default: the embedded digits demo model.
     #[arg(long, short)]
     pub model: Option<PathBuf>,
-    /// Execution provider: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    /// Execution provider: auto (CUDA when usable, else the CPU, with the reason), cpu, cuda or
+    /// cuda:N.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
     pub device: Device,
     /// ONNX Runtime library (file or directory; default: ORT_DYLIB_PATH, then .venv).
     #[arg(long, value_name = "PATH")]

@@ -286,7 +286,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
             nfe,
             a.seed,
             computed as f64 / secs.max(1e-9),
-            report,
+            report.used, // the fallback reason is in --json
             a.out.display(),
             a.grid
                 .as_ref()
