@@ -1,6 +1,6 @@
 """Torch reference log-likelihoods of the digits model (score_sde's likelihood.py procedure).
 
-For the first N held-out digits (default 128), with deterministic midpoint inputs
+For the first N held-out digits (default 16), with deterministic midpoint inputs
 y = -1 + 2 (r + 0.5)/17, integrate the probability-flow ODE of the VP SDE augmented with the
 divergence of its drift (exact trace of the Jacobian, torch autograd) from eps = 1e-5 to T = 1,
 with scipy.integrate.solve_ivp(method="RK45", rtol=1e-5, atol=1e-5) on the whole batch
@@ -92,7 +92,7 @@ def likelihood(model, y: np.ndarray, levels: int = 17, data_range=(-1.0, 1.0)):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model-dir", default=str(Path(__file__).resolve().parent))
-    p.add_argument("--n", type=int, default=128)
+    p.add_argument("--n", type=int, default=16)
     p.add_argument("--dequant-seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)

@@ -193,7 +193,7 @@ def main(argv=None):
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads for training and the reference likelihood (results are bitwise reproducible for a fixed thread count)")
     t.add_argument("--skip-train", action="store_true", help="reuse OUT/digits.pt")
-    t.add_argument("--n-likelihood", type=int, default=128)
+    t.add_argument("--n-likelihood", type=int, default=16)
     t.set_defaults(fn=cmd_train_digits)
 
     args = p.parse_args(argv)

@@ -162,7 +162,7 @@ def reference_io(model, out: Path) -> dict:
 
 
 def run(out: Path, steps: int | None = None, seed: int = 0, threads: int = 2,
-        skip_train: bool = False, n_likelihood: int = 128):
+        skip_train: bool = False, n_likelihood: int = 16):
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
     train_raw, test_raw = digits_data.load_split()
