@@ -11,3 +11,8 @@
 
 pub use itoflow_diffusion as diffusion;
 pub use itoflow_sde as sde;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -584,6 +584,16 @@ fn errors_name_the_problem() {
     let mut cfg = SamplerConfig::new(SamplerKind::Ode, &sde);
     cfg.rtol = -1.0;
     assert!(sample::<f64, _>(&sde, &gmm, &cfg, 0, 0, 4, None).is_err());
+    // Too few levels for the discrete VP chain (β_max/N ≥ 1).
+    let mut cfg = SamplerConfig::new(SamplerKind::ReverseDiffusion, &sde);
+    cfg.steps = 10;
+    match sample::<f64, _>(&sde, &gmm, &cfg, 0, 0, 4, None) {
+        Err(DiffusionError::Invalid { name, reason }) => {
+            assert_eq!(name, "steps");
+            assert!(reason.contains("more steps"), "{reason}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
     // Ancestral sampling on sub-VP is not defined.
     let sub = subvp();
     let gsub = mixture(2, sub.clone());
@@ -613,7 +623,7 @@ fn errors_name_the_problem() {
             continue;
         }
         let mut cfg = SamplerConfig::new(kind, &sde);
-        cfg.steps = 4;
+        cfg.steps = 25;
         match sample_from::<f64, _>(&sde, &poisoned, &cfg, x0.view(), 0, 1000, None) {
             Err(DiffusionError::NonFiniteScore { sample, t }) => {
                 assert_eq!(sample, 1005, "{kind}");

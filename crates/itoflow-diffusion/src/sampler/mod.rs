@@ -348,6 +348,28 @@ impl SamplerConfig {
                 ));
             }
         }
+        if matches!(
+            self.kind,
+            SamplerKind::ReverseDiffusion | SamplerKind::Ancestral | SamplerKind::Pc
+        ) {
+            // These use the SDE discretised into N levels; for VP the largest discrete
+            // β = β_max/N must stay below 1 (√(1 − β) in the update).
+            let levels = common::with_levels(forward, self.steps)?;
+            let d = levels.discretize(t_max);
+            if !(d.f_coef.is_finite() && d.g.is_finite() && d.f_coef > -1.0) {
+                return Err(DiffusionError::invalid(
+                    "steps",
+                    format!(
+                        "{} on '{}' with {} steps discretises the SDE too coarsely (largest \
+                         discrete β = {:.3} ≥ 1); use more steps",
+                        self.kind,
+                        forward.name(),
+                        self.steps,
+                        d.g * d.g
+                    ),
+                ));
+            }
+        }
         if matches!(self.kind, SamplerKind::Ancestral) && forward.ancestral(t_max).is_none() {
             return Err(DiffusionError::Unsupported(format!(
                 "ancestral sampling is defined for the VP and VE SDEs, not '{}'",

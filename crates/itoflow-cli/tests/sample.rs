@@ -1,0 +1,255 @@
+//! End-to-end tests of `itoflow sample` on the embedded digits model: outputs, PNG grid, JSON
+//! record, shard bitwise equality, resume after kill, errors. Few samples and steps keep them
+//! fast; `--threads 1` keeps parallel tests from oversubscribing the CPU.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use ndarray::ArrayD;
+use ndarray_npy::read_npy;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn itoflow() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_itoflow"));
+    c.env("ITOFLOW_CACHE", cache());
+    c
+}
+
+fn cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("itoflow-cache")
+}
+
+const FAST: &[&str] = &[
+    "sample",
+    "--sampler",
+    "em",
+    "--steps",
+    "20",
+    "--threads",
+    "1",
+    "-q",
+];
+
+fn stdout_json(c: &mut Command) -> Value {
+    let out = c.assert().success();
+    serde_json::from_slice(&out.get_output().stdout).expect("JSON record")
+}
+
+#[test]
+fn samples_npy_grid_and_json_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s.npy");
+    let grid = dir.path().join("s.png");
+    let v = stdout_json(
+        itoflow()
+            .args(FAST)
+            .args(["-n", "6", "--seed", "7", "--json", "--out"])
+            .arg(&out)
+            .arg("--grid")
+            .arg(&grid),
+    );
+    assert_eq!(v["sampler"], "em");
+    assert_eq!(v["steps"], 20);
+    assert_eq!(v["seed"], 7);
+    assert_eq!(v["device"], "cpu");
+    assert!(v["nfe"].as_u64().unwrap() >= 20);
+    assert!(v["elapsed_s"].as_f64().unwrap() > 0.0);
+    assert!(v.get("fallback_reason").is_some());
+    let a: ArrayD<f32> = read_npy(&out).unwrap();
+    assert_eq!(a.shape(), &[6, 1, 8, 8]);
+    assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)));
+    let img = image::open(&grid).unwrap();
+    assert!(img.width() >= 3 * 32 && img.height() >= 2 * 32);
+    // The one-line summary; no progress bar when stderr is not a terminal (even without -q).
+    itoflow()
+        .args(FAST.iter().filter(|a| **a != "-q"))
+        .args(["-n", "2", "--out"])
+        .arg(dir.path().join("t.npy"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("2 samples (em, 20 steps"))
+        .stderr(predicate::str::is_empty());
+}
+
+#[test]
+fn every_sampler_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in [
+        "pc",
+        "em",
+        "reverse-diffusion",
+        "ancestral",
+        "ode",
+        "edm-heun",
+        "ddim",
+        "dpmpp-2m",
+    ] {
+        let out = dir.path().join(format!("{s}.npy"));
+        let v = stdout_json(
+            itoflow()
+                .args([
+                    "sample",
+                    "--sampler",
+                    s,
+                    "--steps",
+                    "50",
+                    "--rtol",
+                    "1e-2",
+                    "--atol",
+                    "1e-2",
+                ])
+                .args(["-n", "2", "--threads", "1", "-q", "--json", "--out"])
+                .arg(&out),
+        );
+        assert_eq!(v["sampler"], s);
+        assert!(v["nfe"].as_u64().unwrap() >= 1, "{s}");
+        let a: ArrayD<f32> = read_npy(&out).unwrap();
+        assert_eq!(a.shape(), &[2, 1, 8, 8], "{s}");
+        assert!(a.iter().all(|v| v.is_finite()), "{s}");
+    }
+}
+
+#[test]
+fn shards_and_batches_are_bitwise_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.npy");
+    itoflow()
+        .args(FAST)
+        .args(["-n", "6", "--batch", "3", "--out"])
+        .arg(&whole)
+        .assert()
+        .success();
+    let mut shards = Vec::new();
+    for k in 1..=2 {
+        let p = dir.path().join(format!("s{k}.npy"));
+        itoflow()
+            .args(FAST)
+            .args([
+                "-n",
+                "6",
+                "--batch",
+                "3",
+                "--shard",
+                &format!("{k}/2"),
+                "--out",
+            ])
+            .arg(&p)
+            .assert()
+            .success();
+        shards.push(p);
+    }
+    let merged = dir.path().join("merged.npy");
+    itoflow()
+        .arg("merge")
+        .arg(&merged)
+        .args(&shards)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(&whole).unwrap(),
+        std::fs::read(&merged).unwrap()
+    );
+    // Another seed gives other samples.
+    let other = dir.path().join("other.npy");
+    itoflow()
+        .args(FAST)
+        .args(["-n", "6", "--batch", "3", "--seed", "1", "--out"])
+        .arg(&other)
+        .assert()
+        .success();
+    assert_ne!(
+        std::fs::read(&whole).unwrap(),
+        std::fs::read(&other).unwrap()
+    );
+}
+
+#[test]
+fn sample_resume_after_kill_is_bitwise_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [FAST, &["-n", "12", "--batch", "1", "--steps", "200"]].concat();
+    let whole = dir.path().join("whole.npy");
+    itoflow()
+        .args(&args)
+        .arg("--out")
+        .arg(&whole)
+        .assert()
+        .success();
+    let out = dir.path().join("run.npy");
+    let progress = dir.path().join("run.npy.progress.json");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_itoflow"))
+        .env("ITOFLOW_CACHE", cache())
+        .args(&args)
+        .arg("--out")
+        .arg(&out)
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !progress.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(300), "no chunk written");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(running, "the run finished before it could be interrupted");
+    let v = stdout_json(
+        itoflow()
+            .args(&args)
+            .arg("--out")
+            .arg(&out)
+            .args(["--resume", "--json"]),
+    );
+    assert!(v["resumed_samples"].as_u64().unwrap() >= 1);
+    assert_eq!(std::fs::read(&whole).unwrap(), std::fs::read(&out).unwrap());
+}
+
+#[test]
+fn sample_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--sampler".into(), "magic".into()],
+            "invalid value 'magic'",
+        ),
+        (vec!["--steps".into(), "-3".into()], "--steps"),
+        (vec!["-n".into(), "1e3".into()], "'1e3'"),
+        (
+            vec!["--snr".into(), "-0.1".into()],
+            "--snr must be a positive number",
+        ),
+        (vec!["--device".into(), "quantum".into()], "--device"),
+        (vec!["--shard".into(), "3/2".into()], "not a shard"),
+        (
+            vec!["--out".into(), "/nonexistent/s.npy".into()],
+            "cannot write",
+        ),
+        (vec!["--out".into(), "s.csv".into()], "expected a .npy"),
+        (
+            vec![
+                "--grid".into(),
+                dir.path().join("g.jpg").display().to_string(),
+            ],
+            ".png",
+        ),
+        (
+            vec![
+                "--model".into(),
+                dir.path().join("none.onnx").display().to_string(),
+            ],
+            "does not exist",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let out = itoflow()
+            .args(FAST)
+            .args(&extra)
+            .current_dir(dir.path())
+            .assert()
+            .failure();
+        let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{extra:?}: {err}");
+    }
+}
