@@ -5,7 +5,9 @@
     scripts/bench-peers.sh                       # writes docs/data/peers.json
     .venv-peers/bin/python scripts/make-figures.py
 
-Writes docs/img/strong_convergence.png and docs/img/peers.png (matplotlib, Agg backend).
+Writes docs/img/strong_convergence.png and docs/img/peers.png (matplotlib, Agg backend), and
+docs/img/digits_samples.png: 100 digits from the embedded demo model with the `itoflow` CLI
+(`cargo build --release -p itoflow-cli` first; predictor–corrector, 1000 steps, seed 0).
 """
 
 import json
@@ -93,7 +95,21 @@ def peers():
     print(out)
 
 
+def digits_grid():
+    import subprocess
+
+    exe = os.path.join(ROOT, "target", "release", "itoflow")
+    if not os.path.exists(exe):
+        print("skipping the digits grid: build the CLI first (cargo build --release -p itoflow-cli)")
+        return
+    out = os.path.join(IMG, "digits_samples.png")
+    subprocess.run([exe, "sample", "-n", "100", "--seed", "0", "--grid", out,
+                    "--out", os.path.join(DATA, "digits_samples.npy")], check=True)
+    print(out)
+
+
 if __name__ == "__main__":
     os.makedirs(IMG, exist_ok=True)
     convergence()
     peers()
+    digits_grid()
