@@ -292,7 +292,7 @@ fn samples_do_not_depend_on_the_batch() {
             continue;
         }
         let mut cfg = SamplerConfig::new(kind, &sde);
-        cfg.steps = 20;
+        cfg.steps = 25;
         cfg.eta = 0.5;
         let (all, _) = sample::<f64, _>(&sde, &gmm, &cfg, 5, 100, 256, None).unwrap();
         for (first, count) in [(100u64, 1usize), (103, 7), (200, 56)] {
