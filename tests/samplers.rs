@@ -288,7 +288,7 @@ fn samples_do_not_depend_on_the_batch() {
     let sde = vp();
     let gmm = mixture(2, sde.clone());
     for kind in SamplerKind::ALL {
-        if kind == SamplerKind::Ancestral || kind == SamplerKind::EdmHeun {
+        if kind == SamplerKind::EdmHeun {
             continue;
         }
         let mut cfg = SamplerConfig::new(kind, &sde);
@@ -646,5 +646,185 @@ fn expected_normal_norm_matches_the_gamma_ratio() {
             (got - exact).abs() < 1e-12 * exact,
             "d={d}: {got} vs {exact}"
         );
+    }
+}
+
+/// One step of the VE reverse-diffusion and ancestral (SMLD) predictors, of the annealed
+/// Langevin corrector on VP, and of the final Tweedie step, against score_sde's formulas written
+/// out here with the sampler's own noise.
+#[test]
+fn one_step_formulas_ve_annealed_and_tweedie() {
+    let seed = 17;
+    let first = 5;
+    let x0 = Array2::from_shape_vec((3, 2), vec![4.0, -9.0, 0.5, 12.0, -15.0, 1.0]).unwrap();
+    let noise = |tag: u32, start: u64| {
+        let mut z = Array2::zeros((3, 2));
+        for r in 0..3 {
+            let mut buf = [0.0; 2];
+            RandomStream::new(seed, first + r as u64, tag).fill_normals(start, &mut buf);
+            z.row_mut(r).assign(&Array1::from(buf.to_vec()));
+        }
+        z
+    };
+    let score = |gmm: &GaussianMixture, x: &Array2<f64>, t: f64| {
+        let mut out = Array2::zeros(x.raw_dim());
+        ScoreModel::<f64>::score(
+            gmm,
+            x.view(),
+            Array1::from_elem(x.nrows(), t).view(),
+            out.view_mut(),
+        )
+        .unwrap();
+        out
+    };
+    let run_from = |sde: &Forward, gmm: &GaussianMixture, cfg: &SamplerConfig, x: &Array2<f64>| {
+        sample_from::<f64, _>(sde, gmm, cfg, x.view(), seed, first, None)
+            .unwrap()
+            .0
+    };
+    // VE on n levels: σ_i = σ_min (σ_max/σ_min)^{i/(n−1)}, level ⌊t (n − 1)⌋ at
+    // t_k = linspace(1, ε, n), σ_{−1} = 0.
+    let (s_min, s_max, n) = (0.01_f64, 20.0_f64, 12);
+    let sde = ve();
+    let gmm = mixture(2, sde.clone());
+    let eps = sde.sampling_eps();
+    let ts: Vec<f64> = (0..n)
+        .map(|k| if k + 1 == n { eps } else { 1.0 + (eps - 1.0) * k as f64 / (n - 1) as f64 })
+        .collect();
+    let sig = |i: usize| s_min * (s_max / s_min).powf(i as f64 / (n - 1) as f64);
+    for kind in [SamplerKind::ReverseDiffusion, SamplerKind::Ancestral] {
+        let mut x = x0.clone();
+        for (k, &t) in ts.iter().enumerate() {
+            let i = ((t * (n - 1) as f64).floor() as usize).min(n - 1);
+            let (s2, a2) = (sig(i).powi(2), if i == 0 { 0.0 } else { sig(i - 1).powi(2) });
+            let s = score(&gmm, &x, t);
+            let z = noise(tags::PREDICTOR, (k * 2) as u64);
+            let std = if kind == SamplerKind::Ancestral {
+                (a2 * (s2 - a2) / s2).sqrt()
+            } else {
+                (s2 - a2).sqrt()
+            };
+            x = &x + &(&s * (s2 - a2)) + &z * std;
+        }
+        let mut cfg = SamplerConfig::new(kind, &sde);
+        cfg.steps = n;
+        cfg.denoise = false;
+        assert_close(&run_from(&sde, &gmm, &cfg, &x0), &x, 1e-12);
+    }
+    // Annealed Langevin PC on VP, n = 25 levels: ε_k = 2 α_k (snr σ(t_k))² with α_k = 1 − β_k
+    // and the marginal std σ(t) = √(1 − e^{−½t²(β₁−β₀) − tβ₀}); then reverse diffusion.
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    let (b0, b1, n, snr) = (0.1, 20.0, 25, 0.3);
+    let x0 = &x0 * 0.1;
+    let ts: Vec<f64> = (0..n)
+        .map(|k| if k + 1 == n { eps_vp() } else { 1.0 + (eps_vp() - 1.0) * k as f64 / (n - 1) as f64 })
+        .collect();
+    let mut x = x0.clone();
+    for (k, &t) in ts.iter().enumerate() {
+        let i = ((t * (n - 1) as f64).floor() as usize).min(n - 1);
+        let b = (b0 + (b1 - b0) * i as f64 / (n - 1) as f64) / n as f64;
+        let std = (1.0 - (-0.5 * t * t * (b1 - b0) - t * b0).exp()).sqrt();
+        let e = 2.0 * (1.0 - b) * (snr * std).powi(2);
+        let zc = noise(tags::CORRECTOR, (k * 2) as u64);
+        x = &x + &(&score(&gmm, &x, t) * e) + &zc * (2.0 * e).sqrt();
+        let s = score(&gmm, &x, t);
+        let z = noise(tags::PREDICTOR, (k * 2) as u64);
+        x = &x * (2.0 - (1.0 - b).sqrt()) + &(&s * b) + &z * b.sqrt();
+    }
+    let mut cfg = SamplerConfig::new(SamplerKind::Pc, &sde);
+    cfg.steps = n;
+    cfg.snr = snr;
+    cfg.annealed = true;
+    cfg.denoise = false;
+    assert_close(&run_from(&sde, &gmm, &cfg, &x0), &x, 1e-10);
+    // Tweedie after one deterministic DDIM step T → ε: x ← (x + σ(ε)² s(x, ε)) / s(ε).
+    let mut cfg = SamplerConfig::new(SamplerKind::Ddim, &sde);
+    cfg.steps = 1;
+    cfg.denoise = false;
+    let plain = run_from(&sde, &gmm, &cfg, &x0);
+    cfg.denoise = true;
+    let e = eps_vp();
+    let (m, sd) = (sde.mean_scale(e), sde.std(e));
+    let want = (&plain + &(&score(&gmm, &plain, e) * (sd * sd))) / m;
+    assert_close(&run_from(&sde, &gmm, &cfg, &x0), &want, 1e-12);
+    // Euler–Maruyama's denoised output is the mean of its last update (score_sde's
+    // `noise_removal`): the same run minus the last noise term g(ε) √(T/N) z_{N−1}.
+    let mut cfg = SamplerConfig::new(SamplerKind::EulerMaruyama, &sde);
+    cfg.steps = 30;
+    cfg.denoise = false;
+    let noisy = run_from(&sde, &gmm, &cfg, &x0);
+    cfg.denoise = true;
+    let g = (b0 + e * (b1 - b0)).sqrt();
+    let want = &noisy - &(&noise(tags::PREDICTOR, 29 * 2) * (g * (1.0f64 / 30.0).sqrt()));
+    assert_close(&run_from(&sde, &gmm, &cfg, &x0), &want, 1e-12);
+}
+
+fn eps_vp() -> f64 {
+    vp().sampling_eps()
+}
+
+/// A model that refuses batches above `cap` rows and records the largest batch it saw.
+struct Capped {
+    inner: GaussianMixture,
+    cap: usize,
+    largest: std::sync::atomic::AtomicUsize,
+}
+impl ScoreModel<f64> for Capped {
+    fn dim(&self) -> usize {
+        ScoreModel::<f64>::dim(&self.inner)
+    }
+    fn score(
+        &self,
+        x: ArrayView2<'_, f64>,
+        t: ArrayView1<'_, f64>,
+        out: ArrayViewMut2<'_, f64>,
+    ) -> Result<(), ScoreError> {
+        assert!(x.nrows() <= self.cap, "batch of {} > {}", x.nrows(), self.cap);
+        self.largest
+            .fetch_max(x.nrows(), std::sync::atomic::Ordering::Relaxed);
+        ScoreModel::<f64>::score(&self.inner, x, t, out)
+    }
+    fn max_batch(&self) -> Option<usize> {
+        Some(self.cap)
+    }
+}
+
+/// Model calls are split to the model's `max_batch`; the samples and the NFE (batched calls of
+/// the sampler) do not change.
+#[test]
+fn max_batch_splits_calls_without_changing_samples() {
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    let capped = Capped {
+        inner: gmm.clone(),
+        cap: 5,
+        largest: Default::default(),
+    };
+    for kind in SamplerKind::ALL {
+        let mut cfg = SamplerConfig::new(kind, &sde);
+        cfg.steps = 25;
+        cfg.rtol = 1e-3;
+        cfg.atol = 1e-3;
+        cfg.eta = 0.5;
+        let (a, ra) = sample::<f64, _>(&sde, &gmm, &cfg, 3, 10, 23, None).unwrap();
+        let (b, rb) = sample::<f64, _>(&sde, &capped, &cfg, 3, 10, 23, None).unwrap();
+        assert_eq!(a, b, "{kind}");
+        assert_eq!(ra, rb, "{kind}");
+    }
+    assert_eq!(capped.largest.into_inner(), 5);
+}
+
+/// An empty request is not an error and costs nothing.
+#[test]
+fn zero_samples_is_an_empty_result() {
+    let sde = vp();
+    let gmm = mixture(2, sde.clone());
+    for kind in SamplerKind::ALL {
+        let mut cfg = SamplerConfig::new(kind, &sde);
+        cfg.steps = 25;
+        let (x, rep) = sample::<f64, _>(&sde, &gmm, &cfg, 3, 0, 0, None).unwrap();
+        assert_eq!(x.dim(), (0, 2), "{kind}");
+        assert_eq!(rep.row_evals, 0, "{kind}");
     }
 }
