@@ -247,6 +247,19 @@ impl GaussianMixture {
             .collect()
     }
 
+    /// [`Self::at`] for `t`, recomputed only when `t` differs from the cached time (the rows
+    /// of a batch usually share one time).
+    fn at_cached<'s, 'c>(
+        &'s self,
+        cache: &'c mut (u64, Vec<AtTime<'s>>),
+        t: f64,
+    ) -> &'c [AtTime<'s>] {
+        if cache.0 != t.to_bits() || cache.1.is_empty() {
+            *cache = (t.to_bits(), self.at(t));
+        }
+        &cache.1
+    }
+
     /// Mean `Σ_k w_k s μ_k` of `p_t`.
     pub fn mean_at(&self, t: f64) -> Array1<f64> {
         let mut m = Array1::zeros(self.dim);
@@ -362,10 +375,11 @@ impl GaussianMixture {
     pub fn divergence(&self, x: ArrayView2<'_, f64>, t: ArrayView1<'_, f64>) -> Array1<f64> {
         let mut out = Array1::zeros(x.nrows());
         let mut s = Array1::zeros(self.dim);
+        let mut cache = (0, Vec::new());
         for (r, xr) in x.outer_iter().enumerate() {
-            let at = self.at(t[r]);
+            let at = self.at_cached(&mut cache, t[r]);
             let mut d = 0.0;
-            self.row(&at, xr, s.view_mut(), Some(&mut d), None);
+            self.row(at, xr, s.view_mut(), Some(&mut d), None);
             out[r] = d;
         }
         out
@@ -490,10 +504,11 @@ impl<T: Real> ScoreModel<T> for GaussianMixture {
         check_batch(self.dim, &x, &t, out.shape())?;
         let mut xf = Array1::zeros(self.dim);
         let mut s = Array1::zeros(self.dim);
+        let mut cache = (0, Vec::new());
         for (r, (xr, mut o)) in x.outer_iter().zip(out.outer_iter_mut()).enumerate() {
             xf.zip_mut_with(&xr, |a, &b| *a = b.f64());
-            let at = self.at(t[r].f64());
-            self.row(&at, xf.view(), s.view_mut(), None, None);
+            let at = self.at_cached(&mut cache, t[r].f64());
+            self.row(at, xf.view(), s.view_mut(), None, None);
             if s.iter().any(|v| !v.is_finite()) {
                 return Err(ScoreError::NonFinite {
                     row: r,
@@ -528,12 +543,13 @@ impl<T: Real> ScoreModel<T> for GaussianMixture {
         let mut vf = Array1::zeros(self.dim);
         let mut s = Array1::zeros(self.dim);
         let mut jv = Array1::zeros(self.dim);
+        let mut cache = (0, Vec::new());
         for r in 0..x.nrows() {
             xf.zip_mut_with(&x.row(r), |a, &b| *a = b.f64());
             vf.zip_mut_with(&v.row(r), |a, &b| *a = b.f64());
-            let at = self.at(t[r].f64());
+            let at = self.at_cached(&mut cache, t[r].f64());
             self.row(
-                &at,
+                at,
                 xf.view(),
                 s.view_mut(),
                 None,
