@@ -17,6 +17,7 @@ pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
     pub first: u64,
     pub nfe: usize,
     pub row_evals: u64,
+    pub model_calls: usize,
     progress: Option<&'a mut dyn FnMut(SamplerProgress)>,
     times: Array1<T>,
     buf: Vec<f64>,
@@ -37,6 +38,7 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
             first,
             nfe: 0,
             row_evals: 0,
+            model_calls: 0,
             progress,
             times: Array1::zeros(0),
             buf: Vec::new(),
@@ -44,7 +46,7 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
     }
 
     /// `out ← ∇ₓ log p_t(x)` for every row at the common time `t`: one model call per
-    /// `max_batch` rows, counted as one function evaluation.
+    /// `max_batch` rows (each counted in `model_calls`), one function evaluation in all.
     pub fn score(
         &mut self,
         x: ArrayView2<'_, T>,
@@ -67,6 +69,7 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
                     out.slice_mut(s![start..end, ..]),
                 )
                 .map_err(|e| DiffusionError::from_score(e, self.first as usize + start, |_| t))?;
+            self.model_calls += 1;
             start = end;
         }
         for (r, row) in out.axis_iter(Axis(0)).enumerate() {
@@ -142,6 +145,7 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
         SampleReport {
             nfe: self.nfe,
             row_evals: self.row_evals,
+            model_calls: self.model_calls,
             steps,
             accepted: steps,
             rejected: 0,

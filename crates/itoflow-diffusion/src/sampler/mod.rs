@@ -387,6 +387,9 @@ pub struct SampleReport {
     pub nfe: usize,
     /// Score rows evaluated (the sum over calls of the rows in the call).
     pub row_evals: u64,
+    /// Calls into the model after splitting each evaluation into chunks of at most
+    /// [`ScoreModel::max_batch`] rows (equal to `nfe` when the model takes any batch).
+    pub model_calls: usize,
     /// Steps taken (fixed-step samplers: N; `ode`: accepted steps, summed over samples when
     /// stepping per sample).
     pub steps: usize,
@@ -480,6 +483,10 @@ fn run<T: Real, M: ScoreModel<T> + ?Sized>(
     config: &SamplerConfig,
     x: Array2<T>,
 ) -> Result<(Array2<T>, SampleReport), DiffusionError> {
+    if x.nrows() == 0 {
+        // Nothing to sample: no model call at all.
+        return Ok((x, SampleReport::default()));
+    }
     match config.kind {
         SamplerKind::EulerMaruyama => predictors::euler_maruyama(ctx, config, x),
         SamplerKind::ReverseDiffusion => predictors::reverse_diffusion(ctx, config, x),

@@ -51,6 +51,7 @@ pub(super) fn probability_flow<T: Real, M: ScoreModel<T> + ?Sized>(
         )?
     };
     ctx.nfe += out.nfe;
+    ctx.model_calls += out.model_calls;
     ctx.row_evals += out.nfev.iter().map(|&v| v as u64).sum::<u64>();
     let mut x = out.x;
     if config.denoise {
@@ -61,6 +62,7 @@ pub(super) fn probability_flow<T: Real, M: ScoreModel<T> + ?Sized>(
         SampleReport {
             nfe: ctx.nfe,
             row_evals: ctx.row_evals,
+            model_calls: ctx.model_calls,
             steps: out.accepted,
             accepted: out.accepted,
             rejected: out.rejected,
