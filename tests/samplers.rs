@@ -689,14 +689,23 @@ fn one_step_formulas_ve_annealed_and_tweedie() {
     let gmm = mixture(2, sde.clone());
     let eps = sde.sampling_eps();
     let ts: Vec<f64> = (0..n)
-        .map(|k| if k + 1 == n { eps } else { 1.0 + (eps - 1.0) * k as f64 / (n - 1) as f64 })
+        .map(|k| {
+            if k + 1 == n {
+                eps
+            } else {
+                1.0 + (eps - 1.0) * k as f64 / (n - 1) as f64
+            }
+        })
         .collect();
     let sig = |i: usize| s_min * (s_max / s_min).powf(i as f64 / (n - 1) as f64);
     for kind in [SamplerKind::ReverseDiffusion, SamplerKind::Ancestral] {
         let mut x = x0.clone();
         for (k, &t) in ts.iter().enumerate() {
             let i = ((t * (n - 1) as f64).floor() as usize).min(n - 1);
-            let (s2, a2) = (sig(i).powi(2), if i == 0 { 0.0 } else { sig(i - 1).powi(2) });
+            let (s2, a2) = (
+                sig(i).powi(2),
+                if i == 0 { 0.0 } else { sig(i - 1).powi(2) },
+            );
             let s = score(&gmm, &x, t);
             let z = noise(tags::PREDICTOR, (k * 2) as u64);
             let std = if kind == SamplerKind::Ancestral {
@@ -718,7 +727,13 @@ fn one_step_formulas_ve_annealed_and_tweedie() {
     let (b0, b1, n, snr) = (0.1, 20.0, 25, 0.3);
     let x0 = &x0 * 0.1;
     let ts: Vec<f64> = (0..n)
-        .map(|k| if k + 1 == n { eps_vp() } else { 1.0 + (eps_vp() - 1.0) * k as f64 / (n - 1) as f64 })
+        .map(|k| {
+            if k + 1 == n {
+                eps_vp()
+            } else {
+                1.0 + (eps_vp() - 1.0) * k as f64 / (n - 1) as f64
+            }
+        })
         .collect();
     let mut x = x0.clone();
     for (k, &t) in ts.iter().enumerate() {
@@ -780,7 +795,12 @@ impl ScoreModel<f64> for Capped {
         t: ArrayView1<'_, f64>,
         out: ArrayViewMut2<'_, f64>,
     ) -> Result<(), ScoreError> {
-        assert!(x.nrows() <= self.cap, "batch of {} > {}", x.nrows(), self.cap);
+        assert!(
+            x.nrows() <= self.cap,
+            "batch of {} > {}",
+            x.nrows(),
+            self.cap
+        );
         self.largest
             .fetch_max(x.nrows(), std::sync::atomic::Ordering::Relaxed);
         ScoreModel::<f64>::score(&self.inner, x, t, out)
@@ -877,5 +897,50 @@ fn stochastic_weak_error_shrinks_with_more_steps() {
             e25 - e400.abs() > 2.0 * (se25 * se25 + se400 * se400).sqrt(),
             "{kind}: {errs:?}"
         );
+    }
+}
+
+/// Every sampler on every forward SDE with its defaults (the steps cut down): no error, finite
+/// output, and the law of a 2-D mixture within a loose KS bound at N = 512 (critical value
+/// plus 0.05 for the coarse discretisations; the tight checks are the tests above). Pairs that
+/// are undefined (ancestral on sub-VP, cosine and EDM) must say so.
+#[test]
+fn every_sampler_runs_on_every_sde() {
+    use itoflow::diffusion::forward::CosineVp;
+    let sdes = [
+        vp(),
+        subvp(),
+        ve(),
+        Forward::Cosine(CosineVp::default()),
+        edm(),
+    ];
+    for sde in sdes {
+        let gmm = mixture(2, sde.clone());
+        for kind in SamplerKind::ALL {
+            let mut cfg = SamplerConfig::new(kind, &sde);
+            cfg.steps = match kind {
+                SamplerKind::EdmHeun | SamplerKind::DpmSolverPp2m => 30,
+                SamplerKind::Ddim => 100,
+                // The score_sde samplers step uniformly in t (= σ ∈ [0.002, 80] on EDM).
+                _ if sde.name() == "edm" => cfg.steps,
+                _ => 200,
+            };
+            cfg.annealed = true;
+            cfg.rtol = 1e-4;
+            cfg.atol = 1e-4;
+            let name = format!("{}/{kind}", sde.name());
+            match sample::<f64, _>(&sde, &gmm, &cfg, 8, 0, 512, None) {
+                Ok((x, _)) => {
+                    assert!(x.iter().all(|v| v.is_finite()), "{name}");
+                    let (_, ks) = law_distance(&gmm, &x, 0.0, 2);
+                    eprintln!("{name}: KS {ks:.4}");
+                    assert!(ks < ks_crit(512) + 0.05, "{name}: KS {ks}");
+                }
+                Err(DiffusionError::Unsupported(m)) if kind == SamplerKind::Ancestral => {
+                    eprintln!("{name}: {m}");
+                }
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
     }
 }

@@ -22,7 +22,7 @@
 //!   N levels (`β_i`, `σ_i` as in score_sde's `discretize`). With [`SamplerConfig::denoise`] the
 //!   output is the noise-free mean of the last update (score_sde's `noise_removal`).
 //! * `ode` integrates the PF-ODE from `T` to `ε`; `ddim` uses N uniform steps in `t` on
-//!   `[ε, T]`; `dpmpp-2m` N steps uniform in the half-log-SNR `λ = −ln σ̃` (Lu et al.'s
+//!   `[ε, T]` (on the EDM SDE, where `t = σ`, Karras' ρ-schedule instead); `dpmpp-2m` N steps uniform in the half-log-SNR `λ = −ln σ̃` (Lu et al.'s
 //!   `logSNR` schedule). With `denoise` they finish with one Tweedie step
 //!   `x̂₀ = (x + σ(ε)² s_θ(x, ε)) / s(ε)` (one extra model call).
 //! * `edm-heun` uses Karras' σ schedule `(σ_max^{1/ρ} + i/(N−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ`
@@ -260,8 +260,8 @@ pub struct SamplerConfig {
 }
 
 impl SamplerConfig {
-    /// Defaults for `kind` on `forward`: N = the SDE's N (1000 for VP) for the score_sde
-    /// samplers, 18 for `edm-heun`, 50 for `ddim`, 20 for `dpmpp-2m`; rtol = atol = 1e-5; snr
+    /// Defaults for `kind` on `forward`: N = the SDE's N (1000 for VP; 1000 on the EDM SDE) for
+    /// the score_sde samplers, 18 for `edm-heun`, 50 for `ddim`, 20 for `dpmpp-2m`; rtol = atol = 1e-5; snr
     /// 0.16 with one corrector step; η = 0; per-sample ODE steps; denoising on (off for
     /// `edm-heun`, which ends at σ = 0).
     pub fn new(kind: SamplerKind, forward: &Forward) -> Self {
@@ -269,6 +269,9 @@ impl SamplerConfig {
             SamplerKind::EdmHeun => 18,
             SamplerKind::Ddim => 50,
             SamplerKind::DpmSolverPp2m => 20,
+            // The EDM SDE's N is the 18 noise levels of its Heun sampler; the score_sde
+            // samplers step uniformly in t = σ ∈ [0.002, 80] and need ~1000.
+            _ if matches!(forward, Forward::Edm(_)) => 1000,
             _ => forward.n(),
         };
         Self {

@@ -93,8 +93,24 @@ pub(super) fn edm_heun<T: Real, M: ScoreModel<T> + ?Sized>(
     Ok((x, ctx.fixed_report(n)))
 }
 
-/// DDIM (Song, Meng & Ermon 2021, Eq. 12) with stochasticity η, on the uniform grid
-/// `t_k = linspace(T, ε, N+1)` and in scaled coordinates: with `x̂₀ = D(x̃_k; σ̃_k)` and
+/// DDIM's `N + 1` times from `T` to `ε`: uniform in `t` (the paper's "linear" spacing), except
+/// on the EDM SDE, whose clock is `t = σ`: a uniform grid on `[0.002, 80]` spends all but a
+/// step or two at σ > 1 (measured on a 2-D mixture, N = 100: KS distance 0.14 against ≤ 0.06
+/// on the other SDEs), so there the grid is Karras' ρ-schedule from `σ(T)` to `σ(ε)`
+/// (ρ = [`super::EdmParams::rho`]).
+pub(super) fn ddim_times(forward: &Forward, config: &SamplerConfig) -> Vec<f64> {
+    let (t_max, eps, n) = (forward.t_max(), config.eps_for(forward), config.steps);
+    if !matches!(forward, Forward::Edm(_)) {
+        return linspace(t_max, eps, n + 1);
+    }
+    let mut sigmas = karras_sigmas(eps, t_max, config.edm.rho, n + 1);
+    sigmas.pop(); // the trailing σ = 0
+    sigmas
+}
+
+/// DDIM (Song, Meng & Ermon 2021, Eq. 12) with stochasticity η, on the grid
+/// `t_k = linspace(T, ε, N+1)` ([`ddim_times`]) and in scaled coordinates: with
+/// `x̂₀ = D(x̃_k; σ̃_k)` and
 /// `ε̂ = (x̃_k − x̂₀)/σ̃_k`,
 ///
 /// `c = η σ̃_{k+1} √(σ̃_k² − σ̃_{k+1}²)/σ̃_k`,  `x̃_{k+1} = x̂₀ + √(σ̃_{k+1}² − c²) ε̂ + c z_k`
@@ -109,7 +125,7 @@ pub(super) fn ddim<T: Real, M: ScoreModel<T> + ?Sized>(
     let fwd = ctx.forward;
     let n = config.steps;
     let eps = config.eps_for(fwd);
-    let ts = linspace(fwd.t_max(), eps, n + 1);
+    let ts = ddim_times(fwd, config);
     let mut xt = x;
     let m0 = T::c(1.0 / fwd.mean_scale(ts[0]));
     xt.mapv_inplace(|v| v * m0);
