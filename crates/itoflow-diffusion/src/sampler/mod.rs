@@ -448,7 +448,29 @@ pub fn sample<'a, T: Real, M: ScoreModel<T> + ?Sized>(
 
 /// Like [`sample`], from given states `x_init` `[count, d]` at `T` (in model space; for
 /// `edm-heun`, the scaled state `x̃ = x/s` at the first noise level of the schedule).
-/// Row `r` is sample `first_index + r` for all later noise.
+/// Row `r` is sample `first_index + r` for all later noise. Errors as for [`sample`], and
+/// [`DiffusionError::Shape`] when `x_init` does not have the model's `d` columns.
+///
+/// ```
+/// use itoflow_diffusion::forward::{Forward, Ve};
+/// use itoflow_diffusion::sampler::{sample_from, SamplerConfig, SamplerKind};
+/// use itoflow_diffusion::GaussianMixture;
+/// use ndarray::Array2;
+///
+/// let sde = Forward::Ve(Ve::default());
+/// let gmm = GaussianMixture::random(3, 2, 2.0, 0.5, 1, sde.clone())?;
+/// let mut config = SamplerConfig::new(SamplerKind::DpmSolverPp2m, &sde);
+/// config.steps = 10;
+/// // Eight chains from the origin; sample indices 100..108 of seed 5.
+/// let x0 = Array2::<f64>::zeros((8, 3));
+/// let (x, report) = sample_from(&sde, &gmm, &config, x0.view(), 5, 100, None)?;
+/// assert_eq!(x.dim(), (8, 3));
+/// assert_eq!(report.nfe, 11); // ten steps and the final Tweedie step
+/// // A state of the wrong width is refused.
+/// let bad = Array2::<f64>::zeros((8, 2));
+/// assert!(sample_from(&sde, &gmm, &config, bad.view(), 5, 100, None).is_err());
+/// # Ok::<(), itoflow_diffusion::DiffusionError>(())
+/// ```
 pub fn sample_from<'a, T: Real, M: ScoreModel<T> + ?Sized>(
     forward: &'a Forward,
     model: &'a M,
