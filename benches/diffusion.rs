@@ -15,6 +15,7 @@ use itoflow::sde::prelude::*;
 use itoflow_diffusion::forward::{Forward, ForwardSde, Vp};
 use itoflow_diffusion::likelihood::{LikelihoodOptions, log_likelihood};
 use itoflow_diffusion::reverse::{ProbabilityFlow, ReverseSde};
+use itoflow_diffusion::sampler::{SamplerConfig, SamplerKind, sample};
 use itoflow_diffusion::{GaussianMixture, ScoreError, ScoreModel};
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Zip, s};
 
@@ -107,5 +108,32 @@ fn pf_ode_and_likelihood(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, reverse_em, pf_ode_and_likelihood);
+/// The samplers of `itoflow_diffusion::sampler` with the trivial score −x: per-step overhead of
+/// each sampler's loop (noise, update, batched-call bookkeeping), in sample-steps.
+fn samplers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sampler");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    let fwd = Forward::Vp(Vp::default());
+    for dim in [2usize, 64] {
+        let trivial = StdNormalScore { dim };
+        for kind in [
+            SamplerKind::EulerMaruyama,
+            SamplerKind::Pc,
+            SamplerKind::Ddim,
+            SamplerKind::DpmSolverPp2m,
+            SamplerKind::EdmHeun,
+        ] {
+            let mut cfg = SamplerConfig::new(kind, &fwd);
+            cfg.steps = STEPS;
+            cfg.denoise = false;
+            g.throughput(Throughput::Elements((SAMPLES * STEPS) as u64));
+            g.bench_function(format!("{kind}_d{dim}"), |b| {
+                b.iter(|| sample::<f64, _>(&fwd, &trivial, &cfg, 1, 0, SAMPLES, None).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, reverse_em, samplers, pf_ode_and_likelihood);
 criterion_main!(benches);
