@@ -991,3 +991,50 @@ fn per_row_pf_ode_is_cheaper_at_equal_accuracy() {
         assert!(max_p < max_w, "d={dim}: worst error {max_p} ≥ {max_w}");
     }
 }
+
+/// The score −0 everywhere, in any dimension.
+struct ZeroScore(usize);
+impl ScoreModel<f64> for ZeroScore {
+    fn dim(&self) -> usize {
+        self.0
+    }
+    fn score(
+        &self,
+        _x: ArrayView2<'_, f64>,
+        _t: ArrayView1<'_, f64>,
+        mut out: ArrayViewMut2<'_, f64>,
+    ) -> Result<(), ScoreError> {
+        out.fill(0.0);
+        Ok(())
+    }
+}
+
+/// The noise is the sample's own stream whether it is drawn sixteen samples at a time (small d)
+/// or sample by sample (large d), and a sample does not depend on its batch in either regime.
+#[test]
+fn noise_is_each_samples_stream_in_any_dimension() {
+    let sde = vp();
+    for d in [3usize, 31, 32, 40] {
+        let model = ZeroScore(d);
+        // One Euler–Maruyama step from 0 with a zero score: x = g(T) √(T/N) z₀ = √20 z₀.
+        let mut cfg = SamplerConfig::new(SamplerKind::EulerMaruyama, &sde);
+        cfg.steps = 1;
+        cfg.denoise = false;
+        let x0 = Array2::<f64>::zeros((19, d));
+        let (x, _) = sample_from::<f64, _>(&sde, &model, &cfg, x0.view(), 4, 30, None).unwrap();
+        for r in 0..19 {
+            let mut z = vec![0.0; d];
+            RandomStream::new(4, 30 + r as u64, tags::PREDICTOR).fill_normals(0, &mut z);
+            for (a, b) in x.row(r).iter().zip(&z) {
+                assert!((a / 20f64.sqrt() - b).abs() < 1e-14, "d={d}, row {r}");
+            }
+        }
+        // Prior, predictor and corrector noise over several steps: batch-independent.
+        let mut cfg = SamplerConfig::new(SamplerKind::Pc, &sde);
+        cfg.steps = 25;
+        cfg.annealed = true;
+        let (all, _) = sample::<f64, _>(&sde, &model, &cfg, 4, 0, 40, None).unwrap();
+        let (part, _) = sample::<f64, _>(&sde, &model, &cfg, 4, 17, 7, None).unwrap();
+        assert_eq!(part, all.slice(ndarray::s![17..24, ..]), "d={d}");
+    }
+}

@@ -7,7 +7,7 @@ use super::{SampleReport, SamplerProgress};
 use crate::forward::{Forward, ForwardSde};
 use crate::{DiffusionError, ScoreModel};
 use itoflow_sde::Real;
-use itoflow_sde::brownian::RandomStream;
+use itoflow_sde::brownian::{BrownianPaths, ExtraNormals, RandomStream};
 
 /// The state of one sampling run besides `x`.
 pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
@@ -20,8 +20,17 @@ pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
     pub model_calls: usize,
     progress: Option<&'a mut dyn FnMut(SamplerProgress)>,
     times: Array1<T>,
+    /// Noise generators by (tag, rows, d), for small d.
+    noise: Vec<((u32, usize, usize), ExtraNormals)>,
     buf: Vec<f64>,
 }
+
+/// Below this dimension the noise of a step is drawn sixteen samples at a time (the core's
+/// tiles); from it on, sample by sample, each row's `d` normals by the stream's own SIMD batches
+/// of 32. The values are the same either way. Measured (Euler–Maruyama, 1024 samples, trivial
+/// score, ns per sample-step, per sample → tiles): d = 2: 84 → 9–15; d = 16: 270 → 110;
+/// d = 32: 155 → 190; d = 64: 305 → 385.
+const TILE_BELOW_DIM: usize = 32;
 
 impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
     pub fn new(
@@ -41,6 +50,7 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
             model_calls: 0,
             progress,
             times: Array1::zeros(0),
+            noise: Vec::new(),
             buf: Vec::new(),
         }
     }
@@ -108,18 +118,33 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
         Ok(())
     }
 
-    /// Fills `out` with standard normals: row `r` gets positions `start..start + d` of the
-    /// stream `(seed, first + r, tag)`.
-    pub fn normals(&mut self, tag: u32, start: u64, mut out: ArrayViewMut2<'_, T>) {
+    /// Fills `out` `[rows, d]` with standard normals: row `r` gets positions
+    /// `k·d .. (k+1)·d` of the stream `(seed, first + r, tag)` (the values of
+    /// `RandomStream::fill_normals`; see [`TILE_BELOW_DIM`]).
+    pub fn normals(&mut self, tag: u32, k: usize, mut out: ArrayViewMut2<'_, T>) {
         let d = out.ncols();
-        self.buf.resize(d, 0.0);
-        for (r, mut row) in out.axis_iter_mut(Axis(0)).enumerate() {
-            RandomStream::new(self.seed, self.first + r as u64, tag)
-                .fill_normals(start, &mut self.buf);
-            for (o, &z) in row.iter_mut().zip(&self.buf) {
-                *o = T::c(z);
+        if d >= TILE_BELOW_DIM {
+            self.buf.resize(d, 0.0);
+            for (r, mut row) in out.axis_iter_mut(Axis(0)).enumerate() {
+                RandomStream::new(self.seed, self.first + r as u64, tag)
+                    .fill_normals((k * d) as u64, &mut self.buf);
+                for (o, &z) in row.iter_mut().zip(&self.buf) {
+                    *o = T::c(z);
+                }
             }
+            return;
         }
+        let key = (tag, out.nrows(), d);
+        let i = match self.noise.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let paths = BrownianPaths::new(self.seed).first_path(self.first);
+                self.noise
+                    .push((key, ExtraNormals::with_tag(&paths, key.1, key.2, tag)));
+                self.noise.len() - 1
+            }
+        };
+        self.noise[i].1.fill(k, out);
     }
 
     /// Reports progress to the caller, if it asked.

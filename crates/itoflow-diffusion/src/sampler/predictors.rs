@@ -33,7 +33,7 @@ pub(super) fn euler_maruyama<T: Real, M: ScoreModel<T> + ?Sized>(
     let mut mean = x.clone();
     for (k, &t) in ts.iter().enumerate() {
         ctx.score(x.view(), t, score.view_mut())?;
-        ctx.normals(tags::PREDICTOR, (k * x.ncols()) as u64, z.view_mut());
+        ctx.normals(tags::PREDICTOR, k, z.view_mut());
         let (f, g) = (fwd.drift_coef(t), fwd.diffusion(t));
         let (cx, cs, cz) = (T::c(1.0 - f * dt), T::c(g * g * dt), T::c(g * dt.sqrt()));
         Zip::from(&mut x)
@@ -111,7 +111,6 @@ fn chain<T: Real, M: ScoreModel<T> + ?Sized>(
     let n = config.steps;
     let levels: Forward = with_levels(ctx.forward, n)?;
     let ts = linspace(levels.t_max(), config.eps_for(ctx.forward), n);
-    let d = x.ncols();
     let mut score = Array2::zeros(x.raw_dim());
     let mut z = Array2::zeros(x.raw_dim());
     let mut mean = x.clone();
@@ -119,7 +118,7 @@ fn chain<T: Real, M: ScoreModel<T> + ?Sized>(
         if let Some(m) = corrector {
             for j in 0..m {
                 ctx.score(x.view(), t, score.view_mut())?;
-                ctx.normals(tags::CORRECTOR, ((k * m + j) * d) as u64, z.view_mut());
+                ctx.normals(tags::CORRECTOR, k * m + j, z.view_mut());
                 if config.annealed {
                     let alpha = levels.langevin_alpha(t);
                     let sigma = levels.std(t);
@@ -141,7 +140,7 @@ fn chain<T: Real, M: ScoreModel<T> + ?Sized>(
             }
         }
         ctx.score(x.view(), t, score.view_mut())?;
-        ctx.normals(tags::PREDICTOR, (k * d) as u64, z.view_mut());
+        ctx.normals(tags::PREDICTOR, k, z.view_mut());
         let (cx, cs, cz) = match predictor {
             Predictor::ReverseDiffusion => {
                 let disc = levels.discretize(t);

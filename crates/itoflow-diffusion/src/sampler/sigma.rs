@@ -57,7 +57,7 @@ pub(super) fn edm_heun<T: Real, M: ScoreModel<T> + ?Sized>(
         };
         let s_hat = (s_cur * (1.0 + gamma)).min(sigma_top.max(s_cur));
         if s_hat > s_cur {
-            ctx.normals(tags::PREDICTOR, (i * x.ncols()) as u64, z.view_mut());
+            ctx.normals(tags::PREDICTOR, i, z.view_mut());
             let c = T::c((s_hat * s_hat - s_cur * s_cur).sqrt() * e.s_noise);
             Zip::from(&mut x).and(&z).for_each(|x, &z| *x += c * z);
         }
@@ -139,7 +139,7 @@ pub(super) fn ddim<T: Real, M: ScoreModel<T> + ?Sized>(
         let c = config.eta * sn * (s * s - sn * sn).max(0.0).sqrt() / s;
         let a = T::c((sn * sn - c * c).max(0.0).sqrt() / s);
         if c > 0.0 {
-            ctx.normals(tags::PREDICTOR, (k * xt.ncols()) as u64, z.view_mut());
+            ctx.normals(tags::PREDICTOR, k, z.view_mut());
         }
         let cz = T::c(c);
         Zip::from(&mut xt)

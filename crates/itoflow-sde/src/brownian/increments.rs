@@ -287,9 +287,29 @@ pub struct ExtraNormals {
 impl ExtraNormals {
     /// A generator of `count` normals per step for `rows` consecutive paths of `paths`.
     pub fn new(paths: &BrownianPaths, rows: usize, count: usize) -> Self {
+        Self::with_tag(paths, rows, count, tags::EXTRA)
+    }
+
+    /// Like [`ExtraNormals::new`], from the streams of purpose `tag` (see [`tags`]): step `k`
+    /// of row `r` gets normals `k·count … (k+1)·count − 1` of
+    /// `RandomStream::new(seed, first_path + r, tag)`, the same values as
+    /// [`RandomStream::fill_normals`], drawn sixteen rows at a time.
+    ///
+    /// ```
+    /// use itoflow_sde::brownian::{BrownianPaths, ExtraNormals, RandomStream, tags};
+    /// use ndarray::Array2;
+    /// let paths = BrownianPaths::new(7).first_path(40);
+    /// let mut gen = ExtraNormals::with_tag(&paths, 20, 3, tags::USER);
+    /// let mut z = Array2::<f64>::zeros((20, 3));
+    /// gen.fill(5, z.view_mut());
+    /// let mut want = [0.0; 3];
+    /// RandomStream::new(7, 40 + 17, tags::USER).fill_normals(15, &mut want);
+    /// assert_eq!(z.row(17).to_vec(), want.to_vec());
+    /// ```
+    pub fn with_tag(paths: &BrownianPaths, rows: usize, count: usize, tag: u32) -> Self {
         Self {
             count,
-            tile: NormalTile::new(paths.seed, paths.first_path, tags::EXTRA, rows, count),
+            tile: NormalTile::new(paths.seed, paths.first_path, tag, rows, count),
         }
     }
 
