@@ -299,9 +299,9 @@ impl ExtraNormals {
     /// use itoflow_sde::brownian::{BrownianPaths, ExtraNormals, RandomStream, tags};
     /// use ndarray::Array2;
     /// let paths = BrownianPaths::new(7).first_path(40);
-    /// let mut gen = ExtraNormals::with_tag(&paths, 20, 3, tags::USER);
+    /// let mut normals = ExtraNormals::with_tag(&paths, 20, 3, tags::USER);
     /// let mut z = Array2::<f64>::zeros((20, 3));
-    /// gen.fill(5, z.view_mut());
+    /// normals.fill(5, z.view_mut());
     /// let mut want = [0.0; 3];
     /// RandomStream::new(7, 40 + 17, tags::USER).fill_normals(15, &mut want);
     /// assert_eq!(z.row(17).to_vec(), want.to_vec());
