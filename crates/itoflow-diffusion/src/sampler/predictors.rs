@@ -36,14 +36,7 @@ pub(super) fn euler_maruyama<T: Real, M: ScoreModel<T> + ?Sized>(
         ctx.normals(tags::PREDICTOR, k, z.view_mut());
         let (f, g) = (fwd.drift_coef(t), fwd.diffusion(t));
         let (cx, cs, cz) = (T::c(1.0 - f * dt), T::c(g * g * dt), T::c(g * dt.sqrt()));
-        Zip::from(&mut x)
-            .and(&mut mean)
-            .and(&score)
-            .and(&z)
-            .for_each(|x, m, &s, &z| {
-                *m = cx * *x + cs * s;
-                *x = *m + cz * z;
-            });
+        affine_update(&mut x, &mut mean, &score, &z, cx, cs, cz);
         ctx.report(k + 1, n, t);
     }
     let out = if config.denoise { mean } else { x };
@@ -157,16 +150,30 @@ fn chain<T: Real, M: ScoreModel<T> + ?Sized>(
             }
         };
         let (cx, cs, cz) = (T::c(cx), T::c(cs), T::c(cz));
-        Zip::from(&mut x)
-            .and(&mut mean)
-            .and(&score)
-            .and(&z)
-            .for_each(|x, m, &s, &z| {
-                *m = cx * *x + cs * s;
-                *x = *m + cz * z;
-            });
+        affine_update(&mut x, &mut mean, &score, &z, cx, cs, cz);
         ctx.report(k + 1, n, t);
     }
     let out = if config.denoise { mean } else { x };
     Ok((out, ctx.fixed_report(n)))
+}
+
+/// The update every predictor here shares: `x̄ = c_x x + c_s s`, `x ← x̄ + c_z z` (the noise-free
+/// mean `x̄` is kept for score_sde's final denoising).
+fn affine_update<T: Real>(
+    x: &mut Array2<T>,
+    mean: &mut Array2<T>,
+    score: &Array2<T>,
+    z: &Array2<T>,
+    cx: T,
+    cs: T,
+    cz: T,
+) {
+    Zip::from(x)
+        .and(mean)
+        .and(score)
+        .and(z)
+        .for_each(|x, m, &s, &z| {
+            *m = cx * *x + cs * s;
+            *x = *m + cz * z;
+        });
 }
