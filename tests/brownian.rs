@@ -1,4 +1,4 @@
-//! Statistical and structural checks of the random-number pipeline: Philox4x32-10 → ziggurat
+//! Statistical and structural checks of the random-number pipeline: ARS-7 → ziggurat
 //! normals → per-path Brownian increments.
 //!
 //! Tolerances: moment checks use 5 standard errors of the estimator (a false alarm rate of about

@@ -155,16 +155,18 @@ fn paths_and_statistics_match_a_direct_batched_solve() {
         assert_eq!(cov[[i, 0, 1]].to_bits(), cov[[i, 1, 0]].to_bits());
     }
     // At t = 0 the statistics are those of the Gaussian initial states: mean (1, −1) and
-    // covariance L Lᵀ within a few standard errors (SE of a Gaussian sample covariance:
-    // sqrt((C_jj C_kk + C_jk²)/(n − 1))).
+    // covariance L Lᵀ within five standard errors (SE of a Gaussian sample covariance:
+    // sqrt((C_jj C_kk + C_jk²)/(n − 1))); a false alarm has probability ~6e-7 per check.
     let c0 = array![[0.25, 0.1], [0.1, 0.5]];
     for j in 0..2 {
         let se = (c0[[j, j]] / N as f64).sqrt();
-        assert!((s.mean()[[0, j]] - [1.0, -1.0][j]).abs() < 4.0 * se);
+        let m = s.mean()[[0, j]];
+        assert!((m - [1.0, -1.0][j]).abs() < 5.0 * se, "mean {j}: {m}");
         for k in 0..2 {
             let se =
                 ((c0[[j, j]] * c0[[k, k]] + c0[[j, k]] * c0[[j, k]]) / (N as f64 - 1.0)).sqrt();
-            assert!((cov[[0, j, k]] - c0[[j, k]]).abs() < 4.0 * se);
+            let c = cov[[0, j, k]];
+            assert!((c - c0[[j, k]]).abs() < 5.0 * se, "cov {j}{k}: {c} ± {se}");
         }
     }
 }

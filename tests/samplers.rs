@@ -868,16 +868,18 @@ fn zero_samples_is_an_empty_result() {
 
 /// The stochastic samplers' weak error shrinks with the step count: on the 16-D mixture, the
 /// relative error of `E‖x − μ‖²` (exact: tr Σ) is several standard errors at N = 25 levels
-/// (first-order discretisation bias, ~5–8 % measured) and within noise at N = 400.
+/// (first-order discretisation bias, measured over six seeds: 6–8 % for reverse diffusion,
+/// 2–4 % for ancestral sampling) and within noise at N = 200. 16 384 samples (standard error
+/// 0.3 %) keep ancestral sampling's smaller bias three standard errors clear of the test.
 #[test]
 fn stochastic_weak_error_shrinks_with_more_steps() {
     let sde = vp();
     let gmm = mixture(16, sde.clone());
     let (mu, tr) = (gmm.mean_at(0.0), gmm.covariance_at(0.0).diag().sum());
-    let n = 2048;
+    let n = 16_384;
     for kind in [SamplerKind::ReverseDiffusion, SamplerKind::Ancestral] {
         let mut errs = Vec::new();
-        for steps in [25, 400] {
+        for steps in [25, 200] {
             let mut cfg = SamplerConfig::new(kind, &sde);
             cfg.steps = steps;
             cfg.denoise = false;
@@ -893,11 +895,11 @@ fn stochastic_weak_error_shrinks_with_more_steps() {
             let var = r.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n as f64 - 1.0);
             errs.push((m / tr - 1.0, (var / n as f64).sqrt() / tr));
         }
-        eprintln!("{kind}: (relative error, standard error) at 25, 400 levels: {errs:?}");
-        let [(e25, se25), (e400, se400)] = [errs[0], errs[1]];
-        assert!(e400.abs() < Z * se400, "{kind}: {errs:?}");
+        eprintln!("{kind}: (relative error, standard error) at 25, 200 levels: {errs:?}");
+        let [(e25, se25), (e200, se200)] = [errs[0], errs[1]];
+        assert!(e200.abs() < Z * se200, "{kind}: {errs:?}");
         assert!(
-            e25 - e400.abs() > 2.0 * (se25 * se25 + se400 * se400).sqrt(),
+            e25 - e200.abs() > 2.0 * (se25 * se25 + se200 * se200).sqrt(),
             "{kind}: {errs:?}"
         );
     }
@@ -951,13 +953,16 @@ fn every_sampler_runs_on_every_sde() {
 /// Work against accuracy of the two PF-ODE step controls. At the same tolerance the two are not
 /// equally accurate: the whole-batch solve uses SciPy's RMS error norm over all rows, so most
 /// samples take smaller steps than they need (and the hardest ones are not held to the
-/// tolerance), while per-sample control holds each sample to it. Compared against a
-/// `tol = 1e-10` reference, per-sample control at `tol = 3e-6` is both cheaper (fewer score
-/// rows) and more accurate (smaller RMS and worst-sample error) than the whole-batch solve at
-/// the same tolerance, on the 2-D and the 16-D mixture (measured margins: 7–19 % rows,
-/// 1.2–2× RMS error).
+/// tolerance), while per-sample control holds each sample to it. So the comparison is made at
+/// equal accuracy: errors against a `tol = 1e-10` reference, and the score rows per-sample
+/// control needs for the whole-batch solve's RMS error, read off its work–precision curve
+/// (log–log interpolation between its runs at `tol` = 1e-5 … 1e-7). For whole-batch
+/// tolerances 3e-6 … 3e-7 per-sample control is cheaper on both mixtures (measured: 6–18 % fewer
+/// rows in 2-D, 17–33 % in 16-D). At 1e-5 in 2-D the whole batch is the cheaper one (6 %), which
+/// is why the loosest tolerance is not asserted.
 #[test]
 fn per_row_pf_ode_is_cheaper_at_equal_accuracy() {
+    const TOLS: [f64; 5] = [1e-5, 3e-6, 1e-6, 3e-7, 1e-7];
     for dim in [2, 16] {
         let sde = vp();
         let gmm = mixture(dim, sde.clone());
@@ -982,13 +987,38 @@ fn per_row_pf_ode_is_cheaper_at_equal_accuracy() {
                  worst sample {max:.2e}",
                 rep.row_evals, rep.nfe
             );
-            (rep.row_evals, rms, max)
+            (rep.row_evals as f64, rms)
         };
-        let (rows_p, rms_p, max_p) = err(true, 3e-6);
-        let (rows_w, rms_w, max_w) = err(false, 3e-6);
-        assert!(rows_p < rows_w, "d={dim}: {rows_p} ≥ {rows_w} rows");
-        assert!(rms_p < rms_w, "d={dim}: RMS error {rms_p} ≥ {rms_w}");
-        assert!(max_p < max_w, "d={dim}: worst error {max_p} ≥ {max_w}");
+        let per_row: Vec<(f64, f64)> = TOLS.iter().map(|&t| err(true, t)).collect();
+        // Rows per-sample control needs for an RMS error `target`: interpolated in log–log
+        // between its runs (errors decrease along TOLS); a target looser than its loosest run
+        // costs at most that run's rows.
+        let rows_at = |target: f64| -> f64 {
+            if target >= per_row[0].1 {
+                return per_row[0].0;
+            }
+            for w in per_row.windows(2) {
+                let ((r0, e0), (r1, e1)) = (w[0], w[1]);
+                if target >= e1 {
+                    let f = (e0 / target).ln() / (e0 / e1).ln();
+                    return (r0.ln() + f * (r1 / r0).ln()).exp();
+                }
+            }
+            panic!("d={dim}: RMS error {target:.2e} is below every per-sample run");
+        };
+        for &tol in &TOLS[1..4] {
+            let (rows_w, rms_w) = err(false, tol);
+            let rows_p = rows_at(rms_w);
+            eprintln!(
+                "d={dim} tol={tol:.0e}: whole batch {rows_w} rows for RMS {rms_w:.2e}; per \
+                 sample {rows_p:.0} ({:+.1} %)",
+                100.0 * (rows_p / rows_w - 1.0)
+            );
+            assert!(
+                rows_p < rows_w,
+                "d={dim} tol={tol:e}: {rows_p:.0} ≥ {rows_w} rows"
+            );
+        }
     }
 }
 

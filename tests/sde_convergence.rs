@@ -181,9 +181,13 @@ fn roberts_heun_mean_of_a_linear_equation_is_second_order() {
     // For linear f = αx, g = βx the mean follows Heun's (RK2) recursion exactly:
     // E[K1] = αhX, E[K2] = αh(1 + αh)X + β² X E[(ΔW − S√h)(ΔW + S√h)] and
     // E[ΔW² − S²h] = 0, so E[X_{n+1}] = (1 + αh + α²h²/2) E[X_n]: the weak error of E[X_T] is
-    // of order 2 here (order 1 in general), and known in closed form.
+    // of order 2 here (order 1 in general), and known in closed form. The control variate's
+    // standard error shrinks only like h/√paths (Heun's strong error is O(h)) while this error
+    // shrinks like h², so every step size must keep the error well above the noise: at 8000
+    // paths the error at Δt = 1/64 was about two standard errors (the fitted slope was luck);
+    // with 200 000 paths and Δt down to 1/32 the smallest error is about six.
     let p = problems::linear();
-    let s = Study::new(&p, &[4, 8, 16, 32, 64], 8000, SEED);
+    let s = Study::new(&p, &[4, 8, 16, 32], 200_000, SEED);
     let (c, signed) = s.weak(&RobertsHeun);
     assert_order(&c, 2.0, TOL, "Roberts Heun weak (mean) / prob_sde_linear");
     for ((&dt, &e), &se) in c.dts.iter().zip(&signed).zip(&c.std_errors) {

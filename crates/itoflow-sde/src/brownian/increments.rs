@@ -17,8 +17,8 @@
 
 use ndarray::{Array2, ArrayViewMut2};
 
-use super::philox::SOA_BLOCKS;
-use super::stream::{RandomStream, normals_across_blocks, tags};
+use super::stream::{Pending, RandomStream, blocks_across, finish_pending, tags};
+use super::ziggurat::{TABLES, fast_batch};
 use crate::Real;
 
 /// Seeded Brownian motions for a whole family of paths.
@@ -107,42 +107,41 @@ impl BrownianPaths {
 
 /// A tile of normal variates for a batch, stored step-major: entry `(q, r)` at `q·rows + r`
 /// holds normal `start + q` of row `r`'s stream, so that the normals of one step are contiguous
-/// across rows. Sixteen rows are drawn at once (one Philox block per row in SIMD lanes).
+/// across rows. Filled in chunks of rows: the ARS blocks of a chunk first (every row has its
+/// own key; two rows per instruction with VAES), then the ziggurat over their words, then the
+/// few rejected candidates through each stream's scalar slow path.
 #[derive(Debug, Clone)]
 pub(crate) struct NormalTile {
-    streams: Vec<RandomStream>,
+    /// The rows' stream keys, side by side for the SIMD kernels.
+    keys: Vec<[u64; 2]>,
+    tag: u32,
     rows: usize,
     cols: usize,
     start: u64,
     filled: bool,
     data: Vec<f64>,
+    /// Rejected candidates of a refill, finished together.
+    pending: Vec<Pending>,
 }
 
-/// Columns (normals per row) of a tile: see [`NormalTile::new`].
-fn tile_cols(rows: usize, per_step: usize) -> usize {
-    let one_step = (per_step + 1).div_ceil(2) * 2;
-    const MIN_COLS: usize = 8;
-    if one_step < MIN_COLS && rows.saturating_mul(MIN_COLS * 8) <= 1 << 20 {
-        MIN_COLS
-    } else {
-        one_step
-    }
-}
+/// Rows per chunk of a refill: the chunk's words (2 × 8 bytes per row) stay in L1.
+const CHUNK_ROWS: usize = 128;
 
 impl NormalTile {
     pub(crate) fn new(seed: u64, first_path: u64, tag: u32, rows: usize, per_step: usize) -> Self {
         Self {
-            streams: (0..rows)
-                .map(|r| RandomStream::new(seed, first_path + r as u64, tag))
+            keys: (0..rows)
+                .map(|r| RandomStream::new(seed, first_path + r as u64, tag).key())
                 .collect(),
+            tag,
             rows,
-            // One step's worth plus alignment slack, in whole blocks (two normals each); at
-            // least eight normals per row while the tile stays within 1 MiB, so that the
-            // generator's per-refill set-up is shared by several blocks.
-            cols: tile_cols(rows, per_step),
+            // One step's worth in whole blocks (two normals each): the generator has almost no
+            // per-refill set-up, and a small tile stays in cache next to the state.
+            cols: (per_step + 1).div_ceil(2) * 2,
             start: 0,
             filled: false,
             data: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -155,36 +154,41 @@ impl NormalTile {
             if need > self.cols {
                 self.cols = need.div_ceil(2) * 2;
             }
-            let (rows, cols) = (self.rows, self.cols);
-            self.data.resize(rows * cols, 0.0);
-            let whole = rows / SOA_BLOCKS * SOA_BLOCKS;
-            let nblocks = cols / 2;
-            let mut buf = vec![[[0.0; SOA_BLOCKS]; 2]; nblocks];
-            let mut bad = Vec::with_capacity(nblocks);
-            for r0 in (0..whole).step_by(SOA_BLOCKS) {
-                let streams: &[RandomStream; SOA_BLOCKS] = self.streams[r0..r0 + SOA_BLOCKS]
-                    .try_into()
-                    .expect("sixteen rows");
-                normals_across_blocks(streams, aligned / 2, &mut buf, &mut bad);
-                for (b, pair) in buf.iter().enumerate() {
-                    let (even, odd) =
-                        self.data[2 * b * rows..(2 * b + 2) * rows].split_at_mut(rows);
-                    even[r0..r0 + SOA_BLOCKS].copy_from_slice(&pair[0]);
-                    odd[r0..r0 + SOA_BLOCKS].copy_from_slice(&pair[1]);
-                }
-            }
-            for b in 0..nblocks {
-                let block = aligned / 2 + b as u64;
-                let (even, odd) = self.data[2 * b * rows..(2 * b + 2) * rows].split_at_mut(rows);
-                for r in whole..rows {
-                    even[r] = self.streams[r].normal(2 * block);
-                    odd[r] = self.streams[r].normal(2 * block + 1);
-                }
-            }
-            self.start = aligned;
-            self.filled = true;
+            self.refill(aligned);
         }
         (start - self.start) as usize
+    }
+
+    /// Fills the tile with normals `aligned, aligned + 1, …` (`aligned` even) of every row.
+    fn refill(&mut self, aligned: u64) {
+        let (rows, cols) = (self.rows, self.cols);
+        self.data.resize(rows * cols, 0.0);
+        let mut lo = [0u64; CHUNK_ROWS];
+        let mut hi = [0u64; CHUNK_ROWS];
+        let mut rejected = Vec::new();
+        self.pending.clear();
+        for r0 in (0..rows).step_by(CHUNK_ROWS) {
+            let n = CHUNK_ROWS.min(rows - r0);
+            let keys = &self.keys[r0..r0 + n];
+            for b in 0..cols / 2 {
+                let block = aligned / 2 + b as u64;
+                blocks_across(keys, self.tag, block, &mut lo[..n], &mut hi[..n]);
+                for (h, words) in [&lo[..n], &hi[..n]].into_iter().enumerate() {
+                    let at = (2 * b + h) * rows + r0;
+                    rejected.clear();
+                    fast_batch(&TABLES, words, &mut self.data[at..at + n], &mut rejected);
+                    self.pending.extend(rejected.iter().map(|&k| Pending {
+                        key: keys[k],
+                        index: 2 * block + h as u64,
+                        word: words[k],
+                        slot: at + k,
+                    }));
+                }
+            }
+        }
+        finish_pending(self.tag, &self.pending, &mut self.data);
+        self.start = aligned;
+        self.filled = true;
     }
 
     /// Normals number `start + q` of every row (a slice of length `rows`).
@@ -323,6 +327,40 @@ impl ExtraNormals {
             let z = self.tile.column(off + j);
             for (o, &z) in out.column_mut(j).iter_mut().zip(z) {
                 *o = T::c(z);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tile entry is its stream's scalar normal, for row counts that exercise the
+    /// eight-row SIMD groups, the sixteen-row groups and the scalar remainder, for tile
+    /// windows that start anywhere (odd starts, a block counter crossing 2³²) and for tiles
+    /// wide enough to contain many rejected candidates.
+    #[test]
+    fn tile_entries_are_each_streams_normals() {
+        for rows in [1usize, 7, 8, 9, 16, 23, 24, 40, 100] {
+            for per_step in [1usize, 3, 64] {
+                let mut tile = NormalTile::new(11, 5, tags::BROWNIAN, rows, per_step);
+                for start in [0u64, 3, 1000, (1 << 33) - 2, (1 << 33) + 1] {
+                    let off = tile.ensure(start, per_step);
+                    for q in 0..per_step {
+                        let col = tile.column(off + q);
+                        for (r, &z) in col.iter().enumerate() {
+                            let want = RandomStream::new(11, 5 + r as u64, tags::BROWNIAN)
+                                .normal(start + q as u64);
+                            assert_eq!(
+                                z.to_bits(),
+                                want.to_bits(),
+                                "rows {rows} row {r} n {}",
+                                start + q as u64
+                            );
+                        }
+                    }
+                }
             }
         }
     }

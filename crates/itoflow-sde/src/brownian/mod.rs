@@ -1,21 +1,30 @@
 //! Where randomness comes from.
 //!
 //! Randomness in itoflow is *addressed, not drawn*: every number is a pure function of
-//! `(seed, path or sample index, purpose tag, position)`, computed by the counter-based
-//! Philox4x32-10 generator and turned into normal variates by a 256-layer ziggurat. Results are
-//! therefore bitwise identical for any thread count, chunk size, batch split or shard.
+//! `(seed, path or sample index, purpose tag, position)`, computed by the counter-based ARS-7
+//! generator (Random123's AES-round generator) and turned into normal variates by a 256-layer
+//! ziggurat. Results are therefore bitwise identical for any thread count, chunk size, batch
+//! split or shard, and on every CPU: the AES-NI, VAES and portable implementations of the
+//! generator, and the AVX2 and scalar ziggurat kernels, perform the same operations
+//! (`ITOFLOW_SIMD` and `ITOFLOW_AES` narrow the choice, for measurements and tests).
 //!
-//! * [`philox4x32_10`] — the generator (Random123; cuRAND's and PyTorch's Philox).
+//! * [`ars4x32`] — the generator (Salmon et al. 2011; checked against Random123's vectors).
 //! * [`RandomStream`] — one addressed stream of words, uniforms, normals and signs.
 //! * [`BrownianPaths`] — per-path Brownian motions; the same path at Δt and at 2Δt.
 //! * [`IncrementGenerator`], [`ExtraNormals`] — tiled generators the drivers own.
+//!
+//! How a batch of normals is made (the drivers' hot path): the ARS blocks of a chunk of rows
+//! (two rows per instruction with VAES), then the ziggurat's fast path over their words
+//! (AVX2, four at a time), then the ~1.5 % rejected candidates in bulk (their first fallback
+//! blocks batched; the rare rest through the scalar slow path).
 
+mod ars;
+mod cpu;
 mod increments;
-mod philox;
 mod stream;
 mod ziggurat;
 
+pub use ars::{ARS_ROUNDS, ars4x32};
+pub(crate) use cpu::{Level, level};
 pub use increments::{BrownianPaths, ExtraNormals, IncrementGenerator};
-pub use philox::{SOA_BLOCKS, SoaWords, philox4x32_10, philox4x32_10_soa};
-pub(crate) use stream::{Level, level};
 pub use stream::{RandomStream, tags};

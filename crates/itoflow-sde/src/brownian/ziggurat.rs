@@ -18,8 +18,13 @@ const R: f64 = 3.654_152_885_361_009;
 const V: f64 = 4.928_673_233_99e-3;
 
 /// Layer edges `x[i]` (decreasing, `x[1] = R`, `x[256] = 0`; `x[0] = V / f(R)` is the width of
-/// the base strip's equivalent rectangle) and heights `f[i] = exp(−x[i]²/2)`.
+/// the base strip's equivalent rectangle) and heights `f[i] = exp(−x[i]²/2)`; `pairs[i]` is
+/// `(x[i], x[i + 1])`, the two values the fast path reads, side by side so that a SIMD kernel
+/// gets both with one 16-byte load (the table is 64-byte aligned, so no entry straddles a cache
+/// line).
+#[repr(C, align(64))]
 pub struct Tables {
+    pub(crate) pairs: [[f64; 2]; LAYERS],
     x: [f64; LAYERS + 1],
     f: [f64; LAYERS + 1],
 }
@@ -41,7 +46,8 @@ fn build() -> Tables {
         f[i] = density(x[i]);
     }
     f[0] = 0.0;
-    Tables { x, f }
+    let pairs = std::array::from_fn(|i| [x[i], x[i + 1]]);
+    Tables { pairs, x, f }
 }
 
 pub(crate) static TABLES: LazyLock<Tables> = LazyLock::new(build);
@@ -60,10 +66,132 @@ fn unit_f64_open0(bits: u64) -> f64 {
 
 /// The fast path: the candidate `x` for `bits` and whether it is accepted without further words.
 #[inline(always)]
-pub(crate) fn fast(t: &Tables, bits: u64) -> (f64, bool) {
+fn fast(t: &Tables, bits: u64) -> (f64, bool) {
     let i = (bits & 0xff) as usize;
     let x = (2.0 * unit_f64(bits) - 1.0) * t.x[i];
     (x, x.abs() < t.x[i + 1])
+}
+
+/// The fast path for a batch of words: writes the candidate of `words[n]` to `out[n]` and
+/// pushes `n` onto `rejected` where the candidate needs the slow path ([`normal`] on the same
+/// word gives the variate). Uses the AVX2 kernel where the CPU has it; the same numbers either
+/// way.
+pub(crate) fn fast_batch(t: &Tables, words: &[u64], out: &mut [f64], rejected: &mut Vec<usize>) {
+    let n = words.len().min(out.len());
+    #[allow(unused_mut)] // only the x86-64 build has a SIMD kernel
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::cpu::level() >= super::cpu::Level::Avx2 {
+        // SAFETY: AVX2 was detected at run time.
+        done = unsafe { avx2::fast_batch(t, &words[..n], &mut out[..n], rejected) };
+    }
+    for k in done..n {
+        let (x, ok) = fast(t, words[k]);
+        out[k] = x;
+        if !ok {
+            rejected.push(k);
+        }
+    }
+}
+
+/// The ziggurat's fast path with AVX2, four words at a time.
+///
+/// The layer index of each word is read from memory as its low byte (so no vector-to-integer
+/// transfers, which were the bottleneck of a register version: 1.1 → 0.6 ns per normal on AMD
+/// Zen 3), and `(x_i, x_{i+1})` comes with one 16-byte load per word from [`Tables::pairs`]
+/// (gathers are slower on that core). The abscissa `2·unit_f64(w) − 1` is formed exactly from
+/// the integer bits and the product and comparison are the scalar code's IEEE operations, so
+/// the candidates and the accept decisions are bitwise those of [`fast`].
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::Tables;
+
+    /// `2·unit_f64(w) − 1 = ((w >> 11) − 2⁵²)·2⁻⁵²` for four words, exactly: the top 52 bits
+    /// under the exponent of 2.0 give `d = 2 + (w >> 12)·2⁻⁵¹ ∈ [2, 4)`, `d − 3` is exact, and
+    /// bit 11 adds `2⁻⁵²` (the sum is a multiple of `2⁻⁵²` below 1 in magnitude: exact too).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn signed_unit(w: __m256i) -> __m256d {
+        let two = _mm256_set1_epi64x(0x4000_0000_0000_0000);
+        let d = _mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64::<12>(w), two));
+        let d = _mm256_sub_pd(d, _mm256_set1_pd(3.0));
+        // Bit 11 moved to the sign position; all-ones where it is set; then 2⁻⁵² = EPSILON.
+        let bit = _mm256_cmpgt_epi64(_mm256_setzero_si256(), _mm256_slli_epi64::<52>(w));
+        _mm256_add_pd(
+            d,
+            _mm256_and_pd(_mm256_castsi256_pd(bit), _mm256_set1_pd(f64::EPSILON)),
+        )
+    }
+
+    /// See [`super::fast_batch`]; returns the number of words done (a multiple of four).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn fast_batch(
+        t: &Tables,
+        words: &[u64],
+        out: &mut [f64],
+        rejected: &mut Vec<usize>,
+    ) -> usize {
+        let n = words.len().min(out.len()) / 4 * 4;
+        let pairs = t.pairs.as_ptr().cast::<f64>();
+        let bytes = words.as_ptr().cast::<u8>();
+        // The reject masks of sixteen groups of four are gathered into one word, so that the
+        // hot loop has no branch on them (a reject is in ~6 % of the groups).
+        for k0 in (0..n).step_by(64) {
+            let k1 = (k0 + 64).min(n);
+            let mut mask = 0u64;
+            for k in (k0..k1).step_by(4) {
+                // SAFETY: k + 4 ≤ n ≤ words.len(), out.len(); a layer index is a byte < 256,
+                // so `pairs + 2i` and `+ 1` are inside the 256-entry table.
+                let bad = unsafe {
+                    let pair = |l: usize| {
+                        let i = *bytes.add(8 * (k + l)) as usize;
+                        _mm_loadu_pd(pairs.add(2 * i))
+                    };
+                    // a = [x_i0, x_i0+1 | x_i2, x_i2+1], b = the same for words 1 and 3.
+                    let a = _mm256_set_m128d(pair(2), pair(0));
+                    let b = _mm256_set_m128d(pair(3), pair(1));
+                    let w = _mm256_loadu_si256(words.as_ptr().add(k).cast());
+                    let x = _mm256_mul_pd(signed_unit(w), _mm256_unpacklo_pd(a, b));
+                    let abs = _mm256_andnot_pd(_mm256_set1_pd(-0.0), x);
+                    let ok = _mm256_cmp_pd::<_CMP_LT_OQ>(abs, _mm256_unpackhi_pd(a, b));
+                    _mm256_storeu_pd(out.as_mut_ptr().add(k), x);
+                    !_mm256_movemask_pd(ok) & 0xf
+                };
+                mask |= (bad as u64) << (k - k0);
+            }
+            while mask != 0 {
+                rejected.push(k0 + mask.trailing_zeros() as usize);
+                mask &= mask - 1;
+            }
+        }
+        n
+    }
+}
+
+/// The slow path for a rejected candidate of `bits` as far as the first extra block `block`
+/// (the two words `more` would yield first) takes it: the wedge test with `block[0]`, and on
+/// its rejection the fresh candidate `block[1]` with the fast test. `Some(x)` is the value
+/// [`normal`] returns; `None` (the tail layer, or both tests failing: about 1 % of rejections)
+/// means the full slow path must run. The same operations as [`slow`], so that bulk callers
+/// can batch the extra blocks and still get the same numbers.
+#[inline]
+pub(crate) fn slow_first_block(t: &Tables, bits: u64, block: [u64; 2]) -> Option<f64> {
+    let i = (bits & 0xff) as usize;
+    if i == 0 {
+        return None;
+    }
+    let x = (2.0 * unit_f64(bits) - 1.0) * t.x[i];
+    let y = t.f[i] + unit_f64(block[0]) * (t.f[i + 1] - t.f[i]);
+    if y < density(x) {
+        return Some(x);
+    }
+    let (x, ok) = fast(t, block[1]);
+    ok.then_some(x)
 }
 
 /// A standard normal variate from `bits`, drawing more words from `more` only on rejection.
