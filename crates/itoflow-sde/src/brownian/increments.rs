@@ -235,9 +235,7 @@ impl IncrementGenerator {
             && m == 1
             && let Some(o) = out.as_slice_mut()
         {
-            for (o, &z) in o.iter_mut().zip(self.tile.column(off)) {
-                *o = T::c(sq * z);
-            }
+            scale_into(o, self.tile.column(off), sq);
             return;
         }
         if r == 1
@@ -278,6 +276,28 @@ impl IncrementGenerator {
             }
         }
     }
+}
+
+/// `out = sq·z` elementwise (converted to `T`), compiled for AVX2 as well and chosen at run
+/// time (the same multiplication either way).
+fn scale_into<T: Real>(out: &mut [T], z: &[f64], sq: f64) {
+    #[inline(always)]
+    fn body<T: Real>(out: &mut [T], z: &[f64], sq: f64) {
+        for (o, &z) in out.iter_mut().zip(z) {
+            *o = T::c(sq * z);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn avx2<T: Real>(out: &mut [T], z: &[f64], sq: f64) {
+        body(out, z, sq)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::level() >= super::Level::Avx2 {
+        // SAFETY: AVX2 was detected at run time.
+        return unsafe { avx2(out, z, sq) };
+    }
+    body(out, z, sq)
 }
 
 /// Generates `count` extra standard normals per path and step (tag [`tags::EXTRA`]), for
