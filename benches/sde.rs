@@ -84,7 +84,7 @@ fn normals(c: &mut Criterion) {
             black_box(&buf);
         })
     });
-    // The driver's path: one increment per path and step, 16 paths per SIMD batch.
+    // The drivers' path: one increment per path and step, a tile for the whole batch.
     let mut inc = itoflow::sde::brownian::IncrementGenerator::new(&BrownianPaths::new(3), 1024, 1);
     let mut dw = Array2::<f64>::zeros((1024, 1));
     let steps = N / 1024;

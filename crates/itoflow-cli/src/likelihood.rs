@@ -130,17 +130,17 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
     let se_col = matches!(a.trace, TraceEstimator::Hutchinson { probes, .. } if probes >= 2);
     let cols = if se_col { 3 } else { 2 };
     let shard = a.shard.unwrap_or(Shard::ALL);
-    let spec = RunSpec {
-        command: "likelihood".into(),
-        params: json!({
+    let spec = RunSpec::new(
+        "likelihood",
+        json!({
             "model": a.model.name(), "data": data_name, "data_hash": data_hash, "n": total,
             "trace": a.trace.to_string(), "dequantize": a.dequantize, "rtol": a.rtol,
             "atol": a.atol, "eps": options.eps, "seed": a.seed,
         }),
         total,
-        item_shape: vec![cols],
-        dtype: "f64".into(),
-    };
+        vec![cols],
+        "f64",
+    );
     let run = ChunkedRun {
         out: Some(&a.out),
         spec: &spec,

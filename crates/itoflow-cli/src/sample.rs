@@ -156,17 +156,17 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     config.per_row = true;
     let shard = a.shard.unwrap_or(Shard::ALL);
     let (lo, hi) = info.data_range;
-    let spec = RunSpec {
-        command: "sample".into(),
-        params: json!({
+    let spec = RunSpec::new(
+        "sample",
+        json!({
             "model": a.model.name(), "sampler": a.sampler.name(), "steps": config.steps,
             "rtol": config.rtol, "atol": config.atol, "snr": config.snr, "eps": config.eps,
             "seed": a.seed, "sde": info.forward.name(),
         }),
-        total: a.count,
-        item_shape: info.data_shape.clone(),
-        dtype: "f32".into(),
-    };
+        a.count,
+        info.data_shape.clone(),
+        "f32",
+    );
     let run = ChunkedRun {
         out: Some(&a.out),
         spec: &spec,

@@ -363,19 +363,19 @@ pub fn run(a: &SolveArgs) -> Result<()> {
     let times: Vec<f64> = save_idx.iter().map(|&i| grid.times()[i]).collect();
     let shard = a.shard.unwrap_or(Shard::ALL);
     let adaptive = solver == Solver::Rk45;
-    let spec = RunSpec {
-        command: "solve".into(),
-        params: json!({
+    let spec = RunSpec::new(
+        "solve",
+        json!({
             "problem": name, "params": params, "x0": x0, "solver": solver.name(),
             "steps": steps, "t0": t0, "t1": t1, "seed": a.seed,
             "rtol": if adaptive { json!(a.rtol) } else { Value::Null },
             "atol": if adaptive { json!(a.atol) } else { Value::Null },
             "save_every": a.save_every,
         }),
-        total: a.paths,
-        item_shape: vec![times.len(), dim],
-        dtype: "f64".into(),
-    };
+        a.paths,
+        vec![times.len(), dim],
+        "f64",
+    );
     let run = ChunkedRun {
         out: a.out.as_deref(),
         spec: &spec,

@@ -21,6 +21,8 @@ use ndarray_npy::{ReadableElement, WritableElement, read_npy, write_npy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use itoflow_sde::brownian::STREAM_DEFINITION;
+
 use crate::progress::Meter;
 
 /// Shard `k` of `n` (1-based), written `k/n`.
@@ -77,6 +79,30 @@ pub struct RunSpec {
     pub item_shape: Vec<usize>,
     /// Element type of the `.npy` parts (`f32`, `f64`).
     pub dtype: String,
+    /// The random streams' definition ([`STREAM_DEFINITION`]): parts made by builds whose
+    /// streams differ are not the same run (empty in files written before it was recorded).
+    #[serde(default)]
+    pub randomness: String,
+}
+
+impl RunSpec {
+    /// The spec of `command` with these parameters, recording this build's random streams.
+    pub fn new(
+        command: &str,
+        params: Value,
+        total: u64,
+        item_shape: Vec<usize>,
+        dtype: &str,
+    ) -> Self {
+        Self {
+            command: command.into(),
+            params,
+            total,
+            item_shape,
+            dtype: dtype.into(),
+            randomness: STREAM_DEFINITION.into(),
+        }
+    }
 }
 
 /// One finished chunk.
@@ -509,13 +535,13 @@ mod tests {
     #[test]
     fn specs_survive_the_progress_file() {
         // --resume compares the spec read back from JSON with the one built from the flags.
-        let spec = RunSpec {
-            command: "solve".into(),
-            params: serde_json::json!({"a": 0.1 + 0.2, "b": 1e-5 / 3.0, "c": std::f64::consts::PI}),
-            total: 10,
-            item_shape: vec![1, 2],
-            dtype: "f64".into(),
-        };
+        let spec = RunSpec::new(
+            "solve",
+            serde_json::json!({"a": 0.1 + 0.2, "b": 1e-5 / 3.0, "c": std::f64::consts::PI}),
+            10,
+            vec![1, 2],
+            "f64",
+        );
         let back: RunSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
         assert_eq!(back, spec);
     }

@@ -209,6 +209,24 @@ fn shards_merge_bitwise_to_the_unsharded_run() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("different run"));
+    // So is a shard made by a build whose random streams differ (here: a file written before
+    // the stream definition was recorded, which reads back as an empty one).
+    let meta = dir.path().join("s2.npy.meta.json");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v["spec"]["randomness"],
+        itoflow_sde::brownian::STREAM_DEFINITION
+    );
+    v["spec"].as_object_mut().unwrap().remove("randomness");
+    std::fs::write(&meta, serde_json::to_string(&v).unwrap()).unwrap();
+    itoflow()
+        .arg("merge")
+        .arg(&merged)
+        .args([&shards[0], &shards[1], &shards[2]])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("different run"));
 }
 
 #[test]

@@ -109,7 +109,7 @@ impl BrownianPaths {
 /// holds normal `start + q` of row `r`'s stream, so that the normals of one step are contiguous
 /// across rows. Filled in chunks of rows: the ARS blocks of a chunk first (every row has its
 /// own key; two rows per instruction with VAES), then the ziggurat over their words, then the
-/// few rejected candidates through each stream's scalar slow path.
+/// few rejected candidates of the whole refill in bulk ([`finish_pending`]).
 #[derive(Debug, Clone)]
 pub(crate) struct NormalTile {
     /// The rows' stream keys, side by side for the SIMD kernels.
@@ -120,7 +120,9 @@ pub(crate) struct NormalTile {
     start: u64,
     filled: bool,
     data: Vec<f64>,
-    /// Rejected candidates of a refill, finished together.
+    /// Rejected candidates of a refill (scratch for one chunk, then all of them), finished
+    /// together.
+    rejected: Vec<usize>,
     pending: Vec<Pending>,
 }
 
@@ -141,6 +143,7 @@ impl NormalTile {
             start: 0,
             filled: false,
             data: Vec::new(),
+            rejected: Vec::new(),
             pending: Vec::new(),
         }
     }
@@ -165,7 +168,7 @@ impl NormalTile {
         self.data.resize(rows * cols, 0.0);
         let mut lo = [0u64; CHUNK_ROWS];
         let mut hi = [0u64; CHUNK_ROWS];
-        let mut rejected = Vec::new();
+        let rejected = &mut self.rejected;
         self.pending.clear();
         for r0 in (0..rows).step_by(CHUNK_ROWS) {
             let n = CHUNK_ROWS.min(rows - r0);
@@ -176,7 +179,7 @@ impl NormalTile {
                 for (h, words) in [&lo[..n], &hi[..n]].into_iter().enumerate() {
                     let at = (2 * b + h) * rows + r0;
                     rejected.clear();
-                    fast_batch(&TABLES, words, &mut self.data[at..at + n], &mut rejected);
+                    fast_batch(&TABLES, words, &mut self.data[at..at + n], rejected);
                     self.pending.extend(rejected.iter().map(|&k| Pending {
                         key: keys[k],
                         index: 2 * block + h as u64,

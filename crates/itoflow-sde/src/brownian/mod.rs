@@ -25,6 +25,12 @@ mod stream;
 mod ziggurat;
 
 pub use ars::{ARS_ROUNDS, ars4x32};
+
+/// Names the definition of the random streams: generator, key derivation, counter layout and
+/// normal transform. Any change to one of them changes every seeded result, so outputs that
+/// can be resumed or merged later record it (the `itoflow` CLI refuses to combine parts made
+/// with different definitions).
+pub const STREAM_DEFINITION: &str = "ars4x32-7/ziggurat-256/v2";
 pub(crate) use cpu::{Level, level};
 pub use increments::{BrownianPaths, ExtraNormals, IncrementGenerator};
 pub use stream::{RandomStream, tags};
