@@ -320,7 +320,7 @@ impl ExtraNormals {
     /// Like [`ExtraNormals::new`], from the streams of purpose `tag` (see [`tags`]): step `k`
     /// of row `r` gets normals `k·count … (k+1)·count − 1` of
     /// `RandomStream::new(seed, first_path + r, tag)`, the same values as
-    /// [`RandomStream::fill_normals`], drawn sixteen rows at a time.
+    /// [`RandomStream::fill_normals`], drawn for all rows at once.
     ///
     /// ```
     /// use itoflow_sde::brownian::{BrownianPaths, ExtraNormals, RandomStream, tags};
