@@ -17,7 +17,7 @@
 
 use ndarray::{Array2, ArrayViewMut2};
 
-use super::stream::{Pending, RandomStream, blocks_across, finish_pending, tags};
+use super::stream::{Pending, RandomStream, blocks_across, finish_pending, stream_blocks, tags};
 use super::ziggurat::{TABLES, fast_batch};
 use crate::Real;
 
@@ -124,6 +124,8 @@ pub(crate) struct NormalTile {
     /// together.
     rejected: Vec<usize>,
     pending: Vec<Pending>,
+    /// Scratch blocks of one row ([`NormalTile::write_rows`]).
+    blocks: Vec<[u64; 2]>,
 }
 
 /// Rows per chunk of a refill: the chunk's words (2 × 8 bytes per row) stay in L1.
@@ -145,6 +147,7 @@ impl NormalTile {
             data: Vec::new(),
             rejected: Vec::new(),
             pending: Vec::new(),
+            blocks: Vec::new(),
         }
     }
 
@@ -194,6 +197,92 @@ impl NormalTile {
         self.filled = true;
     }
 
+    /// Writes normals `start … start + count − 1` of every row, times `scale` (converted to
+    /// `T`), into the row-major `out` `[rows, count]`, without keeping them in the tile: a chunk
+    /// of rows at a time through a scratch that stays in L1 (`start` and `count` even, so that
+    /// the normals are whole blocks). For many normals per row and step this avoids a tile
+    /// larger than the caches and its transposition (OU-64: a 2 MiB tile written and read back
+    /// every step). From 16 normals per row the blocks are generated row by row (one key, eight
+    /// blocks in flight), so the scratch is already in row order; below, across the rows of the
+    /// chunk as in [`NormalTile::ensure`], then transposed. The same numbers either way.
+    pub(crate) fn write_rows<T: Real>(
+        &mut self,
+        start: u64,
+        count: usize,
+        scale: f64,
+        out: &mut [T],
+    ) {
+        debug_assert!(
+            start.is_multiple_of(2) && count.is_multiple_of(2) && out.len() == self.rows * count
+        );
+        let by_row = count >= 16;
+        // Rows per chunk: the chunk's normals in 16 KiB.
+        let chunk = (2048 / count.max(1)).clamp(if by_row { 1 } else { 8 }, CHUNK_ROWS);
+        let mut lo = [0u64; CHUNK_ROWS];
+        let mut hi = [0u64; CHUNK_ROWS];
+        self.data.resize(count * chunk, 0.0);
+        self.blocks.resize(count / 2, [0; 2]);
+        for r0 in (0..self.rows).step_by(chunk) {
+            let n = chunk.min(self.rows - r0);
+            let keys = &self.keys[r0..r0 + n];
+            self.pending.clear();
+            if by_row {
+                for (k, &key) in keys.iter().enumerate() {
+                    stream_blocks(key, self.tag, start / 2, &mut self.blocks);
+                    let words = self.blocks.as_flattened();
+                    let at = k * count;
+                    self.rejected.clear();
+                    fast_batch(
+                        &TABLES,
+                        words,
+                        &mut self.data[at..at + count],
+                        &mut self.rejected,
+                    );
+                    self.pending.extend(self.rejected.iter().map(|&q| Pending {
+                        key,
+                        index: start + q as u64,
+                        word: words[q],
+                        slot: at + q,
+                    }));
+                }
+            } else {
+                for b in 0..count / 2 {
+                    let block = start / 2 + b as u64;
+                    blocks_across(keys, self.tag, block, &mut lo[..n], &mut hi[..n]);
+                    for (h, words) in [&lo[..n], &hi[..n]].into_iter().enumerate() {
+                        let at = (2 * b + h) * chunk;
+                        self.rejected.clear();
+                        fast_batch(
+                            &TABLES,
+                            words,
+                            &mut self.data[at..at + n],
+                            &mut self.rejected,
+                        );
+                        self.pending.extend(self.rejected.iter().map(|&k| Pending {
+                            key: keys[k],
+                            index: 2 * block + h as u64,
+                            word: words[k],
+                            slot: at + k,
+                        }));
+                    }
+                }
+            }
+            finish_pending(self.tag, &self.pending, &mut self.data);
+            let rows_out = &mut out[r0 * count..(r0 + n) * count];
+            if by_row {
+                scale_into(rows_out, &self.data[..n * count], scale);
+            } else {
+                for (k, row) in rows_out.chunks_exact_mut(count).enumerate() {
+                    for (q, o) in row.iter_mut().enumerate() {
+                        *o = T::c(scale * self.data[q * chunk + k]);
+                    }
+                }
+            }
+        }
+        // The scratch no longer holds a tile window.
+        self.filled = false;
+    }
+
     /// Normals number `start + q` of every row (a slice of length `rows`).
     #[inline(always)]
     pub(crate) fn column(&self, q: usize) -> &[f64] {
@@ -232,8 +321,16 @@ impl IncrementGenerator {
     pub fn fill<T: Real>(&mut self, step: usize, dt: T, mut out: ArrayViewMut2<'_, T>) {
         let (m, r) = (self.m, self.refine);
         let per_step = m * r;
-        let off = self.tile.ensure((step * per_step) as u64, per_step);
         let sq = (dt.f64().abs() / r as f64).sqrt();
+        if r == 1
+            && m.is_multiple_of(2)
+            && let Some(o) = out.as_slice_mut()
+        {
+            // A whole number of blocks per step, each used once: straight into the output.
+            self.tile.write_rows((step * m) as u64, m, sq, o);
+            return;
+        }
+        let off = self.tile.ensure((step * per_step) as u64, per_step);
         if r == 1
             && m == 1
             && let Some(o) = out.as_slice_mut()
@@ -247,7 +344,7 @@ impl IncrementGenerator {
             // Transpose the step-major tile into the row-major `[rows, m]` output in blocks
             // of eight rows, so that every cache line of the tile and of the output is
             // touched once (a column at a time would stride through the whole output m
-            // times).
+            // times). (Even m never gets here: see `fill`.)
             let rows = o.len() / m;
             for r0 in (0..rows).step_by(8) {
                 let r1 = (r0 + 8).min(rows);
@@ -345,6 +442,14 @@ impl ExtraNormals {
         if self.count == 0 {
             return;
         }
+        if self.count.is_multiple_of(2)
+            && let Some(o) = out.as_slice_mut()
+        {
+            // Scaling by one is exact: the same values as the tile's.
+            self.tile
+                .write_rows((step * self.count) as u64, self.count, 1.0, o);
+            return;
+        }
         let off = self.tile.ensure((step * self.count) as u64, self.count);
         for j in 0..self.count {
             let z = self.tile.column(off + j);
@@ -358,6 +463,34 @@ impl ExtraNormals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The direct row-major path gives every row's own normals, for chunk sizes with
+    /// remainders, many rejected candidates and tile use before and after.
+    #[test]
+    fn rows_written_directly_are_each_streams_normals() {
+        for rows in [1usize, 9, 40, 300] {
+            for count in [2usize, 6, 16, 64, 66] {
+                let mut tile = NormalTile::new(3, 17, tags::EXTRA, rows, count);
+                let mut out = vec![0.0f32; rows * count];
+                for start in [0u64, 2 * count as u64, (1 << 33) + 2] {
+                    let _ = tile.ensure(start, count);
+                    tile.write_rows(start, count, 0.5, &mut out);
+                    for r in 0..rows {
+                        let s = RandomStream::new(3, 17 + r as u64, tags::EXTRA);
+                        for q in 0..count {
+                            let want = (0.5 * s.normal(start + q as u64)) as f32;
+                            assert_eq!(out[r * count + q].to_bits(), want.to_bits());
+                        }
+                    }
+                    // The tile window is recomputed after the scratch was used.
+                    let off = tile.ensure(start, count);
+                    let z = tile.column(off)[rows - 1];
+                    let s = RandomStream::new(3, 17 + rows as u64 - 1, tags::EXTRA);
+                    assert_eq!(z, s.normal(start));
+                }
+            }
+        }
+    }
 
     /// Every tile entry is its stream's scalar normal, for row counts that exercise the
     /// eight-row SIMD groups, the sixteen-row groups and the scalar remainder, for tile

@@ -99,6 +99,12 @@ impl Fallback {
 /// Words (and normals) per chunk of the batched fills: a stack buffer of 2 KiB.
 const CHUNK: usize = 256;
 
+/// Blocks `block0, block0 + 1, …` (purpose 0) of the stream with `key` and `tag`: its words
+/// `2·block0, 2·block0 + 1, …` in order.
+pub(crate) fn stream_blocks(key: [u64; 2], tag: u32, block0: u64, out: &mut [[u64; 2]]) {
+    blocks_run(key, block0, counter_hi(tag, 0), out);
+}
+
 /// Blocks `block0, block0 + 1, …` of the key under counter high word `c_hi`, into `out`, with
 /// the fastest ARS implementation this CPU has.
 fn blocks_run(key: [u64; 2], block0: u64, c_hi: u64, out: &mut [[u64; 2]]) {
