@@ -236,165 +236,129 @@ pub(crate) mod x86 {
         from_xmm(_mm_aesenclast_si128(v, k))
     }
 
-    /// Blocks `block0, block0 + 1, …` (counter `[block, c_hi]`) of one key into `out`, eight
-    /// blocks in flight with AES-NI.
-    ///
-    /// # Safety
-    /// The CPU must support AES-NI and SSE4.1.
+    /// ARS on `L` blocks at once (counters `c`, keys `k`), so that `L` AES rounds are in flight:
+    /// the AES unit's latency (four cycles) is hidden behind the other blocks.
+    #[inline]
     #[target_feature(enable = "aes,sse4.1")]
-    pub(crate) unsafe fn run<const R: usize>(
-        key: [u64; 2],
-        block0: u64,
-        c_hi: u64,
-        out: &mut [[u64; 2]],
-    ) {
+    fn lanes<const R: usize, const L: usize>(c: [[u64; 2]; L], k: [[u64; 2]; L]) -> [[u64; 2]; L] {
         let w = to_xmm(WEYL);
-        let k0 = to_xmm(key);
-        let mut chunks = out.chunks_exact_mut(8);
-        let mut b = block0;
-        for chunk in &mut chunks {
-            let mut v = [_mm_setzero_si128(); 8];
-            for (l, vl) in v.iter_mut().enumerate() {
-                let c = _mm_set_epi64x(c_hi as i64, b.wrapping_add(l as u64) as i64);
-                *vl = _mm_xor_si128(c, k0);
+        let mut k = k.map(|k| to_xmm(k));
+        let mut v: [__m128i; L] = std::array::from_fn(|l| _mm_xor_si128(to_xmm(c[l]), k[l]));
+        for _ in 1..R {
+            for (vl, kl) in v.iter_mut().zip(&mut k) {
+                *kl = _mm_add_epi64(*kl, w);
+                *vl = _mm_aesenc_si128(*vl, *kl);
             }
-            let mut k = k0;
-            for _ in 1..R {
-                k = _mm_add_epi64(k, w);
-                for vl in &mut v {
-                    *vl = _mm_aesenc_si128(*vl, k);
-                }
-            }
-            k = _mm_add_epi64(k, w);
-            for (o, vl) in chunk.iter_mut().zip(v) {
-                *o = from_xmm(_mm_aesenclast_si128(vl, k));
-            }
-            b = b.wrapping_add(8);
         }
-        for o in chunks.into_remainder() {
-            *o = one::<R>([b, c_hi], key);
-            b = b.wrapping_add(1);
-        }
+        std::array::from_fn(|l| from_xmm(_mm_aesenclast_si128(v[l], _mm_add_epi64(k[l], w))))
     }
 
-    /// Block `counters[j]` under `keys[j]` for every `j`, into `out[j]`; eight blocks in
+    /// Block `counters[j]` under `keys[j]` for every `j`, into `out[j]`, eight blocks in
     /// flight with AES-NI.
-    ///
-    /// # Safety
-    /// The CPU must support AES-NI and SSE4.1.
+    /// The CPU must support AES-NI and SSE4.1 (callers check it at run time).
     #[target_feature(enable = "aes,sse4.1")]
-    pub(crate) unsafe fn many<const R: usize>(
+    pub(crate) fn many<const R: usize>(
         keys: &[[u64; 2]],
         counters: &[[u64; 2]],
         out: &mut [[u64; 2]],
     ) {
-        let w = to_xmm(WEYL);
         let n = keys.len().min(counters.len()).min(out.len());
         let whole = n / 8 * 8;
         for j0 in (0..whole).step_by(8) {
-            let mut k = [_mm_setzero_si128(); 8];
-            let mut v = [_mm_setzero_si128(); 8];
-            for l in 0..8 {
-                k[l] = to_xmm(keys[j0 + l]);
-                v[l] = _mm_xor_si128(to_xmm(counters[j0 + l]), k[l]);
-            }
-            for _ in 1..R {
-                for l in 0..8 {
-                    k[l] = _mm_add_epi64(k[l], w);
-                    v[l] = _mm_aesenc_si128(v[l], k[l]);
-                }
-            }
-            for l in 0..8 {
-                k[l] = _mm_add_epi64(k[l], w);
-                out[j0 + l] = from_xmm(_mm_aesenclast_si128(v[l], k[l]));
-            }
+            let k = std::array::from_fn(|l| keys[j0 + l]);
+            let c = std::array::from_fn(|l| counters[j0 + l]);
+            out[j0..j0 + 8].copy_from_slice(&lanes::<R, 8>(c, k));
         }
         for j in whole..n {
             out[j] = one::<R>(counters[j], keys[j]);
         }
     }
 
-    /// Block `[block, c_hi]` under each of `keys` (one per row), split into its two 64-bit
-    /// words: `lo[r]`, `hi[r]`. Eight blocks in flight with AES-NI.
-    ///
-    /// # Safety
-    /// The CPU must support AES-NI and SSE4.1.
+    /// Blocks `block0, block0 + 1, …` (counter `[block, c_hi]`) of one key into `out`, eight
+    /// blocks in flight with AES-NI.
+    /// The CPU must support AES-NI and SSE4.1 (callers check it at run time).
     #[target_feature(enable = "aes,sse4.1")]
-    pub(crate) unsafe fn rows<const R: usize>(
-        keys: &[[u64; 2]],
-        block: u64,
+    pub(crate) fn run<const R: usize>(
+        key: [u64; 2],
+        block0: u64,
         c_hi: u64,
-        lo: &mut [u64],
-        hi: &mut [u64],
+        out: &mut [[u64; 2]],
     ) {
-        let w = to_xmm(WEYL);
-        let c = to_xmm([block, c_hi]);
-        let n = keys.len().min(lo.len()).min(hi.len());
-        let whole = n / 8 * 8;
-        for r0 in (0..whole).step_by(8) {
-            let mut k = [_mm_setzero_si128(); 8];
-            let mut v = [_mm_setzero_si128(); 8];
-            for l in 0..8 {
-                k[l] = to_xmm(keys[r0 + l]);
-                v[l] = _mm_xor_si128(c, k[l]);
-            }
-            for _ in 1..R {
-                for l in 0..8 {
-                    k[l] = _mm_add_epi64(k[l], w);
-                    v[l] = _mm_aesenc_si128(v[l], k[l]);
-                }
-            }
-            for l in 0..8 {
-                k[l] = _mm_add_epi64(k[l], w);
-                [lo[r0 + l], hi[r0 + l]] = from_xmm(_mm_aesenclast_si128(v[l], k[l]));
-            }
-        }
-        for r in whole..n {
-            [lo[r], hi[r]] = one::<R>([block, c_hi], keys[r]);
+        for (i, chunk) in out.chunks_mut(8).enumerate() {
+            let b = block0.wrapping_add(8 * i as u64);
+            let c = std::array::from_fn(|l| [b.wrapping_add(l as u64), c_hi]);
+            let blocks = lanes::<R, 8>(c, [key; 8]);
+            chunk.copy_from_slice(&blocks[..chunk.len()]);
         }
     }
 
-    /// [`rows`] with VAES: two rows per 256-bit instruction, four instructions in flight.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2, VAES, AES-NI and SSE4.1.
-    #[target_feature(enable = "avx2,vaes,aes,sse4.1")]
-    pub(crate) unsafe fn rows_vaes<const R: usize>(
+    /// Block `[block, c_hi]` under each of `keys` (one per row), split into its two 64-bit
+    /// words: `lo[r]`, `hi[r]`. Eight blocks in flight with AES-NI.
+    /// The CPU must support AES-NI and SSE4.1 (callers check it at run time).
+    #[target_feature(enable = "aes,sse4.1")]
+    pub(crate) fn rows<const R: usize>(
         keys: &[[u64; 2]],
         block: u64,
         c_hi: u64,
         lo: &mut [u64],
         hi: &mut [u64],
     ) {
+        let n = keys.len().min(lo.len()).min(hi.len());
+        for (r0, k) in (0..n).step_by(8).zip(keys[..n].chunks(8)) {
+            let mut k8 = [[0u64; 2]; 8];
+            k8[..k.len()].copy_from_slice(k);
+            let blocks = lanes::<R, 8>([[block, c_hi]; 8], k8);
+            for (l, b) in blocks[..k.len()].iter().enumerate() {
+                [lo[r0 + l], hi[r0 + l]] = *b;
+            }
+        }
+    }
+
+    /// Four 256-bit VAES lanes (eight blocks, two per instruction) through the ARS rounds.
+    #[inline]
+    #[target_feature(enable = "avx2,vaes,aes,sse4.1")]
+    fn lanes_vaes<const R: usize>(mut v: [__m256i; 4], mut k: [__m256i; 4]) -> [__m256i; 4] {
         let w = _mm256_set_epi64x(
             WEYL[1] as i64,
             WEYL[0] as i64,
             WEYL[1] as i64,
             WEYL[0] as i64,
         );
+        for (vq, kq) in v.iter_mut().zip(&k) {
+            *vq = _mm256_xor_si256(*vq, *kq);
+        }
+        for _ in 1..R {
+            for (vq, kq) in v.iter_mut().zip(&mut k) {
+                *kq = _mm256_add_epi64(*kq, w);
+                *vq = _mm256_aesenc_epi128(*vq, *kq);
+            }
+        }
+        for (vq, kq) in v.iter_mut().zip(&mut k) {
+            *kq = _mm256_add_epi64(*kq, w);
+            *vq = _mm256_aesenclast_epi128(*vq, *kq);
+        }
+        v
+    }
+
+    /// [`rows`] with VAES: two rows per 256-bit instruction, four instructions in flight.
+    /// The CPU must support AVX2, VAES, AES-NI and SSE4.1 (callers check it at run time).
+    #[target_feature(enable = "avx2,vaes,aes,sse4.1")]
+    pub(crate) fn rows_vaes<const R: usize>(
+        keys: &[[u64; 2]],
+        block: u64,
+        c_hi: u64,
+        lo: &mut [u64],
+        hi: &mut [u64],
+    ) {
         let c = _mm256_set_epi64x(c_hi as i64, block as i64, c_hi as i64, block as i64);
         let n = keys.len().min(lo.len()).min(hi.len());
         let whole = n / 8 * 8;
         let kp = keys.as_ptr().cast::<__m256i>();
         for r0 in (0..whole).step_by(8) {
-            let mut k = [_mm256_setzero_si256(); 4];
-            let mut v = [_mm256_setzero_si256(); 4];
-            for q in 0..4 {
-                // SAFETY: rows r0 + 2q and r0 + 2q + 1 < whole ≤ keys.len(); [[u64; 2]; 2] is
-                // 32 bytes and `loadu` has no alignment requirement.
-                k[q] = unsafe { _mm256_loadu_si256(kp.add(r0 / 2 + q)) };
-                v[q] = _mm256_xor_si256(c, k[q]);
-            }
-            for _ in 1..R {
-                for q in 0..4 {
-                    k[q] = _mm256_add_epi64(k[q], w);
-                    v[q] = _mm256_aesenc_epi128(v[q], k[q]);
-                }
-            }
-            for q in 0..4 {
-                k[q] = _mm256_add_epi64(k[q], w);
-                v[q] = _mm256_aesenclast_epi128(v[q], k[q]);
-            }
+            // SAFETY: rows r0 … r0 + 7 < whole ≤ keys.len(); two [u64; 2] are 32 bytes and
+            // `loadu` has no alignment requirement.
+            let k = std::array::from_fn(|q| unsafe { _mm256_loadu_si256(kp.add(r0 / 2 + q)) });
+            let v = lanes_vaes::<R>([c; 4], k);
             // v[q] = [row 2q: lo, hi | row 2q + 1: lo, hi]; gather the low and the high words
             // of four rows each: unpack gives rows (0, 2, 1, 3), the permutation restores order.
             for g in 0..2 {
@@ -409,58 +373,45 @@ pub(crate) mod x86 {
                 }
             }
         }
-        for r in whole..n {
-            [lo[r], hi[r]] = one::<R>([block, c_hi], keys[r]);
-        }
+        rows::<R>(
+            &keys[whole..n],
+            block,
+            c_hi,
+            &mut lo[whole..n],
+            &mut hi[whole..n],
+        );
     }
 
     /// [`run`] with VAES: two blocks per 256-bit instruction, four instructions in flight.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2, VAES, AES-NI and SSE4.1.
+    /// The CPU must support AVX2, VAES, AES-NI and SSE4.1 (callers check it at run time).
     #[target_feature(enable = "avx2,vaes,aes,sse4.1")]
-    pub(crate) unsafe fn run_vaes<const R: usize>(
+    pub(crate) fn run_vaes<const R: usize>(
         key: [u64; 2],
         block0: u64,
         c_hi: u64,
         out: &mut [[u64; 2]],
     ) {
-        let w = _mm256_set_epi64x(
-            WEYL[1] as i64,
-            WEYL[0] as i64,
-            WEYL[1] as i64,
-            WEYL[0] as i64,
-        );
-        let k0 = _mm256_set_epi64x(key[1] as i64, key[0] as i64, key[1] as i64, key[0] as i64);
+        let k = _mm256_set_epi64x(key[1] as i64, key[0] as i64, key[1] as i64, key[0] as i64);
         let hi = c_hi as i64;
-        let mut b = block0;
         let whole = out.len() / 8 * 8;
         let op = out.as_mut_ptr().cast::<__m256i>();
         for i0 in (0..whole).step_by(8) {
-            let mut v = [_mm256_setzero_si256(); 4];
-            for (q, vq) in v.iter_mut().enumerate() {
+            let b = block0.wrapping_add(i0 as u64);
+            let c = std::array::from_fn(|q| {
                 let b0 = b.wrapping_add(2 * q as u64) as i64;
-                let b1 = b.wrapping_add(2 * q as u64 + 1) as i64;
-                *vq = _mm256_xor_si256(_mm256_set_epi64x(hi, b1, hi, b0), k0);
-            }
-            let mut k = k0;
-            for _ in 1..R {
-                k = _mm256_add_epi64(k, w);
-                for vq in &mut v {
-                    *vq = _mm256_aesenc_epi128(*vq, k);
-                }
-            }
-            k = _mm256_add_epi64(k, w);
-            for (q, vq) in v.into_iter().enumerate() {
+                _mm256_set_epi64x(hi, b0.wrapping_add(1), hi, b0)
+            });
+            for (q, vq) in lanes_vaes::<R>(c, [k; 4]).into_iter().enumerate() {
                 // SAFETY: blocks i0 + 2q, i0 + 2q + 1 < whole ≤ out.len().
-                unsafe { _mm256_storeu_si256(op.add(i0 / 2 + q), _mm256_aesenclast_epi128(vq, k)) };
+                unsafe { _mm256_storeu_si256(op.add(i0 / 2 + q), vq) };
             }
-            b = b.wrapping_add(8);
         }
-        for o in &mut out[whole..] {
-            *o = one::<R>([b, c_hi], key);
-            b = b.wrapping_add(1);
-        }
+        run::<R>(
+            key,
+            block0.wrapping_add(whole as u64),
+            c_hi,
+            &mut out[whole..],
+        );
     }
 }
 
