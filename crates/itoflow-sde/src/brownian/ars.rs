@@ -278,12 +278,7 @@ pub(crate) mod x86 {
     /// blocks in flight with AES-NI.
     /// The CPU must support AES-NI and SSE4.1 (callers check it at run time).
     #[target_feature(enable = "aes,sse4.1")]
-    pub(crate) fn run<const R: usize>(
-        key: [u64; 2],
-        block0: u64,
-        c_hi: u64,
-        out: &mut [[u64; 2]],
-    ) {
+    pub(crate) fn run<const R: usize>(key: [u64; 2], block0: u64, c_hi: u64, out: &mut [[u64; 2]]) {
         for (i, chunk) in out.chunks_mut(8).enumerate() {
             let b = block0.wrapping_add(8 * i as u64);
             let c = std::array::from_fn(|l| [b.wrapping_add(l as u64), c_hi]);

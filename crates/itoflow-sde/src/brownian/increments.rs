@@ -17,8 +17,9 @@
 
 use ndarray::{Array2, ArrayViewMut2};
 
-use super::stream::{Pending, RandomStream, blocks_across, finish_pending, stream_blocks, tags};
-use super::ziggurat::{TABLES, fast_batch};
+use super::stream::{
+    Pending, RandomStream, blocks_across, candidates, finish_pending, stream_blocks, tags,
+};
 use crate::Real;
 
 /// Seeded Brownian motions for a whole family of paths.
@@ -169,28 +170,21 @@ impl NormalTile {
     fn refill(&mut self, aligned: u64) {
         let (rows, cols) = (self.rows, self.cols);
         self.data.resize(rows * cols, 0.0);
-        let mut lo = [0u64; CHUNK_ROWS];
-        let mut hi = [0u64; CHUNK_ROWS];
-        let rejected = &mut self.rejected;
         self.pending.clear();
         for r0 in (0..rows).step_by(CHUNK_ROWS) {
             let n = CHUNK_ROWS.min(rows - r0);
             let keys = &self.keys[r0..r0 + n];
-            for b in 0..cols / 2 {
-                let block = aligned / 2 + b as u64;
-                blocks_across(keys, self.tag, block, &mut lo[..n], &mut hi[..n]);
-                for (h, words) in [&lo[..n], &hi[..n]].into_iter().enumerate() {
-                    let at = (2 * b + h) * rows + r0;
-                    rejected.clear();
-                    fast_batch(&TABLES, words, &mut self.data[at..at + n], rejected);
-                    self.pending.extend(rejected.iter().map(|&k| Pending {
-                        key: keys[k],
-                        index: 2 * block + h as u64,
-                        word: words[k],
-                        slot: at + k,
-                    }));
-                }
-            }
+            across_chunk(
+                keys,
+                self.tag,
+                aligned / 2,
+                cols / 2,
+                &mut self.data,
+                rows,
+                r0,
+                &mut self.rejected,
+                &mut self.pending,
+            );
         }
         finish_pending(self.tag, &self.pending, &mut self.data);
         self.start = aligned;
@@ -218,8 +212,6 @@ impl NormalTile {
         let by_row = count >= 16;
         // Rows per chunk: the chunk's normals in 16 KiB.
         let chunk = (2048 / count.max(1)).clamp(if by_row { 1 } else { 8 }, CHUNK_ROWS);
-        let mut lo = [0u64; CHUNK_ROWS];
-        let mut hi = [0u64; CHUNK_ROWS];
         self.data.resize(count * chunk, 0.0);
         self.blocks.resize(count / 2, [0; 2]);
         for r0 in (0..self.rows).step_by(chunk) {
@@ -230,42 +222,30 @@ impl NormalTile {
                 for (k, &key) in keys.iter().enumerate() {
                     stream_blocks(key, self.tag, start / 2, &mut self.blocks);
                     let words = self.blocks.as_flattened();
-                    let at = k * count;
-                    self.rejected.clear();
-                    fast_batch(
-                        &TABLES,
+                    let (at, index) = (k * count, |q| start + q as u64);
+                    let out = &mut self.data[at..at + count];
+                    candidates(
                         words,
-                        &mut self.data[at..at + count],
+                        out,
+                        at,
+                        |_| key,
+                        index,
                         &mut self.rejected,
+                        &mut self.pending,
                     );
-                    self.pending.extend(self.rejected.iter().map(|&q| Pending {
-                        key,
-                        index: start + q as u64,
-                        word: words[q],
-                        slot: at + q,
-                    }));
                 }
             } else {
-                for b in 0..count / 2 {
-                    let block = start / 2 + b as u64;
-                    blocks_across(keys, self.tag, block, &mut lo[..n], &mut hi[..n]);
-                    for (h, words) in [&lo[..n], &hi[..n]].into_iter().enumerate() {
-                        let at = (2 * b + h) * chunk;
-                        self.rejected.clear();
-                        fast_batch(
-                            &TABLES,
-                            words,
-                            &mut self.data[at..at + n],
-                            &mut self.rejected,
-                        );
-                        self.pending.extend(self.rejected.iter().map(|&k| Pending {
-                            key: keys[k],
-                            index: 2 * block + h as u64,
-                            word: words[k],
-                            slot: at + k,
-                        }));
-                    }
-                }
+                across_chunk(
+                    keys,
+                    self.tag,
+                    start / 2,
+                    count / 2,
+                    &mut self.data,
+                    chunk,
+                    0,
+                    &mut self.rejected,
+                    &mut self.pending,
+                );
             }
             finish_pending(self.tag, &self.pending, &mut self.data);
             let rows_out = &mut out[r0 * count..(r0 + n) * count];
@@ -287,6 +267,44 @@ impl NormalTile {
     #[inline(always)]
     pub(crate) fn column(&self, q: usize) -> &[f64] {
         &self.data[q * self.rows..(q + 1) * self.rows]
+    }
+}
+
+/// Normals `2·block0 …` of the streams with `keys` (`nblocks` blocks each) across the rows of
+/// a chunk: block `b`'s words go to columns `2b` and `2b + 1`, row `k` of the chunk to
+/// `data[col·stride + offset + k]`; the rejected candidates are queued on `pending`
+/// (`rejected` is scratch).
+#[allow(clippy::too_many_arguments)]
+fn across_chunk(
+    keys: &[[u64; 2]],
+    tag: u32,
+    block0: u64,
+    nblocks: usize,
+    data: &mut [f64],
+    stride: usize,
+    offset: usize,
+    rejected: &mut Vec<usize>,
+    pending: &mut Vec<Pending>,
+) {
+    let n = keys.len();
+    let mut lo = [0u64; CHUNK_ROWS];
+    let mut hi = [0u64; CHUNK_ROWS];
+    for b in 0..nblocks {
+        let block = block0 + b as u64;
+        blocks_across(keys, tag, block, &mut lo[..n], &mut hi[..n]);
+        for (h, words) in [&lo[..n], &hi[..n]].into_iter().enumerate() {
+            let at = (2 * b + h) * stride + offset;
+            let index = |_| 2 * block + h as u64;
+            candidates(
+                words,
+                &mut data[at..at + n],
+                at,
+                |k| keys[k],
+                index,
+                rejected,
+                pending,
+            );
+        }
     }
 }
 

@@ -158,6 +158,29 @@ pub(crate) struct Pending {
     pub slot: usize,
 }
 
+/// The ziggurat's fast path over `words` into `out` (same length), queuing the rejected
+/// candidates on `pending`: candidate `k` is normal `index(k)` of the stream with key `key(k)`
+/// and belongs in slot `slot0 + k` of the buffer [`finish_pending`] will be given.
+/// `rejected` is scratch.
+pub(crate) fn candidates(
+    words: &[u64],
+    out: &mut [f64],
+    slot0: usize,
+    key: impl Fn(usize) -> [u64; 2],
+    index: impl Fn(usize) -> u64,
+    rejected: &mut Vec<usize>,
+    pending: &mut Vec<Pending>,
+) {
+    rejected.clear();
+    ziggurat::fast_batch(&TABLES, words, out, rejected);
+    pending.extend(rejected.iter().map(|&k| Pending {
+        key: key(k),
+        index: index(k),
+        word: words[k],
+        slot: slot0 + k,
+    }));
+}
+
 /// Finishes rejected normals of streams with tag `tag` in bulk: writes normal `p.index` of
 /// stream `p.key` to `out[p.slot]` for every `p` in `pending`. The first fallback block of
 /// every entry is computed in one batch (eight AES blocks in flight), which settles about 99 %
@@ -266,15 +289,9 @@ impl RandomStream {
             let n0 = start + (c * CHUNK) as u64;
             let w = &mut words[..chunk.len()];
             self.fill_words(n0, w);
-            rejected.clear();
-            ziggurat::fast_batch(&TABLES, w, chunk, &mut rejected);
             pending.clear();
-            pending.extend(rejected.iter().map(|&k| Pending {
-                key: self.key,
-                index: n0 + k as u64,
-                word: w[k],
-                slot: k,
-            }));
+            let (key, index) = (|_| self.key, |k| n0 + k as u64);
+            candidates(w, chunk, 0, key, index, &mut rejected, &mut pending);
             finish_pending(self.tag, &pending, chunk);
         }
     }
