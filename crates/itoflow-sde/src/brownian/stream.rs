@@ -183,9 +183,9 @@ pub(crate) fn candidates(
 
 /// Finishes rejected normals of streams with tag `tag` in bulk: writes normal `p.index` of
 /// stream `p.key` to `out[p.slot]` for every `p` in `pending`. The first fallback block of
-/// every entry is computed in one batch (eight AES blocks in flight), which settles about 99 %
+/// every entry is computed in one batch (eight AES blocks in flight), which settles about 98 %
 /// of them ([`ziggurat::slow_first_block`]); the rest take the scalar slow path. The numbers
-/// are those of [`RandomStream::normal`], at about a third of its cost per rejection.
+/// are those of [`RandomStream::normal`].
 pub(crate) fn finish_pending(tag: u32, pending: &[Pending], out: &mut [f64]) {
     const BATCH: usize = 64;
     let c_hi = counter_hi(tag, 1);

@@ -245,7 +245,7 @@ mod avx2 {
 /// The slow path for a rejected candidate of `bits` as far as the first extra block `block`
 /// (the two words `more` would yield first) takes it: the wedge test with `block[0]`, and on
 /// its rejection the fresh candidate `block[1]` with the fast test. `Some(x)` is the value
-/// [`normal`] returns; `None` (the tail layer, or both tests failing: about 1 % of rejections)
+/// [`normal`] returns; `None` (the tail layer, or both tests failing: about 2 % of rejections)
 /// means the full slow path must run. The same operations as [`slow`], so that bulk callers
 /// can batch the extra blocks and still get the same numbers.
 #[inline]
