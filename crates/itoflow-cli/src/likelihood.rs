@@ -1,15 +1,15 @@
 //! `itoflow likelihood`: per-sample log-likelihood and bits/dim of data under a score model,
 //! through the probability-flow ODE.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use itoflow_diffusion::likelihood::{DataScaling, LikelihoodOptions, LikelihoodProgress};
 use itoflow_diffusion::{ForwardSde, TraceEstimator, log_likelihood};
-use ndarray::{Array2, Axis, s};
-use serde_json::json;
+use ndarray::{Array2, ArrayD, Axis, s};
+use serde_json::{Value, json};
 
 use crate::data::{self, Scaling};
 use crate::model::{DIGITS_TEST, ModelArgs};
@@ -192,10 +192,8 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
         return crate::solve::report_done(Some(&a.out), a.json);
     };
     let res = &outcome.data;
-    let n = res.shape()[0];
-    let col = |j: usize| -> Vec<f64> { res.index_axis(Axis(1), j).iter().copied().collect() };
-    let (mean_bpd, se_bpd) = mean_se(&col(1));
-    let (mean_logp, se_logp) = mean_se(&col(0));
+    let stats = Statistics::of(res);
+    let n = stats.samples;
     let sum = |k: &str| -> u64 {
         outcome
             .chunks
@@ -216,22 +214,15 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
         "shard": shard.to_string(), "trace": a.trace.to_string(), "dequantize": a.dequantize,
         "rtol": a.rtol, "atol": a.atol, "eps": options.eps, "seed": a.seed,
         "sde": info.forward.name(), "dim": info.dim(),
-        "mean_bpd": mean_bpd, "se_bpd": se_bpd, "mean_logp": mean_logp, "se_logp": se_logp,
+        "mean_bpd": stats.mean_bpd, "se_bpd": stats.se_bpd, "mean_logp": stats.mean_logp,
+        "se_logp": stats.se_logp,
         "nfe": nfe, "nfe_total": sum("nfe"), "row_evals": sum("row_evals"), "product_source": product_source,
         "device": report.used.to_string(), "device_requested": report.requested.to_string(),
         "fallback_reason": report.fallback_reason(), "resumed_samples": outcome.resumed,
         "elapsed_s": started.elapsed().as_secs_f64(), "out": a.out.display().to_string(),
     });
     if ext == "json" {
-        let mut v = json!({
-            "index": (range.start..range.end).collect::<Vec<_>>(),
-            "logp": col(0), "bpd": col(1),
-        });
-        if se_col {
-            v["std_err"] = json!(col(2));
-        }
-        v["summary"] = summary.clone();
-        store::write_atomic(&a.out, serde_json::to_string_pretty(&v)?.as_bytes())?;
+        write_json(&a.out, range.start, res, &summary)?;
     } else {
         store::write_npy_atomic(&a.out, res)?;
     }
@@ -250,7 +241,8 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
-            "{n} samples of {data_name}: {mean_bpd:.4} ± {se_bpd:.4} bits/dim, log p = {mean_logp:.2} ± {se_logp:.2} nats (mean ± s.e.); NFE {}, {}, {:.1} s → {}",
+            "{n} samples of {data_name}: {}; NFE {}, {}, {:.1} s → {}",
+            stats.line(),
             nfe,
             report.used, // the fallback reason is in --json
             started.elapsed().as_secs_f64(),
@@ -258,6 +250,118 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Mean and standard error of the per-sample log-likelihoods and bits/dim of an output
+/// `[N, 2 or 3]` (columns log p, bits/dim, and the Hutchinson standard error).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Statistics {
+    /// Number of samples `N`.
+    pub samples: usize,
+    /// Mean bits/dim.
+    pub mean_bpd: f64,
+    /// Standard error of the mean bits/dim (sample standard deviation / √N).
+    pub se_bpd: f64,
+    /// Mean log p in nats.
+    pub mean_logp: f64,
+    /// Standard error of the mean log p.
+    pub se_logp: f64,
+}
+
+impl Statistics {
+    /// The statistics of the rows of a likelihood output.
+    pub fn of(res: &ArrayD<f64>) -> Self {
+        let col = |j: usize| -> Vec<f64> { res.index_axis(Axis(1), j).iter().copied().collect() };
+        let (mean_bpd, se_bpd) = mean_se(&col(1));
+        let (mean_logp, se_logp) = mean_se(&col(0));
+        Self {
+            samples: res.shape()[0],
+            mean_bpd,
+            se_bpd,
+            mean_logp,
+            se_logp,
+        }
+    }
+
+    /// The statistics recorded in a summary by [`Statistics::json`], if it has them.
+    pub fn from_summary(v: &Value) -> Option<Self> {
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        Some(Self {
+            samples: v.get("samples")?.as_u64()? as usize,
+            mean_bpd: f("mean_bpd")?,
+            se_bpd: f("se_bpd")?,
+            mean_logp: f("mean_logp")?,
+            se_logp: f("se_logp")?,
+        })
+    }
+
+    /// `a ± b bits/dim, log p = c ± d nats (mean ± s.e.)`.
+    pub fn line(&self) -> String {
+        format!(
+            "{:.4} ± {:.4} bits/dim, log p = {:.2} ± {:.2} nats (mean ± s.e.)",
+            self.mean_bpd, self.se_bpd, self.mean_logp, self.se_logp
+        )
+    }
+
+    /// The fields the summary records carry.
+    pub fn json(&self) -> Value {
+        json!({
+            "samples": self.samples, "mean_bpd": self.mean_bpd, "se_bpd": self.se_bpd,
+            "mean_logp": self.mean_logp, "se_logp": self.se_logp,
+        })
+    }
+}
+
+/// Writes a likelihood output as JSON: `index`, `logp`, `bpd` (and `std_err` when `res` has a
+/// third column) per sample, and the run's `summary`.
+pub fn write_json(out: &Path, first_index: u64, res: &ArrayD<f64>, summary: &Value) -> Result<()> {
+    let n = res.shape()[0] as u64;
+    let col = |j: usize| -> Vec<f64> { res.index_axis(Axis(1), j).iter().copied().collect() };
+    let mut v = json!({
+        "index": (first_index..first_index + n).collect::<Vec<_>>(),
+        "logp": col(0), "bpd": col(1),
+    });
+    if res.shape()[1] > 2 {
+        v["std_err"] = json!(col(2));
+    }
+    v["summary"] = summary.clone();
+    store::write_atomic(out, serde_json::to_string_pretty(&v)?.as_bytes())
+}
+
+/// Reads a likelihood output written as JSON by [`write_json`] back into its `[N, cols]` array
+/// (`cols` = 2, or 3 with the standard errors), checking that the columns are complete.
+pub fn read_json(path: &Path, cols: usize) -> Result<ArrayD<f64>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read '{}'", path.display()))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("'{}' is not a likelihood JSON output: {e}", path.display()))?;
+    let names = ["logp", "bpd", "std_err"];
+    let mut columns = Vec::with_capacity(cols);
+    for name in &names[..cols.min(3)] {
+        let column: Vec<f64> = v
+            .get(name)
+            .and_then(Value::as_array)
+            .ok_or_else(|| anyhow!("'{}' has no '{name}' array", path.display()))?
+            .iter()
+            .map(|x| x.as_f64().unwrap_or(f64::NAN)) // JSON writes NaN as null
+            .collect();
+        columns.push(column);
+    }
+    let n = columns[0].len();
+    if let Some((name, c)) = names.iter().zip(&columns).find(|(_, c)| c.len() != n) {
+        bail!(
+            "'{}': '{name}' has {} entries, 'logp' has {n}",
+            path.display(),
+            c.len()
+        );
+    }
+    let mut a = Array2::<f64>::zeros((n, cols));
+    for (j, c) in columns.iter().enumerate() {
+        for (i, &x) in c.iter().enumerate() {
+            a[[i, j]] = x;
+        }
+    }
+    Ok(a.into_dyn())
 }
 
 fn mean_se(x: &[f64]) -> (f64, f64) {

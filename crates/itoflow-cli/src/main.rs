@@ -43,7 +43,8 @@ enum Command {
     Solve(solve::SolveArgs),
     /// Join the outputs of `--shard k/n` runs into one file, checking that they are complete.
     Merge {
-        /// The merged output (.npy).
+        /// The merged output: `.npy`, or `.json` for likelihood runs (whose merged summary
+        /// gives the statistics of all the shards' samples).
         out: PathBuf,
         /// The shard outputs (each with its `.meta.json` sidecar).
         #[arg(required = true)]
@@ -66,6 +67,9 @@ fn run(cli: Cli) -> Result<()> {
                 meta.spec.item_shape,
                 out.display()
             );
+            if let Some(stats) = likelihood::Statistics::from_summary(&meta.summary) {
+                println!("{} samples: {}", stats.samples, stats.line());
+            }
             Ok(())
         }
     }

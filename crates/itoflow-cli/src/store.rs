@@ -160,12 +160,20 @@ pub fn sidecar(out: &Path, suffix: &str) -> PathBuf {
 pub trait Dtype: ReadableElement + WritableElement + Clone + Copy {
     /// `f32` or `f64`.
     const NAME: &'static str;
+    /// The nearest value of this type.
+    fn from_f64(v: f64) -> Self;
 }
 impl Dtype for f32 {
     const NAME: &'static str = "f32";
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
 }
 impl Dtype for f64 {
     const NAME: &'static str = "f64";
+    fn from_f64(v: f64) -> Self {
+        v
+    }
 }
 
 /// Fails unless `path` can be created or overwritten (checked before any long computation).
@@ -458,9 +466,47 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Meta> {
         );
     }
     check_writable(out)?;
+    let likelihood = first.spec.command == "likelihood";
+    let out_ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match (out_ext, likelihood) {
+        ("npy", _) | ("json", true) => {}
+        ("json", false) => bail!(
+            "'{}': only likelihood outputs can be merged into .json; use a .npy file name",
+            out.display()
+        ),
+        _ => bail!("'{}': expected a .npy or .json file name", out.display()),
+    }
+    let mut summary = serde_json::json!({
+        "merged_from": metas.iter().map(|(p, m)| serde_json::json!({
+            "file": p.display().to_string(), "shard": m.shard.to_string(), "range": m.range,
+            "summary": m.summary,
+        })).collect::<Vec<_>>(),
+    });
     match first.spec.dtype.as_str() {
-        "f32" => merge_arrays::<f32>(out, &metas)?,
-        "f64" => merge_arrays::<f64>(out, &metas)?,
+        "f32" => write_npy_atomic(out, &join_parts::<f32>(&metas)?)?,
+        "f64" => {
+            let all = join_parts::<f64>(&metas)?;
+            if likelihood {
+                // The statistics of the whole run, as an unsharded run reports them.
+                let stats = crate::likelihood::Statistics::of(&all);
+                for (k, v) in stats.json().as_object().into_iter().flatten() {
+                    summary[k] = v.clone();
+                }
+                let total = |key: &str| -> u64 {
+                    metas
+                        .iter()
+                        .map(|(_, m)| m.summary[key].as_u64().unwrap_or(0))
+                        .sum()
+                };
+                summary["nfe_total"] = total("nfe_total").into();
+                summary["row_evals"] = total("row_evals").into();
+            }
+            if out_ext == "json" {
+                crate::likelihood::write_json(out, 0, &all, &summary)?;
+            } else {
+                write_npy_atomic(out, &all)?;
+            }
+        }
         d => bail!("unsupported element type '{d}' in the metadata"),
     }
     let meta = Meta {
@@ -468,27 +514,30 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Meta> {
         spec: first.spec.clone(),
         shard: Shard::ALL,
         range: [0, first.spec.total],
-        summary: serde_json::json!({
-            "merged_from": metas.iter().map(|(p, m)| serde_json::json!({
-                "file": p.display().to_string(), "shard": m.shard.to_string(), "range": m.range,
-                "summary": m.summary,
-            })).collect::<Vec<_>>(),
-        }),
+        summary,
     };
     write_meta(out, &meta)?;
     Ok(meta)
 }
 
-fn merge_arrays<T: Dtype>(out: &Path, metas: &[(PathBuf, Meta)]) -> Result<()> {
+/// Reads every shard's items (`.npy`, or a likelihood `.json` output), checks them against
+/// their metadata and joins them in index order.
+fn join_parts<T: Dtype>(metas: &[(PathBuf, Meta)]) -> Result<ArrayD<T>> {
     let mut arrays = Vec::new();
     for (path, m) in metas {
-        if path.extension().and_then(|e| e.to_str()) != Some("npy") {
-            bail!(
-                "'{}': only .npy outputs can be merged (write shards with --out FILE.npy)",
+        let a: ArrayD<T> = match path.extension().and_then(|e| e.to_str()) {
+            Some("npy") => read_npy_file(path)?,
+            Some("json") if m.spec.command == "likelihood" => {
+                let cols = m.spec.item_shape.first().copied().unwrap_or(2);
+                let a = crate::likelihood::read_json(path, cols)?;
+                // Only f64 runs write JSON; the conversion is the identity there.
+                a.mapv(|v| T::from_f64(v))
+            }
+            _ => bail!(
+                "'{}': only .npy outputs (and likelihood .json outputs) can be merged",
                 path.display()
-            );
-        }
-        let a: ArrayD<T> = read_npy_file(path)?;
+            ),
+        };
         let n = (m.range[1] - m.range[0]) as usize;
         if a.shape().first() != Some(&n) || a.shape()[1..] != m.spec.item_shape[..] {
             bail!(
@@ -501,8 +550,7 @@ fn merge_arrays<T: Dtype>(out: &Path, metas: &[(PathBuf, Meta)]) -> Result<()> {
         arrays.push(a);
     }
     let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
-    let all = ndarray::concatenate(Axis(0), &views).context("joining the shards")?;
-    write_npy_atomic(out, &all)
+    ndarray::concatenate(Axis(0), &views).context("joining the shards")
 }
 
 #[cfg(test)]

@@ -173,6 +173,78 @@ fn likelihood_shards_merge_bitwise() {
     );
 }
 
+#[test]
+fn likelihood_json_shards_merge_with_the_whole_runs_statistics() {
+    // Shards written as .json (and one as .npy) merge into .json or .npy; the merged summary
+    // carries the statistics of all samples, bitwise those of the unsharded run.
+    let dir = tempfile::tempdir().unwrap();
+    let ll = |extra: &[&str], out: &Path| {
+        let mut c = itoflow();
+        c.args(FAST_LL)
+            .args(["-n", "5", "--batch", "2", "--json"])
+            .args(extra)
+            .arg("--out")
+            .arg(out);
+        stdout_json(&mut c)
+    };
+    let whole = dir.path().join("whole.json");
+    let whole_summary = ll(&[], &whole);
+    let s1 = dir.path().join("s1.json");
+    let s2 = dir.path().join("s2.npy");
+    let s3 = dir.path().join("s3.json");
+    for (k, p) in [(1, &s1), (2, &s2), (3, &s3)] {
+        ll(&["--shard", &format!("{k}/3")], p);
+    }
+    let merged = dir.path().join("merged.json");
+    let out = itoflow()
+        .arg("merge")
+        .arg(&merged)
+        .args([&s3, &s1, &s2])
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    let mean = whole_summary["mean_bpd"].as_f64().unwrap();
+    assert!(
+        stdout.contains(&format!("5 samples: {mean:.4} ± ")),
+        "{stdout}"
+    );
+    let read =
+        |p: &Path| -> Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let (w, m) = (read(&whole), read(&merged));
+    for key in ["index", "logp", "bpd", "std_err"] {
+        assert_eq!(w[key], m[key], "{key}");
+    }
+    for key in ["samples", "mean_bpd", "se_bpd", "mean_logp", "se_logp"] {
+        assert_eq!(whole_summary[key], m["summary"][key], "{key}");
+    }
+    // The same shards into .npy: the columns of the JSON output.
+    let merged_npy = dir.path().join("merged.npy");
+    itoflow()
+        .arg("merge")
+        .arg(&merged_npy)
+        .args([&s1, &s2, &s3])
+        .assert()
+        .success();
+    let a: Array2<f64> = read_npy(&merged_npy).unwrap();
+    assert_eq!(a.dim(), (5, 3));
+    for i in 0..5 {
+        assert_eq!(a[[i, 1]], w["bpd"][i].as_f64().unwrap());
+    }
+    // A truncated JSON shard is named.
+    std::fs::write(&s3, "{\"logp\": [1.0]").unwrap();
+    let out = itoflow()
+        .arg("merge")
+        .arg(dir.path().join("again.json"))
+        .args([&s1, &s2, &s3])
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        err.contains("s3.json") && err.contains("not a likelihood JSON output"),
+        "{err}"
+    );
+}
+
 fn one_line_failure(c: &mut Command, needle: &str) {
     let out = c.assert().failure();
     let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();

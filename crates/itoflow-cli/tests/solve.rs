@@ -180,6 +180,16 @@ fn shards_merge_bitwise_to_the_unsharded_run() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("overlaps"));
+    // Only likelihood outputs merge into JSON.
+    itoflow()
+        .arg("merge")
+        .arg(dir.path().join("merged.json"))
+        .args(&shards)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "only likelihood outputs can be merged into .json",
+        ));
     // Shards given in any order.
     itoflow()
         .arg("merge")
