@@ -23,7 +23,8 @@
 //! without conjugation), so complex-step differentiation `Im s(x + i h v)/h = J v + O(h²)` can
 //! be exercised.
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+use ndarray::linalg::general_mat_vec_mul;
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 use ndarray_linalg::{Cholesky, Eigh, UPLO};
 use num_complex::Complex64;
 
@@ -66,6 +67,32 @@ struct AtTime<'a> {
     inv_eig: Array1<f64>,
     /// ln det C_k.
     log_det: f64,
+}
+
+/// Work arrays of [`GaussianMixture::row`], reused across the rows of a batch.
+#[derive(Default)]
+struct RowScratch {
+    diff: Array1<f64>,
+    y: Array1<f64>,
+    /// Per-component score `g_k` (rows).
+    gs: Array2<f64>,
+    logs: Vec<f64>,
+    /// Responsibilities.
+    r: Vec<f64>,
+}
+
+impl RowScratch {
+    fn fit(&mut self, k: usize, d: usize) {
+        if self.gs.dim() != (k, d) {
+            *self = Self {
+                diff: Array1::zeros(d),
+                y: Array1::zeros(d),
+                gs: Array2::zeros((k, d)),
+                logs: vec![0.0; k],
+                r: vec![0.0; k],
+            };
+        }
+    }
 }
 
 impl GaussianMixture {
@@ -324,49 +351,68 @@ impl GaussianMixture {
         log_sum_exp(&logs)
     }
 
-    /// Score and (optionally) divergence and `J v` of one row at time `t`, in f64.
+    /// Score and (optionally) divergence and `J v` of one row at time `t`, in f64, with the
+    /// work arrays of `ws` (no allocation per row).
     fn row(
         &self,
         at: &[AtTime<'_>],
+        ws: &mut RowScratch,
         x: ArrayView1<'_, f64>,
         mut score: ArrayViewMut1<'_, f64>,
         div: Option<&mut f64>,
         jv: Option<(ArrayView1<'_, f64>, ArrayViewMut1<'_, f64>)>,
     ) {
-        let k = at.len();
-        let mut logs = Vec::with_capacity(k);
-        let mut gs: Vec<Array1<f64>> = Vec::with_capacity(k);
-        for a in at {
-            let y = a.c.u.t().dot(&(&x - &a.mean));
+        ws.fit(at.len(), self.dim);
+        let RowScratch {
+            diff,
+            y,
+            gs,
+            logs,
+            r,
+        } = ws;
+        // Per component: y = Uᵀ(x − m), log-weight − ½(ln det C + yᵀΛ⁻¹y), g = −U Λ⁻¹ y.
+        for (k, a) in at.iter().enumerate() {
+            Zip::from(&mut *diff)
+                .and(&x)
+                .and(&a.mean)
+                .for_each(|d, &x, &m| *d = x - m);
+            general_mat_vec_mul(1.0, &a.c.u.t(), &*diff, 0.0, &mut *y);
             let quad: f64 = y
                 .iter()
                 .zip(a.inv_eig.iter())
                 .map(|(y, ie)| y * y * ie)
                 .sum();
-            logs.push(a.c.log_w - 0.5 * (a.log_det + quad));
-            let z = &y * &a.inv_eig;
-            gs.push(-a.c.u.dot(&z));
+            logs[k] = a.c.log_w - 0.5 * (a.log_det + quad);
+            y.zip_mut_with(&a.inv_eig, |y, &ie| *y *= ie);
+            let mut g = gs.row_mut(k);
+            general_mat_vec_mul(1.0, &a.c.u, &*y, 0.0, &mut g);
+            g.mapv_inplace(|v| -v);
         }
-        let lse = log_sum_exp(&logs);
-        let r: Vec<f64> = logs.iter().map(|l| (l - lse).exp()).collect();
+        let lse = log_sum_exp(logs);
+        for (r, l) in r.iter_mut().zip(logs.iter()) {
+            *r = (l - lse).exp();
+        }
         score.fill(0.0);
-        for (rk, g) in r.iter().zip(&gs) {
-            score.scaled_add(*rk, g);
+        for (rk, g) in r.iter().zip(gs.outer_iter()) {
+            score.scaled_add(*rk, &g);
         }
         if let Some(div) = div {
             let mut acc = 0.0;
-            for ((rk, g), a) in r.iter().zip(&gs).zip(at) {
-                acc += rk * (g.dot(g) - a.inv_eig.sum());
+            for ((rk, g), a) in r.iter().zip(gs.outer_iter()).zip(at) {
+                acc += rk * (g.dot(&g) - a.inv_eig.sum());
             }
             *div = acc - score.dot(&score);
         }
         if let Some((v, mut out)) = jv {
             out.fill(0.0);
-            for ((rk, g), a) in r.iter().zip(&gs).zip(at) {
+            for ((rk, g), a) in r.iter().zip(gs.outer_iter()).zip(at) {
                 let coef = rk * (g.dot(&v) - score.dot(&v));
-                out.scaled_add(coef, g);
-                let cinv_v = a.c.u.dot(&(&a.c.u.t().dot(&v) * &a.inv_eig));
-                out.scaled_add(-rk, &cinv_v);
+                out.scaled_add(coef, &g);
+                // C⁻¹v = U Λ⁻¹ Uᵀ v.
+                general_mat_vec_mul(1.0, &a.c.u.t(), &v, 0.0, &mut *y);
+                y.zip_mut_with(&a.inv_eig, |y, &ie| *y *= ie);
+                general_mat_vec_mul(1.0, &a.c.u, &*y, 0.0, &mut *diff);
+                out.scaled_add(-rk, &*diff);
             }
         }
     }
@@ -376,10 +422,11 @@ impl GaussianMixture {
         let mut out = Array1::zeros(x.nrows());
         let mut s = Array1::zeros(self.dim);
         let mut cache = (0, Vec::new());
+        let mut ws = RowScratch::default();
         for (r, xr) in x.outer_iter().enumerate() {
             let at = self.at_cached(&mut cache, t[r]);
             let mut d = 0.0;
-            self.row(at, xr, s.view_mut(), Some(&mut d), None);
+            self.row(at, &mut ws, xr, s.view_mut(), Some(&mut d), None);
             out[r] = d;
         }
         out
@@ -505,10 +552,11 @@ impl<T: Real> ScoreModel<T> for GaussianMixture {
         let mut xf = Array1::zeros(self.dim);
         let mut s = Array1::zeros(self.dim);
         let mut cache = (0, Vec::new());
+        let mut ws = RowScratch::default();
         for (r, (xr, mut o)) in x.outer_iter().zip(out.outer_iter_mut()).enumerate() {
             xf.zip_mut_with(&xr, |a, &b| *a = b.f64());
             let at = self.at_cached(&mut cache, t[r].f64());
-            self.row(at, xf.view(), s.view_mut(), None, None);
+            self.row(at, &mut ws, xf.view(), s.view_mut(), None, None);
             if s.iter().any(|v| !v.is_finite()) {
                 return Err(ScoreError::NonFinite {
                     row: r,
@@ -544,12 +592,14 @@ impl<T: Real> ScoreModel<T> for GaussianMixture {
         let mut s = Array1::zeros(self.dim);
         let mut jv = Array1::zeros(self.dim);
         let mut cache = (0, Vec::new());
+        let mut ws = RowScratch::default();
         for r in 0..x.nrows() {
             xf.zip_mut_with(&x.row(r), |a, &b| *a = b.f64());
             vf.zip_mut_with(&v.row(r), |a, &b| *a = b.f64());
             let at = self.at_cached(&mut cache, t[r].f64());
             self.row(
                 at,
+                &mut ws,
                 xf.view(),
                 s.view_mut(),
                 None,

@@ -17,7 +17,8 @@ use crate::forward::ForwardSde;
 use crate::score::ScoreModel;
 use itoflow_sde::{NoiseKind, OdeSystem, ProblemError, Real, Sde};
 
-/// `out ← f(t) x − w g(t)² out` row by row, where `out` holds the score.
+/// `out ← f(t) x − w g(t)² out` row by row, where `out` holds the score. The coefficients are
+/// evaluated once per distinct time (the rows of a fixed-step solve share one).
 fn drift_from_score<T: Real, S: ForwardSde + ?Sized>(
     sde: &S,
     weight: f64,
@@ -25,13 +26,31 @@ fn drift_from_score<T: Real, S: ForwardSde + ?Sized>(
     x: ArrayView2<'_, T>,
     mut out: ArrayViewMut2<'_, T>,
 ) {
-    for ((mut o, xr), &tr) in out.outer_iter_mut().zip(x.outer_iter()).zip(t.iter()) {
+    let coefficients = |tr: T| {
         let tr = tr.f64();
-        let (f, g) = (T::c(sde.drift_coef(tr)), sde.diffusion(tr));
-        let w = T::c(weight * g * g);
-        Zip::from(&mut o)
-            .and(&xr)
-            .for_each(|o, &x| *o = f * x - w * *o);
+        let g = sde.diffusion(tr);
+        (T::c(sde.drift_coef(tr)), T::c(weight * g * g))
+    };
+    let mut last: Option<(T, (T, T))> = None;
+    for ((mut o, xr), &tr) in out.outer_iter_mut().zip(x.outer_iter()).zip(t.iter()) {
+        let (f, w) = match last {
+            Some((t_last, c)) if t_last == tr => c,
+            _ => {
+                let c = coefficients(tr);
+                last = Some((tr, c));
+                c
+            }
+        };
+        match (o.as_slice_mut(), xr.as_slice()) {
+            (Some(o), Some(xr)) => {
+                for (o, &x) in o.iter_mut().zip(xr) {
+                    *o = f * x - w * *o;
+                }
+            }
+            (_, _) => Zip::from(&mut o)
+                .and(&xr)
+                .for_each(|o, &x| *o = f * x - w * *o),
+        }
     }
 }
 
@@ -84,8 +103,17 @@ impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> Sde<T> for Reve
         mut g: ArrayViewMut3<'_, T>,
     ) -> Result<(), ProblemError> {
         let mut g = g.index_axis_mut(Axis(2), 0);
+        let mut last: Option<(T, T)> = None;
         for (mut row, &tr) in g.outer_iter_mut().zip(t.iter()) {
-            row.fill(T::c(self.sde.diffusion(tr.f64())));
+            let v = match last {
+                Some((t_last, v)) if t_last == tr => v,
+                _ => {
+                    let v = T::c(self.sde.diffusion(tr.f64()));
+                    last = Some((tr, v));
+                    v
+                }
+            };
+            row.fill(v);
         }
         Ok(())
     }
