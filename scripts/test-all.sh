@@ -15,6 +15,10 @@ for caps in "ITOFLOW_SIMD=base" "ITOFLOW_AES=aesni" "ITOFLOW_AES=soft ITOFLOW_SI
   env $caps cargo test --release -q -p itoflow-sde --lib brownian
   env $caps cargo test --release -q -p itoflow --test brownian --test ensemble
 done
+echo "== the CUDA build (--features cuda): lints, and its CPU fallback with the CPU-only runtime"
+cargo clippy --workspace --all-targets --release --features cuda -- -D warnings
+cargo test --release -q -p itoflow-diffusion --features cuda --test onnx_backend device
+cargo test --release -q -p itoflow-cli --features cuda --test model
 echo "== cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release
 if [ -d python-export/tests ]; then

@@ -245,6 +245,37 @@ fn likelihood_json_shards_merge_with_the_whole_runs_statistics() {
     );
 }
 
+#[test]
+fn device_auto_falls_back_to_cpu_with_a_reason_and_cuda_is_an_error() {
+    // With the CPU-only ONNX Runtime of the test environment, in both the default and the
+    // `--features cuda` build (CI runs this test in both).
+    let dir = tempfile::tempdir().unwrap();
+    let v = stdout_json(
+        itoflow()
+            .args(FAST_LL)
+            .args(["-n", "1", "--json", "--device", "auto", "--out"])
+            .arg(dir.path().join("a.npy")),
+    );
+    assert_eq!(v["device"], "cpu");
+    assert_eq!(v["device_requested"], "auto");
+    let why = v["fallback_reason"]
+        .as_str()
+        .expect("the fallback says why");
+    let expected = if cfg!(feature = "cuda") {
+        "no CUDA execution provider"
+    } else {
+        "--features cuda"
+    };
+    assert!(why.contains(expected), "{why}");
+    one_line_failure(
+        itoflow()
+            .args(FAST_LL)
+            .args(["-n", "1", "--device", "cuda", "--out"])
+            .arg(dir.path().join("b.npy")),
+        "cuda",
+    );
+}
+
 fn one_line_failure(c: &mut Command, needle: &str) {
     let out = c.assert().failure();
     let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
