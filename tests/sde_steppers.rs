@@ -16,12 +16,14 @@ use itoflow::sde::sde::{
 use itoflow::sde::{
     NoiseKind, ProblemError, Real, SaveAt, Sde, SdeFn, SdeOptions, SolveError, TimeGrid, solve_sde,
 };
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip, array};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip, array};
 
 type Row<'a> = ArrayView1<'a, f64>;
 type RowMut<'a> = ArrayViewMut1<'a, f64>;
 
 /// Runs one step of `stepper` on a single row and returns the new state and the evaluations.
+/// `random` holds the stepper's random signs (their sign is what counts) followed by its
+/// extra normals.
 fn one_step<S: SdeStepper<f64>, P: Sde<f64> + ?Sized>(
     stepper: &S,
     sde: &P,
@@ -29,22 +31,26 @@ fn one_step<S: SdeStepper<f64>, P: Sde<f64> + ?Sized>(
     dt: f64,
     x: &[f64],
     dw: &[f64],
-    extra: &[f64],
+    random: &[f64],
 ) -> (Vec<f64>, Evals) {
     let dim = x.len();
+    let n_signs = stepper.random_signs(dim, sde.noise());
     assert_eq!(
-        stepper.extra_normals(dim, sde.noise()),
-        extra.len(),
-        "{}: extra normals",
+        n_signs + stepper.extra_normals(dim, sde.noise()),
+        random.len(),
+        "{}: random signs and extra normals",
         stepper.name()
     );
     let mut xs = Array2::from_shape_vec((1, dim), x.to_vec()).unwrap();
     let dw = Array2::from_shape_vec((1, dw.len()), dw.to_vec()).unwrap();
-    let extra = Array2::from_shape_vec((1, extra.len()), extra.to_vec()).unwrap();
+    let signs = Array2::from_shape_vec((1, n_signs), random[..n_signs].to_vec()).unwrap();
+    let extra =
+        Array2::from_shape_vec((1, random.len() - n_signs), random[n_signs..].to_vec()).unwrap();
     let mut ws = stepper.workspace(1, dim, sde.noise());
     let noise = StepNoise {
         dw: dw.view(),
         extra: extra.view(),
+        signs: signs.view(),
     };
     let ev = stepper
         .step(sde, t, dt, xs.view_mut(), &noise, &mut ws)
@@ -240,7 +246,7 @@ fn roberts_heun_one_step() {
         &[0.8120237752812847, 1.0796140510416146],
         "Roberts, case D (general noise, S = (+1, −1))",
     );
-    // Only the sign of the extra normal matters.
+    // Only the sign of the entry matters.
     let (y, _) = one_step(
         &RobertsHeun,
         &*case_d(),
@@ -251,6 +257,47 @@ fn roberts_heun_one_step() {
         &[2.7, -0.01],
     );
     assert_eq!(x, y);
+}
+
+/// Through the driver, Roberts' signs are the bits of each path's `tags::SIGNS` stream and its
+/// increments `√Δt · z` of the `tags::BROWNIAN` stream: the solve equals one-row steps with
+/// those inputs, bitwise.
+#[test]
+fn roberts_heun_in_the_driver_draws_its_signs_from_the_sign_stream() {
+    use itoflow::sde::brownian::{RandomStream, tags};
+    let sde = case_d(); // general noise, m = 2
+    let (rows, m, seed) = (3usize, 2usize, 5u64);
+    let grid = TimeGrid::uniform(D_T, D_T + 0.4, 6).unwrap();
+    let x0 = Array2::from_shape_fn((rows, 2), |(r, j)| D_X[j] + 0.1 * r as f64);
+    let sol = solve_sde(
+        &*sde,
+        &RobertsHeun,
+        x0.view(),
+        &grid,
+        &SdeOptions::new(seed),
+    )
+    .unwrap();
+    let mut minus = 0;
+    for r in 0..rows {
+        let brownian = RandomStream::new(seed, r as u64, tags::BROWNIAN);
+        let signs = RandomStream::new(seed, r as u64, tags::SIGNS);
+        let mut x = x0.row(r).to_vec();
+        for k in 0..grid.steps() {
+            let (t, dt) = (grid.times()[k], grid.dt(k));
+            let dw: Vec<f64> = (0..m)
+                .map(|j| dt.abs().sqrt() * brownian.normal((k * m + j) as u64))
+                .collect();
+            let mut s = vec![0.0; m];
+            signs.fill_signs((k * m) as u64, &mut s);
+            minus += s.iter().filter(|&&v| v < 0.0).count();
+            x = one_step(&RobertsHeun, &*sde, t, dt, &x, &dw, &s).0;
+        }
+        assert_eq!(sol.last().row(r).to_vec(), x, "row {r}");
+    }
+    assert!(
+        minus > 0 && minus < rows * m * grid.steps(),
+        "both signs occur"
+    );
 }
 
 #[test]
@@ -639,6 +686,7 @@ fn unsupported_noise_is_refused_with_a_hint() {
     let noise = StepNoise {
         dw: dw.view(),
         extra: extra.view(),
+        signs: extra.view(),
     };
     assert!(
         pc.step(&*d, D_T, D_DT, x.view_mut(), &noise, &mut ws)
@@ -772,17 +820,24 @@ fn blow_up_is_reported_with_path_time_and_step() {
 }
 
 #[test]
-fn missing_extra_normals_are_an_error_not_a_panic() {
+fn missing_random_signs_and_extra_normals_are_errors_not_panics() {
     let sde = case_a(false);
     let mut x = Array2::from_elem((2, 1), 1.0);
     let dw = Array2::from_elem((2, 1), 0.1);
-    let extra = Array2::zeros((2, 0));
-    let noise = StepNoise {
-        dw: dw.view(),
-        extra: extra.view(),
-    };
+    let noise = StepNoise::increments(dw.view());
     let mut ws = SdeStepper::<f64>::workspace(&RobertsHeun, 2, 1, NoiseKind::Diagonal);
     let e = RobertsHeun
+        .step(&*sde, 0.0, 0.1, x.view_mut(), &noise, &mut ws)
+        .unwrap_err();
+    assert!(e.to_string().contains("random signs"), "{e}");
+    // The Langevin corrector's normals.
+    let score = RowScore::new(|_t: f64, x: Row, mut s: RowMut| s.assign(&x));
+    let pc = PredictorCorrector::new(
+        EulerMaruyama,
+        LangevinCorrector::new(score, 0.1, 1).unwrap(),
+    );
+    let mut ws = SdeStepper::<f64>::workspace(&pc, 2, 1, NoiseKind::Diagonal);
+    let e = pc
         .step(&*sde, 0.0, 0.1, x.view_mut(), &noise, &mut ws)
         .unwrap_err();
     assert!(e.to_string().contains("extra standard normals"), "{e}");
@@ -797,9 +852,15 @@ fn direct_step<S: SdeStepper<f64>>(
     extra: &Array2<f64>,
     ws: &mut S::Workspace,
 ) -> Option<String> {
+    // `extra` holds the stepper's signs, then its normals (as in `one_step`).
+    let n_signs = stepper
+        .random_signs(sde.dim(), sde.noise())
+        .min(extra.ncols());
+    let (signs, extra) = extra.view().split_at(Axis(1), n_signs);
     let noise = StepNoise {
         dw: dw.view(),
-        extra: extra.view(),
+        extra,
+        signs,
     };
     stepper
         .step(sde, 0.0, 0.1, x.view_mut(), &noise, ws)
@@ -1052,9 +1113,10 @@ fn steppers_declare_their_calculus_and_orders() {
         SdeStepper::<f64>::strong_order(&pc, NoiseKind::Additive),
         1.0
     );
-    assert_eq!(SdeStepper::<f64>::extra_normals(&RobertsHeun, 3, diag), 3);
+    assert_eq!(SdeStepper::<f64>::random_signs(&RobertsHeun, 3, diag), 3);
+    assert_eq!(SdeStepper::<f64>::extra_normals(&RobertsHeun, 3, diag), 0);
     assert_eq!(
-        SdeStepper::<f64>::extra_normals(&RobertsHeun, 3, NoiseKind::Scalar),
+        SdeStepper::<f64>::random_signs(&RobertsHeun, 3, NoiseKind::Scalar),
         1
     );
 }

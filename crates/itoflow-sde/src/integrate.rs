@@ -7,7 +7,7 @@
 
 use ndarray::{Array2, Array3, ArrayView2, Axis};
 
-use crate::brownian::{BrownianPaths, ExtraNormals, IncrementGenerator};
+use crate::brownian::{BrownianPaths, ExtraNormals, IncrementGenerator, RandomSigns};
 use crate::ode::OdeStepper;
 use crate::sde::{Evals, SdeStepper, StepNoise};
 use crate::{OdeSystem, Real, SaveAt, Sde, SolveError, TimeGrid};
@@ -266,9 +266,12 @@ where
     let n_extra = stepper.extra_normals(dim, noise);
     let mut x = x0.to_owned();
     let mut increments = IncrementGenerator::new(&opts.brownian, rows, m);
+    let n_signs = stepper.random_signs(dim, noise);
     let mut extra = ExtraNormals::new(&opts.brownian, rows, n_extra);
+    let mut signs = RandomSigns::new(&opts.brownian, rows, n_signs);
     let mut dw = Array2::zeros((rows, m));
     let mut ez = Array2::zeros((rows, n_extra));
+    let mut sz = Array2::zeros((rows, n_signs));
     let mut ws = stepper.workspace(rows, dim, noise);
     let mut rec = Recorder::new(&opts.save, grid, rows, dim)?;
     rec.offer(0, &x);
@@ -278,9 +281,11 @@ where
         let (t, dt) = (grid.times()[k], grid.dt(k));
         increments.fill(k, dt, dw.view_mut());
         extra.fill(k, ez.view_mut());
+        signs.fill(k, sz.view_mut());
         let noise_k = StepNoise {
             dw: dw.view(),
             extra: ez.view(),
+            signs: sz.view(),
         };
         let ev = stepper
             .step(sde, t, dt, x.view_mut(), &noise_k, &mut ws)

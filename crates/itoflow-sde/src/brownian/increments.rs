@@ -478,9 +478,151 @@ impl ExtraNormals {
     }
 }
 
+/// Generates `count` random signs (±1) per path and step (tag [`tags::SIGNS`]): step `k` of
+/// row `r` gets signs `k·count … (k+1)·count − 1` of
+/// `RandomStream::new(seed, first_path + r, tags::SIGNS)` ([`RandomStream::sign`]: one bit
+/// each), for steppers whose random variates are signs (Roberts' Heun).
+///
+/// Each row keeps a window of ARS blocks (`⌈count/128⌉ + 1` of them, 128 signs per block) and
+/// recomputes it only when a step's signs leave it, so one block serves `128/count` steps.
+///
+/// ```
+/// use itoflow_sde::brownian::{BrownianPaths, RandomSigns, RandomStream, tags};
+/// use ndarray::Array2;
+/// let paths = BrownianPaths::new(7).first_path(40);
+/// let mut signs = RandomSigns::new(&paths, 20, 3);
+/// let mut s = Array2::<f32>::zeros((20, 3));
+/// signs.fill(5, s.view_mut());
+/// let mut want = [0.0; 3];
+/// RandomStream::new(7, 40 + 17, tags::SIGNS).fill_signs(15, &mut want);
+/// assert_eq!(s.row(17).to_vec(), want.map(|v| v as f32).to_vec());
+/// ```
+#[derive(Debug, Clone)]
+pub struct RandomSigns {
+    count: usize,
+    keys: Vec<[u64; 2]>,
+    /// Blocks in each row's window.
+    window: usize,
+    /// `[rows × window]` blocks; row `r`'s window starts at block `base[r]`.
+    blocks: Vec<[u64; 2]>,
+    base: Vec<u64>,
+}
+
+impl RandomSigns {
+    /// A generator of `count` signs per step for `rows` consecutive paths of `paths`.
+    pub fn new(paths: &BrownianPaths, rows: usize, count: usize) -> Self {
+        let window = if count == 0 {
+            0
+        } else {
+            count.div_ceil(128) + 1
+        };
+        let keys = if count == 0 {
+            Vec::new()
+        } else {
+            (0..rows as u64)
+                .map(|r| RandomStream::new(paths.seed, paths.first_path + r, tags::SIGNS).key())
+                .collect()
+        };
+        Self {
+            count,
+            window,
+            blocks: vec![[0; 2]; keys.len() * window],
+            base: vec![u64::MAX; keys.len()],
+            keys,
+        }
+    }
+
+    /// Writes the signs of grid step `step` into `out` `[rows, count]`.
+    pub fn fill<T: Real>(&mut self, step: usize, mut out: ArrayViewMut2<'_, T>) {
+        if self.count == 0 {
+            return;
+        }
+        let first = (step * self.count) as u64;
+        let (b0, b1) = (first / 128, (first + self.count as u64 - 1) / 128);
+        // The eight signs of every byte value, bit 0 first.
+        let (plus, minus) = (T::one(), -T::one());
+        let table: [[T; 8]; 256] = std::array::from_fn(|byte| {
+            std::array::from_fn(|b| if (byte >> b) & 1 == 0 { plus } else { minus })
+        });
+        for (r, mut row) in out.outer_iter_mut().enumerate().take(self.keys.len()) {
+            let window = &mut self.blocks[r * self.window..(r + 1) * self.window];
+            let base = self.base[r];
+            if base == u64::MAX || b0 < base || b1 >= base + self.window as u64 {
+                stream_blocks(self.keys[r], tags::SIGNS, b0, window);
+                self.base[r] = b0;
+            }
+            let words = window.as_flattened();
+            let bit0 = (first - 128 * self.base[r]) as usize;
+            // Bits `i … i + 7` of the window (the next word only when they reach into it).
+            let byte = |i: usize| -> usize {
+                let (w, sh) = (i / 64, i % 64);
+                let mut v = words[w] >> sh;
+                if sh > 56 {
+                    v |= words[w + 1] << (64 - sh);
+                }
+                (v & 0xff) as usize
+            };
+            let bit = |i: usize| {
+                if (words[i / 64] >> (i % 64)) & 1 == 0 {
+                    plus
+                } else {
+                    minus
+                }
+            };
+            match row.as_slice_mut() {
+                Some(o) => {
+                    let (bytes, rest) = o.as_chunks_mut::<8>();
+                    for (k, chunk) in bytes.iter_mut().enumerate() {
+                        *chunk = table[byte(bit0 + 8 * k)];
+                    }
+                    let done = 8 * bytes.len();
+                    for (j, o) in rest.iter_mut().enumerate() {
+                        *o = bit(bit0 + done + j);
+                    }
+                }
+                None => {
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o = bit(bit0 + j);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every row gets its own stream's signs, for counts below, at and above a block's 128,
+    /// steps taken in order (window reuse), backwards and far away (window refills).
+    #[test]
+    fn random_signs_are_each_rows_stream() {
+        for count in [1usize, 3, 64, 100, 128, 129, 300] {
+            let rows = 5;
+            let mut g = RandomSigns::new(&BrownianPaths::new(11).first_path(7), rows, count);
+            let mut out = Array2::<f32>::zeros((rows, count));
+            // Rows stored column-major (not contiguous) take the element-wise path.
+            let mut strided = Array2::<f32>::zeros((count, rows));
+            let steps: Vec<usize> = (0..200).chain([3, 150, 2, 1 << 30, 0]).collect();
+            for &k in &steps {
+                g.fill(k, strided.view_mut().reversed_axes());
+                g.fill(k, out.view_mut());
+                assert_eq!(strided.t(), out);
+                for r in 0..rows {
+                    let mut want = vec![0.0; count];
+                    RandomStream::new(11, 7 + r as u64, tags::SIGNS)
+                        .fill_signs((k * count) as u64, &mut want);
+                    let got: Vec<f64> = out.row(r).iter().map(|&v| v as f64).collect();
+                    assert_eq!(got, want, "count {count}, step {k}, row {r}");
+                }
+            }
+        }
+        // No signs: nothing to do, nothing allocated.
+        let mut g = RandomSigns::new(&BrownianPaths::new(1), 1000, 0);
+        g.fill(3, Array2::<f64>::zeros((1000, 0)).view_mut());
+        assert!(g.blocks.is_empty());
+    }
 
     /// The direct row-major path gives every row's own normals, for chunk sizes with
     /// remainders, many rejected candidates and tile use before and after.

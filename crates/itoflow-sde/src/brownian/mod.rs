@@ -11,7 +11,7 @@
 //! * [`ars4x32`] — the generator (Salmon et al. 2011; checked against Random123's vectors).
 //! * [`RandomStream`] — one addressed stream of words, uniforms, normals and signs.
 //! * [`BrownianPaths`] — per-path Brownian motions; the same path at Δt and at 2Δt.
-//! * [`IncrementGenerator`], [`ExtraNormals`] — tiled generators the drivers own.
+//! * [`IncrementGenerator`], [`ExtraNormals`], [`RandomSigns`] — generators the drivers own.
 //!
 //! How a batch of normals is made (the drivers' hot path): the ARS blocks of a chunk of rows
 //! (two rows per instruction with VAES), then the ziggurat's fast path over their words
@@ -26,11 +26,12 @@ mod ziggurat;
 
 pub use ars::{ARS_ROUNDS, ars4x32};
 
-/// Names the definition of the random streams: generator, key derivation, counter layout and
-/// normal transform. Any change to one of them changes every seeded result, so outputs that
-/// can be resumed or merged later record it (the `itoflow` CLI refuses to combine parts made
-/// with different definitions).
-pub const STREAM_DEFINITION: &str = "ars4x32-7/ziggurat-256/v2";
+/// Names the definition of the random streams: generator, key derivation, counter layout,
+/// normal transform and which streams the solvers draw from. Any change to one of them changes
+/// seeded results, so outputs that can be resumed or merged later record it (the `itoflow` CLI
+/// refuses to combine parts made with different definitions). `v3`: Roberts' Heun takes its
+/// random signs from bits of the [`tags::SIGNS`] stream instead of the signs of normals.
+pub const STREAM_DEFINITION: &str = "ars4x32-7/ziggurat-256/v3";
 pub(crate) use cpu::{Level, level};
-pub use increments::{BrownianPaths, ExtraNormals, IncrementGenerator};
+pub use increments::{BrownianPaths, ExtraNormals, IncrementGenerator, RandomSigns};
 pub use stream::{RandomStream, tags};

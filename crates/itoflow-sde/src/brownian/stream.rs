@@ -20,10 +20,12 @@ use super::ziggurat::{self, TABLES, unit_f64};
 pub mod tags {
     /// Brownian increments of SDE paths.
     pub const BROWNIAN: u32 = 0;
-    /// Extra per-step noise some steppers need (random signs, Langevin corrector noise).
+    /// Extra per-step normals some steppers need (Langevin corrector noise).
     pub const EXTRA: u32 = 1;
     /// Initial states drawn by ensembles and samplers.
     pub const INITIAL: u32 = 2;
+    /// Random signs of steppers that need `±1` per step (Roberts' Heun), one bit each.
+    pub const SIGNS: u32 = 3;
     /// First tag free for users and downstream crates; use `USER + k`.
     pub const USER: u32 = 1 << 16;
 }
@@ -221,6 +223,12 @@ fn blocks_many(keys: &[[u64; 2]], counters: &[[u64; 2]], out: &mut [[u64; 2]]) {
     }
 }
 
+/// `+1` if bit `bit` of `word` is zero, else `−1`.
+#[inline(always)]
+pub(crate) fn sign_of_bit(word: u64, bit: u64) -> f64 {
+    if (word >> bit) & 1 == 0 { 1.0 } else { -1.0 }
+}
+
 impl RandomStream {
     /// The stream `stream` (a path or sample index) of generator `seed`, for purpose `tag`.
     pub fn new(seed: u64, stream: u64, tag: u32) -> Self {
@@ -306,6 +314,49 @@ impl RandomStream {
         self.map_words(start, out, |w| if w >> 63 == 0 { 1.0 } else { -1.0 });
     }
 
+    /// Random sign `index` (±1 with probability ½ each): bit `index mod 64` of word
+    /// `index / 64`, `+1` for a zero bit. Sixty-four signs per word, so a stepper's signs
+    /// cost a small fraction of its normals.
+    ///
+    /// ```
+    /// use itoflow_sde::brownian::{RandomStream, tags};
+    /// let s = RandomStream::new(1, 0, tags::SIGNS);
+    /// let w = s.word(2);
+    /// for b in 0..64 {
+    ///     let want = if (w >> b) & 1 == 0 { 1.0 } else { -1.0 };
+    ///     assert_eq!(s.sign(128 + b), want);
+    /// }
+    /// ```
+    pub fn sign(&self, index: u64) -> f64 {
+        sign_of_bit(self.word(index / 64), index % 64)
+    }
+
+    /// Writes random signs `start, start + 1, …` (see [`RandomStream::sign`]) into `out`.
+    pub fn fill_signs(&self, start: u64, out: &mut [f64]) {
+        if out.is_empty() {
+            return;
+        }
+        let first = start / 64;
+        let last = (start + out.len() as u64 - 1) / 64;
+        let mut words = [0u64; CHUNK];
+        let mut w0 = first;
+        let mut done = 0usize;
+        while w0 <= last {
+            let n = ((last - w0 + 1) as usize).min(CHUNK);
+            self.fill_words(w0, &mut words[..n]);
+            for (i, &w) in words[..n].iter().enumerate() {
+                let word_start = (w0 + i as u64) * 64;
+                let lo = start.max(word_start);
+                let hi = (start + out.len() as u64).min(word_start + 64);
+                for index in lo..hi {
+                    out[done] = sign_of_bit(w, index - word_start);
+                    done += 1;
+                }
+            }
+            w0 += n as u64;
+        }
+    }
+
     fn map_words(&self, start: u64, out: &mut [f64], f: impl Fn(u64) -> f64) {
         let mut words = [0u64; CHUNK];
         for (c, chunk) in out.chunks_mut(CHUNK).enumerate() {
@@ -355,6 +406,32 @@ mod tests {
     }
 
     #[test]
+    fn sign_bits_agree_with_single_signs_and_are_balanced() {
+        let s = RandomStream::new(8, 3, tags::SIGNS);
+        for start in [0u64, 1, 63, 64, 127, 1 << 40, u64::MAX - 700] {
+            for len in [0usize, 1, 5, 64, 65, 600] {
+                let mut v = vec![0.0; len];
+                s.fill_signs(start, &mut v);
+                for (i, &x) in v.iter().enumerate() {
+                    assert_eq!(x, s.sign(start + i as u64), "start {start}, i {i}");
+                }
+            }
+        }
+        // 2²⁰ signs: the mean and the lag-1 and lag-64 autocorrelations are within 5 standard
+        // errors (1/√n) of zero.
+        let n = 1usize << 20;
+        let mut v = vec![0.0; n];
+        s.fill_signs(0, &mut v);
+        let bound = 5.0 / (n as f64).sqrt();
+        let mean = v.iter().sum::<f64>() / n as f64;
+        assert!(mean.abs() < bound, "mean {mean}");
+        for lag in [1usize, 64] {
+            let c = v.iter().zip(&v[lag..]).map(|(a, b)| a * b).sum::<f64>() / (n - lag) as f64;
+            assert!(c.abs() < bound, "lag {lag}: {c}");
+        }
+    }
+
+    #[test]
     fn words_uniforms_and_signs_agree_with_single_words() {
         let s = RandomStream::new(8, 1, tags::USER);
         for start in [0u64, 1, 2, 1 << 40] {
@@ -400,6 +477,10 @@ mod tests {
                 0.19202500937588976
             ]
         );
+        // Signs 0..8 are the low bits of word 0 (0x…bf = 0b1011_1111), +1 for a zero bit.
+        let mut signs = [0.0; 8];
+        s.fill_signs(0, &mut signs);
+        assert_eq!(signs, [-1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, -1.0]);
     }
 
     #[test]

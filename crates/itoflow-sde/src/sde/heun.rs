@@ -11,10 +11,10 @@
 //! `g_j = g_j e_j`, for scalar noise the single column), and signs `S_j`:
 //!
 //! * [`RobertsHeun`] — **Itô**. `S_j = ±1` with probability ½ each, independently for every
-//!   step, path and Brownian motion: the sign of an extra standard normal (see
-//!   [`SdeStepper::extra_normals`]), addressed like `ΔW` by (seed, path, step) in the
-//!   path's [`tags::EXTRA`](crate::brownian::tags::EXTRA) stream, so runs are reproducible
-//!   for any batch split or thread count. A. J. Roberts, "Modify the improved Euler scheme to
+//!   step, path and Brownian motion: a random bit (see [`SdeStepper::random_signs`]),
+//!   addressed like `ΔW` by (seed, path, step) in the path's
+//!   [`tags::SIGNS`](crate::brownian::tags::SIGNS) stream, so runs are reproducible for any
+//!   batch split or thread count. A. J. Roberts, "Modify the improved Euler scheme to
 //!   integrate stochastic differential equations", arXiv:1210.0933 (2012). Expanding `K2`
 //!   gives the noise terms `Σ_j g_j ΔW_j + ½ Σ_{j,k} (L^j g_k)(ΔW_k + S_k√h)(ΔW_j − S_j√h)`,
 //!   `L^j = Σ_l g_{l,j} ∂/∂x_l`. For one Brownian motion (scalar noise) this is exactly
@@ -40,7 +40,7 @@
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayViewMut2, Zip, s};
 
 use super::{
-    Evals, SdeStepper, StepNoise, abs_dt, add_noise, check_normals, check_step_shapes,
+    Evals, SdeStepper, StepNoise, abs_dt, add_noise, check_signs, check_step_shapes,
     diffusion_shape, fill_times,
 };
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde};
@@ -114,8 +114,8 @@ fn heun_workspace<T: Real>(
     }
 }
 
-/// One Heun step; `signs` holds one standard normal per row and Brownian motion whose sign is
-/// `S_j` (Roberts), or is `None` for `S = 0` (Stratonovich).
+/// One Heun step; `signs` holds `S_j` per row and Brownian motion (Roberts: `S = +1` for
+/// entries `≥ 0`, `−1` otherwise), or is `None` for `S = 0` (Stratonovich).
 fn heun_step<T: Real, P: Sde<T> + ?Sized>(
     sde: &P,
     t: T,
@@ -206,8 +206,8 @@ impl<T: Real> SdeStepper<T> for RobertsHeun {
         1.0
     }
 
-    /// One standard normal per Brownian motion: its sign is `S_j`.
-    fn extra_normals(&self, dim: usize, noise: NoiseKind) -> usize {
+    /// One random sign `S_j` per Brownian motion.
+    fn random_signs(&self, dim: usize, noise: NoiseKind) -> usize {
         noise.brownian_dim(dim)
     }
 
@@ -225,14 +225,14 @@ impl<T: Real> SdeStepper<T> for RobertsHeun {
         ws: &mut Self::Workspace,
     ) -> Result<Evals, ProblemError> {
         check_step_shapes("Heun (Roberts)", sde, &x, &noise.dw, ws.g.dim())?;
-        check_normals("Heun (Roberts)", &noise.extra, x.nrows(), noise.dw.ncols())?;
+        check_signs("Heun (Roberts)", &noise.signs, x.nrows(), noise.dw.ncols())?;
         heun_step(
             sde,
             t,
             dt,
             x,
             noise.dw,
-            Some(noise.extra.slice(s![.., ..noise.dw.ncols()])),
+            Some(noise.signs.slice(s![.., ..noise.dw.ncols()])),
             ws,
         )
     }

@@ -48,13 +48,29 @@ use ndarray::{
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde, SolveError};
 
 /// The random input of one step for a batch: the Brownian increments and any extra normals
-/// the stepper asked for.
+/// and random signs the stepper asked for.
 #[derive(Clone, Copy, Debug)]
 pub struct StepNoise<'a, T> {
     /// `ΔW`, `[rows, m]`, each entry with variance `|dt|`.
     pub dw: ArrayView2<'a, T>,
     /// Extra standard normals `[rows, extra_normals]` (see [`SdeStepper::extra_normals`]).
     pub extra: ArrayView2<'a, T>,
+    /// Random signs `±1`, `[rows, random_signs]` (see [`SdeStepper::random_signs`]).
+    pub signs: ArrayView2<'a, T>,
+}
+
+impl<'a, T> StepNoise<'a, T> {
+    /// Increments only (no extra normals, no signs), as Euler–Maruyama, Milstein, Stratonovich
+    /// Heun and the Kloeden–Platen predictor–corrector need.
+    pub fn increments(dw: ArrayView2<'a, T>) -> Self {
+        let rows = dw.nrows();
+        let empty = || ArrayView2::from_shape((rows, 0), &[]).expect("an empty [rows, 0] view");
+        Self {
+            dw,
+            extra: empty(),
+            signs: empty(),
+        }
+    }
 }
 
 /// Function evaluations made by one step (whole-batch calls).
@@ -103,6 +119,12 @@ pub trait SdeStepper<T: Real> {
 
     /// Extra standard normals needed per row and step, besides `ΔW`.
     fn extra_normals(&self, _dim: usize, _noise: NoiseKind) -> usize {
+        0
+    }
+
+    /// Random signs (`±1` with probability ½ each) needed per row and step; the drivers draw
+    /// them from the path's [`tags::SIGNS`](crate::brownian::tags::SIGNS) stream, one bit each.
+    fn random_signs(&self, _dim: usize, _noise: NoiseKind) -> usize {
         0
     }
 
@@ -284,6 +306,23 @@ pub(crate) fn check_step_shapes<T: Real, P: Sde<T> + ?Sized>(
         return Err(ProblemError::new(format!(
             "{who}: expected Brownian increments of shape [{rows}, {m}], got {:?}",
             dw.shape()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a stepper was handed `[rows, needed]` random signs (the drivers always do; a
+/// direct caller of [`SdeStepper::step`] may not).
+pub(crate) fn check_signs<T>(
+    who: &str,
+    s: &ArrayView2<'_, T>,
+    rows: usize,
+    needed: usize,
+) -> Result<(), ProblemError> {
+    if s.nrows() != rows || s.ncols() < needed {
+        return Err(ProblemError::new(format!(
+            "{who}: expected at least [{rows}, {needed}] random signs, got {:?}",
+            s.shape()
         )));
     }
     Ok(())

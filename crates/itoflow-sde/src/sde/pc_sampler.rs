@@ -126,6 +126,11 @@ where
         self.predictor.extra_normals(dim, noise) + self.corrector.normals(dim)
     }
 
+    /// The predictor's signs.
+    fn random_signs(&self, dim: usize, noise: NoiseKind) -> usize {
+        self.predictor.random_signs(dim, noise)
+    }
+
     fn workspace(&self, rows: usize, dim: usize, noise: NoiseKind) -> Self::Workspace {
         (
             self.predictor.workspace(rows, dim, noise),
@@ -149,6 +154,7 @@ where
         let pred_noise = StepNoise {
             dw: noise.dw,
             extra: pe,
+            signs: noise.signs,
         };
         let mut evals = Evals::default();
         if self.corrector_first {
