@@ -468,6 +468,16 @@ fn one_step_formulas() {
         &x2,
         1e-12,
     );
+    // With lower_order_final a schedule shorter than 15 steps ends with a first-order step.
+    let x2_first = (&x1 * (se / s1t) - &(&d1 * (-h2).exp_m1())) * m_e;
+    assert_close(
+        &step(SamplerKind::DpmSolverPp2m, &|c| {
+            c.steps = 2;
+            c.lower_order_final = true;
+        }),
+        &x2_first,
+        1e-12,
+    );
 }
 
 #[test]

@@ -73,6 +73,13 @@ pub struct SampleArgs {
     /// Signal-to-noise ratio of the Langevin corrector (pc).
     #[arg(long, allow_negative_numbers = true)]
     snr: Option<f64>,
+    /// DDIM stochasticity η (ddim; 0 = deterministic, 1 = DDPM-like).
+    #[arg(long, allow_negative_numbers = true)]
+    eta: Option<f64>,
+    /// End a schedule of fewer than 15 steps with a first-order step (dpmpp-2m; diffusers'
+    /// `lower_order_final`).
+    #[arg(long)]
+    lower_order_final: bool,
     /// Final time ε (default: the model's `itoflow.eps`, else the SDE's).
     #[arg(long)]
     eps: Option<f64>,
@@ -151,6 +158,13 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     if let Some(v) = a.snr {
         config.snr = v;
     }
+    if let Some(v) = a.eta {
+        if !(v.is_finite() && v >= 0.0) {
+            bail!("--eta must be a number ≥ 0, got {v}");
+        }
+        config.eta = v;
+    }
+    config.lower_order_final = a.lower_order_final;
     config.eps = a.eps.or(info.eps).or(config.eps);
     // Per-sample step control, so that adaptive samplers do not depend on the batch split.
     config.per_row = true;
@@ -161,6 +175,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         json!({
             "model": a.model.name(), "sampler": a.sampler.name(), "steps": config.steps,
             "rtol": config.rtol, "atol": config.atol, "snr": config.snr, "eps": config.eps,
+            "eta": config.eta, "lower_order_final": config.lower_order_final,
             "seed": a.seed, "sde": info.forward.name(),
         }),
         a.count,

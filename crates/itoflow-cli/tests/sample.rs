@@ -112,6 +112,35 @@ fn every_sampler_runs() {
 }
 
 #[test]
+fn eta_and_lower_order_final_change_the_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, args: &[&str]| -> Vec<u8> {
+        let out = dir.path().join(name);
+        itoflow()
+            .args(["sample", "--steps", "6", "-n", "2", "--threads", "1", "-q"])
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        std::fs::read(&out).unwrap()
+    };
+    let ddim = run("a.npy", &["--sampler", "ddim"]);
+    assert_eq!(ddim, run("b.npy", &["--sampler", "ddim", "--eta", "0"]));
+    assert_ne!(ddim, run("c.npy", &["--sampler", "ddim", "--eta", "1"]));
+    let dpm = run("d.npy", &["--sampler", "dpmpp-2m"]);
+    assert_ne!(
+        dpm,
+        run("e.npy", &["--sampler", "dpmpp-2m", "--lower-order-final"])
+    );
+    itoflow()
+        .args(["sample", "--sampler", "ddim", "--eta", "-1", "-q"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--eta must be a number ≥ 0"));
+}
+
+#[test]
 fn shards_and_batches_are_bitwise_identical() {
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole.npy");

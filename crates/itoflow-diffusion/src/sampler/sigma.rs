@@ -157,7 +157,9 @@ pub(super) fn ddim<T: Real, M: ScoreModel<T> + ?Sized>(
 /// `x̃_{k+1} = (σ̃_{k+1}/σ̃_k) x̃_k − (e^{−h_k} − 1) D̂_k`,
 /// `D̂_0 = D_0`, `D̂_k = (1 + 1/(2r_k)) D_k − 1/(2r_k) D_{k−1}`, `r_k = h_{k−1}/h_k`,
 ///
-/// with `D_k = D(x̃_k; σ̃_k)`. Second order; N model calls.
+/// with `D_k = D(x̃_k; σ̃_k)`. Second order; N model calls. With
+/// [`SamplerConfig::lower_order_final`] and `N < 15` the last step uses `D̂ = D` (first order),
+/// as in Lu et al.'s reference implementation and diffusers.
 pub(super) fn dpmpp_2m<T: Real, M: ScoreModel<T> + ?Sized>(
     ctx: &mut Ctx<'_, T, M>,
     config: &SamplerConfig,
@@ -195,7 +197,8 @@ pub(super) fn dpmpp_2m<T: Real, M: ScoreModel<T> + ?Sized>(
         let h = lambdas[k + 1] - lambdas[k];
         let ratio = T::c(sn / s);
         let c = T::c(-(-h).exp_m1());
-        if k == 0 {
+        let first_order = k == 0 || (config.lower_order_final && n < 15 && k == n - 1);
+        if first_order {
             Zip::from(&mut xt)
                 .and(&den)
                 .for_each(|x, &dn| *x = ratio * *x + c * dn);
