@@ -40,7 +40,7 @@
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayViewMut2, Zip, s};
 
 use super::{
-    Evals, SdeStepper, StepNoise, abs_dt, add_noise, check_signs, check_step_shapes,
+    Evals, RandomInput, SdeStepper, StepNoise, abs_dt, add_noise, check_random, check_step_shapes,
     diffusion_shape, fill_times,
 };
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde};
@@ -225,7 +225,13 @@ impl<T: Real> SdeStepper<T> for RobertsHeun {
         ws: &mut Self::Workspace,
     ) -> Result<Evals, ProblemError> {
         check_step_shapes("Heun (Roberts)", sde, &x, &noise.dw, ws.g.dim())?;
-        check_signs("Heun (Roberts)", &noise.signs, x.nrows(), noise.dw.ncols())?;
+        check_random(
+            "Heun (Roberts)",
+            RandomInput::Signs,
+            &noise.signs,
+            x.nrows(),
+            noise.dw.ncols(),
+        )?;
         heun_step(
             sde,
             t,

@@ -37,7 +37,7 @@
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, s};
 
-use super::{Evals, check_normals, fill_times};
+use super::{Evals, RandomInput, check_random, fill_times};
 use crate::{ProblemError, Real, SolveError};
 
 /// A batched score function `s(t, x) = ∇ₓ log p_t(x)`, one time per row.
@@ -284,7 +284,13 @@ impl<T: Real, S: ScoreFn<T>, A: LangevinAlpha<T>> Corrector<T> for LangevinCorre
                 x.dim()
             )));
         }
-        check_normals("Langevin corrector", &z, x.nrows(), self.steps * dim)?;
+        check_random(
+            "Langevin corrector",
+            RandomInput::Normals,
+            &z,
+            x.nrows(),
+            self.steps * dim,
+        )?;
         // ε = c ‖z‖² / ‖s‖² with c = 2 α snr².
         let c = 2.0 * alpha * self.snr * self.snr;
         fill_times(&mut ws.t, t);

@@ -311,35 +311,32 @@ pub(crate) fn check_step_shapes<T: Real, P: Sde<T> + ?Sized>(
     Ok(())
 }
 
-/// Checks that a stepper was handed `[rows, needed]` random signs (the drivers always do; a
-/// direct caller of [`SdeStepper::step`] may not).
-pub(crate) fn check_signs<T>(
-    who: &str,
-    s: &ArrayView2<'_, T>,
-    rows: usize,
-    needed: usize,
-) -> Result<(), ProblemError> {
-    if s.nrows() != rows || s.ncols() < needed {
-        return Err(ProblemError::new(format!(
-            "{who}: expected at least [{rows}, {needed}] random signs, got {:?}",
-            s.shape()
-        )));
-    }
-    Ok(())
+/// What a stepper can be handed besides `ΔW`, for [`check_random`]'s message.
+#[derive(Clone, Copy)]
+pub(crate) enum RandomInput {
+    /// [`StepNoise::extra`].
+    Normals,
+    /// [`StepNoise::signs`].
+    Signs,
 }
 
-/// Checks that a stepper was handed `[rows, needed]` extra normals (the drivers always do; a
-/// direct caller of [`SdeStepper::step`] may not).
-pub(crate) fn check_normals<T>(
+/// Checks that a stepper was handed `[rows, needed]` extra normals or random signs (the drivers
+/// always do; a direct caller of [`SdeStepper::step`] may not).
+pub(crate) fn check_random<T>(
     who: &str,
-    z: &ArrayView2<'_, T>,
+    what: RandomInput,
+    a: &ArrayView2<'_, T>,
     rows: usize,
     needed: usize,
 ) -> Result<(), ProblemError> {
-    if z.nrows() != rows || z.ncols() < needed {
+    if a.nrows() != rows || a.ncols() < needed {
+        let what = match what {
+            RandomInput::Normals => "extra standard normals",
+            RandomInput::Signs => "random signs",
+        };
         return Err(ProblemError::new(format!(
-            "{who}: expected at least [{rows}, {needed}] extra standard normals, got {:?}",
-            z.shape()
+            "{who}: expected at least [{rows}, {needed}] {what}, got {:?}",
+            a.shape()
         )));
     }
     Ok(())

@@ -25,7 +25,7 @@
 
 use ndarray::{ArrayViewMut2, Axis};
 
-use super::{Corrector, Evals, SdeStepper, StepNoise, check_normals};
+use super::{Corrector, Evals, RandomInput, SdeStepper, StepNoise, check_random};
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde, SolveError};
 
 /// An SDE stepper combined with a [`Corrector`] (see the [module documentation](self)).
@@ -149,7 +149,13 @@ where
     ) -> Result<Evals, ProblemError> {
         let p = self.predictor.extra_normals(sde.dim(), sde.noise());
         let c = self.corrector.normals(sde.dim());
-        check_normals("predictor–corrector", &noise.extra, x.nrows(), p + c)?;
+        check_random(
+            "predictor–corrector",
+            RandomInput::Normals,
+            &noise.extra,
+            x.nrows(),
+            p + c,
+        )?;
         let (pe, ce) = noise.extra.split_at(Axis(1), p);
         let pred_noise = StepNoise {
             dw: noise.dw,
