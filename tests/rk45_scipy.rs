@@ -177,6 +177,22 @@ fn check_case(case: &Case) -> Result<Deviation, String> {
                 "t_eval states not bitwise those of sequential-sum SciPy (digest {digest})"
             ));
         }
+        // The continuous solution (SciPy's `dense_output=True`) at the same times: bitwise
+        // the same values, with the same counts.
+        let dense_sol = solver(case, OdeSave::Final)
+            .dense_output(true)
+            .solve(&sys, case.t0, case.t1, y0.view())
+            .map_err(|e| format!("{}: dense solve failed: {e}", case.name))?;
+        let dense = dense_sol.dense.as_ref().expect("dense output");
+        if dense_sol.stats.groups != [want] || dense.steps(0) != case.naccepted {
+            return fail(format!("dense solve: {:?}", dense_sol.stats));
+        }
+        let at = dense
+            .eval_many(t_eval)
+            .map_err(|e| format!("{}: dense evaluation failed: {e}", case.name))?;
+        if fnv1a(at.iter()) != digest {
+            return fail("dense output at t_eval differs from the t_eval states".into());
+        }
         let y_eval = case.y_eval.as_ref().expect("y_eval");
         for (i, y_ref) in y_eval.iter().enumerate() {
             let row = sol.y.index_axis(Axis(0), i);

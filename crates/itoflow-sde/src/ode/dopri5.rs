@@ -20,6 +20,7 @@
 
 use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, s};
 
+use super::dense::{DENSE_DEGREE, DenseOutput};
 use crate::control::{
     InitialStepInput, StepController, initial_step_finish, initial_step_trial, min_step,
     rms_divisor,
@@ -202,6 +203,8 @@ pub struct OdeSolution<T> {
     pub y: Array3<T>,
     /// Evaluation and step counts.
     pub stats: AdaptiveStats,
+    /// The continuous solution, when [`Dopri5::dense_output`] was asked for.
+    pub dense: Option<DenseOutput<T>>,
 }
 
 impl<T: Real> OdeSolution<T> {
@@ -238,6 +241,7 @@ pub struct Dopri5<T> {
     max_steps: Option<usize>,
     mode: BatchMode,
     save: OdeSave<T>,
+    dense: bool,
 }
 
 impl<T: Real> Default for Dopri5<T> {
@@ -283,6 +287,7 @@ impl<T: Real> Dopri5<T> {
             max_steps: None,
             mode: BatchMode::WholeBatch,
             save: OdeSave::Steps,
+            dense: false,
         }
     }
 
@@ -345,6 +350,14 @@ impl<T: Real> Dopri5<T> {
         self.save(OdeSave::Times(t_eval))
     }
 
+    /// Also return the continuous solution of every row over the whole span
+    /// ([`OdeSolution::dense`], SciPy's `dense_output=True`), in either batch mode and with any
+    /// [`OdeSave`]. It keeps `5·dim + 3` numbers per row and accepted step.
+    pub fn dense_output(mut self, on: bool) -> Self {
+        self.dense = on;
+        self
+    }
+
     /// Integrates every row of `y0` from `t0` to `t1` (either direction).
     pub fn solve<P: OdeSystem<T> + ?Sized>(
         &self,
@@ -398,6 +411,9 @@ struct Run<'a, T: Real, P: ?Sized> {
     out_y: Vec<Array2<T>>,
     eval_y: Option<Array3<T>>,
     final_y: Option<Array2<T>>,
+    dense: Option<DenseOutput<T>>,
+    /// Dense-output coefficients of the accepted step, `[rows, dim, DENSE_DEGREE]`.
+    q: Vec<T>,
 }
 
 impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
@@ -565,6 +581,8 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             out_t: Vec::new(),
             out_y: Vec::new(),
             final_y: None,
+            dense: opts.dense.then(|| DenseOutput::new(rows, dim, t0, t1)),
+            q: Vec::new(),
         })
     }
 
@@ -675,7 +693,12 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 self.eval_y.unwrap_or_else(|| Array3::zeros((0, rows, dim))),
             ),
         };
-        Ok(OdeSolution { t, y, stats })
+        Ok(OdeSolution {
+            t,
+            y,
+            stats,
+            dense: self.dense,
+        })
     }
 
     /// `f(t0, y0)` and SciPy's initial step for every group.
@@ -928,7 +951,26 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             g.stats.naccepted += 1;
             (g.start, g.len, g.t, g.h, g.t_new)
         };
-        // Dense output for t_eval points in (t_old, t_new] (t0 itself at the first step).
+        // Dense output: Q = Kᵀ P for the group's rows, then the t_eval points in
+        // (t_old, t_new] (t0 itself at the first step) and the continuous solution.
+        let t_eval_due = self.eval_y.is_some()
+            && self.groups[gi].next_eval < self.t_eval.len()
+            && self.direction * (self.t_eval[self.groups[gi].next_eval] - t_new) <= T::zero();
+        if t_eval_due || self.dense.is_some() {
+            self.q.resize(len * dim * DENSE_DEGREE, T::zero());
+            for r in start..start + len {
+                for i in 0..dim {
+                    let at = ((r - start) * dim + i) * DENSE_DEGREE;
+                    for (kk, q) in self.q[at..at + DENSE_DEGREE].iter_mut().enumerate() {
+                        let mut acc = T::zero();
+                        for (kj, pj) in self.k.iter().zip(&P) {
+                            acc += kj[[r, i]] * T::c(pj[kk]);
+                        }
+                        *q = acc;
+                    }
+                }
+            }
+        }
         if let Some(eval_y) = self.eval_y.as_mut() {
             let mut next = self.groups[gi].next_eval;
             while next < self.t_eval.len()
@@ -939,13 +981,10 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 for r in start..start + len {
                     let out_r = self.orig[r];
                     for i in 0..dim {
+                        let q = &self.q[((r - start) * dim + i) * DENSE_DEGREE..][..DENSE_DEGREE];
                         let mut acc = T::zero();
-                        for (kk, pk) in p.iter().enumerate() {
-                            let mut q = T::zero();
-                            for (j, kj) in self.k.iter().enumerate() {
-                                q += kj[[r, i]] * T::c(P[j][kk]);
-                            }
-                            acc += q * *pk;
+                        for (qk, pk) in q.iter().zip(&p) {
+                            acc += *qk * *pk;
                         }
                         eval_y[[next, out_r, i]] = h * acc + self.y[[r, i]];
                     }
@@ -953,6 +992,13 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 next += 1;
             }
             self.groups[gi].next_eval = next;
+        }
+        if let Some(dense) = self.dense.as_mut() {
+            let y = self.y.as_slice().expect("contiguous");
+            for r in start..start + len {
+                let q = &self.q[(r - start) * dim * DENSE_DEGREE..][..dim * DENSE_DEGREE];
+                dense.push(self.orig[r], t_old, t_new, h, &y[r * dim..(r + 1) * dim], q);
+            }
         }
         // y <- y_new, f <- f_new (FSAL).
         for r in start..start + len {

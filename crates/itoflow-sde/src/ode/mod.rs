@@ -7,11 +7,13 @@
 //! | [`ExplicitRk::HEUN`] (explicit trapezoid) | 2 | 2 | fixed |
 //! | [`ExplicitRk::MIDPOINT`] | 2 | 2 | fixed |
 //! | [`ExplicitRk::RK4`] | 4 | 4 | fixed |
-//! | [`Dopri5`] | 5(4) | 6 + FSAL | adaptive, dense output |
+//! | [`Dopri5`] | 5(4) | 6 + FSAL | adaptive, dense output ([`DenseOutput`]) |
 
+mod dense;
 mod dopri5;
 mod fixed;
 
+pub use dense::DenseOutput;
 pub use dopri5::{
     AdaptiveProgress, AdaptiveStats, Atol, BatchMode, Dopri5, GroupStats, OdeSave, OdeSolution,
 };
