@@ -80,6 +80,12 @@ pub struct SampleArgs {
     /// `lower_order_final`).
     #[arg(long)]
     lower_order_final: bool,
+    /// Total churn `S_churn` of edm-heun (0 = deterministic; Karras et al. 2022, Alg. 2).
+    #[arg(long, allow_negative_numbers = true)]
+    churn: Option<f64>,
+    /// Noise inflation `S_noise` of edm-heun's churn (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    s_noise: Option<f64>,
     /// Final time ε (default: the model's `itoflow.eps`, else the SDE's).
     #[arg(long)]
     eps: Option<f64>,
@@ -165,6 +171,17 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         config.eta = v;
     }
     config.lower_order_final = a.lower_order_final;
+    for (name, value, field) in [
+        ("churn", a.churn, &mut config.edm.s_churn),
+        ("s-noise", a.s_noise, &mut config.edm.s_noise),
+    ] {
+        if let Some(v) = value {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("--{name} must be a number ≥ 0, got {v}");
+            }
+            *field = v;
+        }
+    }
     config.eps = a.eps.or(info.eps).or(config.eps);
     // Per-sample step control, so that adaptive samplers do not depend on the batch split.
     config.per_row = true;
@@ -176,6 +193,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
             "model": a.model.name(), "sampler": a.sampler.name(), "steps": config.steps,
             "rtol": config.rtol, "atol": config.atol, "snr": config.snr, "eps": config.eps,
             "eta": config.eta, "lower_order_final": config.lower_order_final,
+            "churn": config.edm.s_churn, "s_noise": config.edm.s_noise,
             "seed": a.seed, "sde": info.forward.name(),
         }),
         a.count,

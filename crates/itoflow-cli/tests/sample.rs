@@ -112,7 +112,7 @@ fn every_sampler_runs() {
 }
 
 #[test]
-fn eta_and_lower_order_final_change_the_samples() {
+fn eta_lower_order_final_and_churn_change_the_samples() {
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str, args: &[&str]| -> Vec<u8> {
         let out = dir.path().join(name);
@@ -133,11 +133,25 @@ fn eta_and_lower_order_final_change_the_samples() {
         dpm,
         run("e.npy", &["--sampler", "dpmpp-2m", "--lower-order-final"])
     );
-    itoflow()
-        .args(["sample", "--sampler", "ddim", "--eta", "-1", "-q"])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("--eta must be a number ≥ 0"));
+    let edm = run("f.npy", &["--sampler", "edm-heun"]);
+    let churned = run("g.npy", &["--sampler", "edm-heun", "--churn", "10"]);
+    assert_ne!(edm, churned);
+    assert_eq!(
+        churned,
+        run(
+            "h.npy",
+            &["--sampler", "edm-heun", "--churn", "10", "--s-noise", "1"]
+        )
+    );
+    for (flag, value) in [("--eta", "-1"), ("--churn", "nan"), ("--s-noise", "-2")] {
+        itoflow()
+            .args(["sample", "--sampler", "ddim", flag, value, "-q"])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(format!(
+                "{flag} must be a number ≥ 0"
+            )));
+    }
 }
 
 #[test]
