@@ -483,8 +483,10 @@ impl ExtraNormals {
 /// `RandomStream::new(seed, first_path + r, tags::SIGNS)` ([`RandomStream::sign`]: one bit
 /// each), for steppers whose random variates are signs (Roberts' Heun).
 ///
-/// Each row keeps a window of ARS blocks (`⌈count/128⌉ + 1` of them, 128 signs per block) and
-/// recomputes it only when a step's signs leave it, so one block serves `128/count` steps.
+/// Each row keeps a window of ARS blocks (128 signs each: one block when `count` divides 128,
+/// so that a step's signs never straddle two blocks, else `⌈count/128⌉ + 1`) and recomputes it
+/// only when a step's signs leave it, so one block serves `128/count` steps; 24 bytes per row
+/// for up to 128 signs per step.
 ///
 /// ```
 /// use itoflow_sde::brownian::{BrownianPaths, RandomSigns, RandomStream, tags};
@@ -500,7 +502,8 @@ impl ExtraNormals {
 #[derive(Debug, Clone)]
 pub struct RandomSigns {
     count: usize,
-    keys: Vec<[u64; 2]>,
+    seed: u64,
+    first_path: u64,
     /// Blocks in each row's window.
     window: usize,
     /// `[rows × window]` blocks; row `r`'s window starts at block `base[r]`.
@@ -511,24 +514,18 @@ pub struct RandomSigns {
 impl RandomSigns {
     /// A generator of `count` signs per step for `rows` consecutive paths of `paths`.
     pub fn new(paths: &BrownianPaths, rows: usize, count: usize) -> Self {
-        let window = if count == 0 {
-            0
-        } else {
-            count.div_ceil(128) + 1
-        };
-        let keys = if count == 0 {
-            Vec::new()
-        } else {
-            (0..rows as u64)
-                .map(|r| RandomStream::new(paths.seed, paths.first_path + r, tags::SIGNS).key())
-                .collect()
+        let (window, rows) = match count {
+            0 => (0, 0),
+            c if 128 % c == 0 => (1, rows),
+            c => (c.div_ceil(128) + 1, rows),
         };
         Self {
             count,
+            seed: paths.seed,
+            first_path: paths.first_path,
             window,
-            blocks: vec![[0; 2]; keys.len() * window],
-            base: vec![u64::MAX; keys.len()],
-            keys,
+            blocks: vec![[0; 2]; rows * window],
+            base: vec![u64::MAX; rows],
         }
     }
 
@@ -544,11 +541,13 @@ impl RandomSigns {
         let table: [[T; 8]; 256] = std::array::from_fn(|byte| {
             std::array::from_fn(|b| if (byte >> b) & 1 == 0 { plus } else { minus })
         });
-        for (r, mut row) in out.outer_iter_mut().enumerate().take(self.keys.len()) {
+        for (r, mut row) in out.outer_iter_mut().enumerate().take(self.base.len()) {
             let window = &mut self.blocks[r * self.window..(r + 1) * self.window];
             let base = self.base[r];
             if base == u64::MAX || b0 < base || b1 >= base + self.window as u64 {
-                stream_blocks(self.keys[r], tags::SIGNS, b0, window);
+                let path = self.first_path + r as u64;
+                let key = RandomStream::new(self.seed, path, tags::SIGNS).key();
+                stream_blocks(key, tags::SIGNS, b0, window);
                 self.base[r] = b0;
             }
             let words = window.as_flattened();
