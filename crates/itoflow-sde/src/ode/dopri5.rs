@@ -806,25 +806,24 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
 
         // Stages 1..6.
         for stage in 1..STAGES {
+            let times = self.times.as_slice_mut().expect("contiguous");
             for g in &self.groups {
-                let ts = g.t + T::c(C[stage]) * g.h;
-                for r in g.start..g.start + g.len {
-                    self.times[r] = ts;
-                }
+                times[g.start..g.start + g.len].fill(g.t + T::c(C[stage]) * g.h);
             }
             {
-                let y = self.y.as_slice().expect("contiguous");
-                let tmp = self.tmp.as_slice_mut().expect("contiguous");
-                let ks: [&[T]; STAGES + 1] =
-                    std::array::from_fn(|j| self.k[j].as_slice().expect("contiguous"));
-                let ks = &ks[..stage];
+                // tmp = y + h Σ_j a_sj k_j, summed over j in order for every element (as
+                // SciPy's sequential sum does), one pass over the active rows per stage.
+                let n = self.active * dim;
+                let y = &self.y.as_slice().expect("contiguous")[..n];
+                let tmp = &mut self.tmp.as_slice_mut().expect("contiguous")[..n];
+                tmp.fill(T::zero());
+                for (kj, &a) in self.k.iter().zip(&A[stage][..stage]) {
+                    axpy(tmp, &kj.as_slice().expect("contiguous")[..n], T::c(a));
+                }
                 for g in &self.groups {
-                    for idx in g.start * dim..(g.start + g.len) * dim {
-                        let mut dy = T::zero();
-                        for (j, kj) in ks.iter().enumerate() {
-                            dy += kj[idx] * T::c(A[stage][j]);
-                        }
-                        tmp[idx] = y[idx] + dy * g.h;
+                    let range = g.start * dim..(g.start + g.len) * dim;
+                    for (t, &y) in tmp[range.clone()].iter_mut().zip(&y[range]) {
+                        *t = y + *t * g.h;
                     }
                 }
             }
@@ -832,29 +831,36 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         }
         // y_new = y + h Σ b_j k_j, then the FSAL stage f(t + h, y_new).
         {
-            let y = self.y.as_slice().expect("contiguous");
-            let y_new = self.y_new.as_slice_mut().expect("contiguous");
-            let ks: [&[T]; STAGES + 1] =
-                std::array::from_fn(|j| self.k[j].as_slice().expect("contiguous"));
-            let ks = &ks[..STAGES];
+            let n = self.active * dim;
+            let y = &self.y.as_slice().expect("contiguous")[..n];
+            let y_new = &mut self.y_new.as_slice_mut().expect("contiguous")[..n];
+            y_new.fill(T::zero());
+            for (kj, &b) in self.k.iter().zip(&B) {
+                axpy(y_new, &kj.as_slice().expect("contiguous")[..n], T::c(b));
+            }
             for g in &self.groups {
-                for idx in g.start * dim..(g.start + g.len) * dim {
-                    let mut acc = T::zero();
-                    for (j, kj) in ks.iter().enumerate() {
-                        acc += kj[idx] * T::c(B[j]);
-                    }
-                    y_new[idx] = y[idx] + g.h * acc;
+                let range = g.start * dim..(g.start + g.len) * dim;
+                for (o, &y) in y_new[range.clone()].iter_mut().zip(&y[range]) {
+                    *o = y + g.h * *o;
                 }
             }
         }
+        let times = self.times.as_slice_mut().expect("contiguous");
         for g in &self.groups {
-            for r in g.start..g.start + g.len {
-                self.times[r] = g.t + g.h;
-            }
+            times[g.start..g.start + g.len].fill(g.t + g.h);
         }
         self.eval(Which::YNew, STAGES, |g| g.stats.naccepted)?;
 
-        // Error norms, acceptance, dense output.
+        // Error norms, acceptance, dense output. `tmp` (free after the last stage) takes
+        // Σ_j e_j k_j for the active rows.
+        {
+            let n = self.active * dim;
+            let tmp = &mut self.tmp.as_slice_mut().expect("contiguous")[..n];
+            tmp.fill(T::zero());
+            for (kj, &e) in self.k.iter().zip(&E) {
+                axpy(tmp, &kj.as_slice().expect("contiguous")[..n], T::c(e));
+            }
+        }
         for gi in 0..self.groups.len() {
             let err = self.error_norm(gi);
             let g = &self.groups[gi];
@@ -880,15 +886,11 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         let dim = self.dim;
         let y = self.y.as_slice().expect("contiguous");
         let y_new = self.y_new.as_slice().expect("contiguous");
-        let ks: [&[T]; STAGES + 1] =
-            std::array::from_fn(|j| self.k[j].as_slice().expect("contiguous"));
+        // Σ_j e_j k_j, left in `tmp` by `attempt`.
+        let err = self.tmp.as_slice().expect("contiguous");
         let mut sum = T::zero();
         for idx in g.start * dim..(g.start + g.len) * dim {
-            let mut e = T::zero();
-            for (j, kj) in ks.iter().enumerate() {
-                e += kj[idx] * T::c(E[j]);
-            }
-            let e = e * g.h;
+            let e = err[idx] * g.h;
             let scale = self.atol_at(idx) + y[idx].abs().max(y_new[idx].abs()) * self.rtol;
             let v = e / scale;
             sum += v * v;
@@ -1001,12 +1003,12 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             }
         }
         // y <- y_new, f <- f_new (FSAL).
-        for r in start..start + len {
-            for i in 0..dim {
-                self.y[[r, i]] = self.y_new[[r, i]];
-                self.k[0][[r, i]] = self.k[STAGES][[r, i]];
-            }
-        }
+        let range = start * dim..(start + len) * dim;
+        self.y.as_slice_mut().expect("contiguous")[range.clone()]
+            .copy_from_slice(&self.y_new.as_slice().expect("contiguous")[range.clone()]);
+        let (first, rest) = self.k.split_at_mut(1);
+        first[0].as_slice_mut().expect("contiguous")[range.clone()]
+            .copy_from_slice(&rest[STAGES - 1].as_slice().expect("contiguous")[range]);
         let whole = self.opts.mode == BatchMode::WholeBatch;
         let g = &mut self.groups[gi];
         g.t = t_new;
@@ -1061,6 +1063,14 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         }
         self.groups = kept;
         self.active = dst;
+    }
+}
+
+/// `acc[i] += x[i]·a` for every element (one term of a stage sum, in order).
+#[inline]
+fn axpy<T: Real>(acc: &mut [T], x: &[T], a: T) {
+    for (o, &x) in acc.iter_mut().zip(x) {
+        *o += x * a;
     }
 }
 
