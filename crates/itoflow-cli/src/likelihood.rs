@@ -271,9 +271,8 @@ pub struct Statistics {
 impl Statistics {
     /// The statistics of the rows of a likelihood output.
     pub fn of(res: &ArrayD<f64>) -> Self {
-        let col = |j: usize| -> Vec<f64> { res.index_axis(Axis(1), j).iter().copied().collect() };
-        let (mean_bpd, se_bpd) = mean_se(&col(1));
-        let (mean_logp, se_logp) = mean_se(&col(0));
+        let (mean_bpd, se_bpd) = mean_se(&column(res, 1));
+        let (mean_logp, se_logp) = mean_se(&column(res, 0));
         Self {
             samples: res.shape()[0],
             mean_bpd,
@@ -316,13 +315,12 @@ impl Statistics {
 /// third column) per sample, and the run's `summary`.
 pub fn write_json(out: &Path, first_index: u64, res: &ArrayD<f64>, summary: &Value) -> Result<()> {
     let n = res.shape()[0] as u64;
-    let col = |j: usize| -> Vec<f64> { res.index_axis(Axis(1), j).iter().copied().collect() };
     let mut v = json!({
         "index": (first_index..first_index + n).collect::<Vec<_>>(),
-        "logp": col(0), "bpd": col(1),
+        "logp": column(res, 0), "bpd": column(res, 1),
     });
     if res.shape()[1] > 2 {
-        v["std_err"] = json!(col(2));
+        v["std_err"] = json!(column(res, 2));
     }
     v["summary"] = summary.clone();
     store::write_atomic(out, serde_json::to_string_pretty(&v)?.as_bytes())
@@ -362,6 +360,11 @@ pub fn read_json(path: &Path, cols: usize) -> Result<ArrayD<f64>> {
         }
     }
     Ok(a.into_dyn())
+}
+
+/// Column `j` of a `[N, cols]` output.
+fn column(res: &ArrayD<f64>, j: usize) -> Vec<f64> {
+    res.index_axis(Axis(1), j).iter().copied().collect()
 }
 
 fn mean_se(x: &[f64]) -> (f64, f64) {

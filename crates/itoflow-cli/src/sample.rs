@@ -164,14 +164,9 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     if let Some(v) = a.snr {
         config.snr = v;
     }
-    if let Some(v) = a.eta {
-        if !(v.is_finite() && v >= 0.0) {
-            bail!("--eta must be a number ≥ 0, got {v}");
-        }
-        config.eta = v;
-    }
     config.lower_order_final = a.lower_order_final;
     for (name, value, field) in [
+        ("eta", a.eta, &mut config.eta),
         ("churn", a.churn, &mut config.edm.s_churn),
         ("s-noise", a.s_noise, &mut config.edm.s_noise),
     ] {

@@ -17,6 +17,19 @@ use crate::forward::ForwardSde;
 use crate::score::ScoreModel;
 use itoflow_sde::{NoiseKind, OdeSystem, ProblemError, Real, Sde};
 
+/// `f(t)` for the rows' times, computed once per run of equal times (the rows of a fixed-step
+/// solve share one): `last` holds the previous time and value.
+fn per_time<T: Real, V: Copy>(last: &mut Option<(T, V)>, t: T, f: impl FnOnce(T) -> V) -> V {
+    match *last {
+        Some((t_last, v)) if t_last == t => v,
+        _ => {
+            let v = f(t);
+            *last = Some((t, v));
+            v
+        }
+    }
+}
+
 /// `out ← f(t) x − w g(t)² out` row by row, where `out` holds the score. The coefficients are
 /// evaluated once per distinct time (the rows of a fixed-step solve share one).
 fn drift_from_score<T: Real, S: ForwardSde + ?Sized>(
@@ -33,14 +46,7 @@ fn drift_from_score<T: Real, S: ForwardSde + ?Sized>(
     };
     let mut last: Option<(T, (T, T))> = None;
     for ((mut o, xr), &tr) in out.outer_iter_mut().zip(x.outer_iter()).zip(t.iter()) {
-        let (f, w) = match last {
-            Some((t_last, c)) if t_last == tr => c,
-            _ => {
-                let c = coefficients(tr);
-                last = Some((tr, c));
-                c
-            }
-        };
+        let (f, w) = per_time(&mut last, tr, coefficients);
         match (o.as_slice_mut(), xr.as_slice()) {
             (Some(o), Some(xr)) => {
                 for (o, &x) in o.iter_mut().zip(xr) {
@@ -105,15 +111,9 @@ impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> Sde<T> for Reve
         let mut g = g.index_axis_mut(Axis(2), 0);
         let mut last: Option<(T, T)> = None;
         for (mut row, &tr) in g.outer_iter_mut().zip(t.iter()) {
-            let v = match last {
-                Some((t_last, v)) if t_last == tr => v,
-                _ => {
-                    let v = T::c(self.sde.diffusion(tr.f64()));
-                    last = Some((tr, v));
-                    v
-                }
-            };
-            row.fill(v);
+            row.fill(per_time(&mut last, tr, |t| {
+                T::c(self.sde.diffusion(t.f64()))
+            }));
         }
         Ok(())
     }

@@ -514,11 +514,12 @@ pub struct RandomSigns {
 impl RandomSigns {
     /// A generator of `count` signs per step for `rows` consecutive paths of `paths`.
     pub fn new(paths: &BrownianPaths, rows: usize, count: usize) -> Self {
-        let (window, rows) = match count {
-            0 => (0, 0),
-            c if 128 % c == 0 => (1, rows),
-            c => (c.div_ceil(128) + 1, rows),
+        let window = match count {
+            0 => 0,
+            c if 128 % c == 0 => 1,
+            c => c.div_ceil(128) + 1,
         };
+        let rows = if count == 0 { 0 } else { rows };
         Self {
             count,
             seed: paths.seed,

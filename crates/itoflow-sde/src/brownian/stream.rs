@@ -225,7 +225,7 @@ fn blocks_many(keys: &[[u64; 2]], counters: &[[u64; 2]], out: &mut [[u64; 2]]) {
 
 /// `+1` if bit `bit` of `word` is zero, else `−1`.
 #[inline(always)]
-pub(crate) fn sign_of_bit(word: u64, bit: u64) -> f64 {
+fn sign_of_bit(word: u64, bit: u64) -> f64 {
     if (word >> bit) & 1 == 0 { 1.0 } else { -1.0 }
 }
 

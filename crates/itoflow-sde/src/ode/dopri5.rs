@@ -816,10 +816,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 let n = self.active * dim;
                 let y = &self.y.as_slice().expect("contiguous")[..n];
                 let tmp = &mut self.tmp.as_slice_mut().expect("contiguous")[..n];
-                tmp.fill(T::zero());
-                for (kj, &a) in self.k.iter().zip(&A[stage][..stage]) {
-                    axpy(tmp, &kj.as_slice().expect("contiguous")[..n], T::c(a));
-                }
+                stage_sum(tmp, &self.k, &A[stage][..stage]);
                 for g in &self.groups {
                     let range = g.start * dim..(g.start + g.len) * dim;
                     for (t, &y) in tmp[range.clone()].iter_mut().zip(&y[range]) {
@@ -834,10 +831,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             let n = self.active * dim;
             let y = &self.y.as_slice().expect("contiguous")[..n];
             let y_new = &mut self.y_new.as_slice_mut().expect("contiguous")[..n];
-            y_new.fill(T::zero());
-            for (kj, &b) in self.k.iter().zip(&B) {
-                axpy(y_new, &kj.as_slice().expect("contiguous")[..n], T::c(b));
-            }
+            stage_sum(y_new, &self.k, &B);
             for g in &self.groups {
                 let range = g.start * dim..(g.start + g.len) * dim;
                 for (o, &y) in y_new[range.clone()].iter_mut().zip(&y[range]) {
@@ -853,14 +847,12 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
 
         // Error norms, acceptance, dense output. `tmp` (free after the last stage) takes
         // Σ_j e_j k_j for the active rows.
-        {
-            let n = self.active * dim;
-            let tmp = &mut self.tmp.as_slice_mut().expect("contiguous")[..n];
-            tmp.fill(T::zero());
-            for (kj, &e) in self.k.iter().zip(&E) {
-                axpy(tmp, &kj.as_slice().expect("contiguous")[..n], T::c(e));
-            }
-        }
+        let n = self.active * dim;
+        stage_sum(
+            &mut self.tmp.as_slice_mut().expect("contiguous")[..n],
+            &self.k,
+            &E,
+        );
         for gi in 0..self.groups.len() {
             let err = self.error_norm(gi);
             let g = &self.groups[gi];
@@ -1066,11 +1058,15 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
     }
 }
 
-/// `acc[i] += x[i]·a` for every element (one term of a stage sum, in order).
-#[inline]
-fn axpy<T: Real>(acc: &mut [T], x: &[T], a: T) {
-    for (o, &x) in acc.iter_mut().zip(x) {
-        *o += x * a;
+/// `out[i] = Σ_j k_j[i]·w_j` for the first `out.len()` elements, summed over `j` in order from
+/// zero (SciPy's sequential sum, element for element), one pass per stage.
+fn stage_sum<T: Real>(out: &mut [T], k: &[Array2<T>], weights: &[f64]) {
+    out.fill(T::zero());
+    for (kj, &w) in k.iter().zip(weights) {
+        let w = T::c(w);
+        for (o, &x) in out.iter_mut().zip(kj.as_slice().expect("contiguous")) {
+            *o += x * w;
+        }
     }
 }
 
