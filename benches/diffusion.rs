@@ -13,18 +13,23 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use itoflow::sde::prelude::*;
 use itoflow_diffusion::forward::{Forward, ForwardSde, Vp};
-use itoflow_diffusion::likelihood::{LikelihoodOptions, log_likelihood};
+use itoflow_diffusion::likelihood::{LikelihoodOptions, LikelihoodRequest};
 use itoflow_diffusion::reverse::{ProbabilityFlow, ReverseSde};
-use itoflow_diffusion::sampler::{SamplerConfig, SamplerKind, sample};
-use itoflow_diffusion::{GaussianMixture, ScoreError, ScoreModel};
+use itoflow_diffusion::sampler::{SampleRequest, Sampler};
+use itoflow_diffusion::schedule::Schedule;
+use itoflow_diffusion::{Cond, GaussianMixture, ScoreError, ScoreModel};
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Zip, s};
 
 /// Score of N(0, I): −x.
 struct StdNormalScore {
     dim: usize,
+    sde: Forward,
 }
 
 impl<T: Real> ScoreModel<T> for StdNormalScore {
+    fn sde(&self) -> &Forward {
+        &self.sde
+    }
     fn dim(&self) -> usize {
         self.dim
     }
@@ -32,6 +37,7 @@ impl<T: Real> ScoreModel<T> for StdNormalScore {
         &self,
         x: ArrayView2<'_, T>,
         _t: ArrayView1<'_, T>,
+        _cond: Cond<'_>,
         mut out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         Zip::from(&mut out).and(&x).for_each(|o, &x| *o = -x);
@@ -54,7 +60,10 @@ fn reverse_em(c: &mut Criterion) {
     let opts = SdeOptions::new(5);
     for dim in [2usize, 64] {
         let x0 = Array2::<f64>::zeros((SAMPLES, dim));
-        let trivial = StdNormalScore { dim };
+        let trivial = StdNormalScore {
+            dim,
+            sde: fwd.clone(),
+        };
         let rev = ReverseSde::new(&fwd, &trivial);
         g.bench_function(format!("gaussian_d{dim}"), |b| {
             b.iter(|| solve_sde(&rev, &EulerMaruyama, x0.view(), &grid, &opts).unwrap())
@@ -80,7 +89,10 @@ fn pf_ode_and_likelihood(c: &mut Criterion) {
         let x0 = Array2::<f64>::from_shape_fn((SAMPLES, dim), |(i, j)| {
             ((i * 7 + j * 3) % 11) as f64 / 11.0 - 0.5
         });
-        let trivial = StdNormalScore { dim };
+        let trivial = StdNormalScore {
+            dim,
+            sde: fwd.clone(),
+        };
         let flow = ProbabilityFlow::new(&fwd, &trivial);
         let solver = Dopri5::new()
             .rtol(1e-5)
@@ -99,7 +111,12 @@ fn pf_ode_and_likelihood(c: &mut Criterion) {
             ..Default::default()
         };
         let x = x0.slice(s![..256, ..]);
-        let lik = || log_likelihood(&fwd, &gmm, x, &opts, 0, 0, None).unwrap();
+        let lik = || {
+            LikelihoodRequest::new(&gmm, x)
+                .options(opts.clone())
+                .run()
+                .unwrap()
+        };
         g.throughput(Throughput::Elements(lik().row_evals));
         g.bench_function(format!("likelihood_exact_trace_gmm_d{dim}"), |b| {
             b.iter(lik)
@@ -115,20 +132,35 @@ fn samplers(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(3));
     let fwd = Forward::Vp(Vp::default());
     for dim in [2usize, 64] {
-        let trivial = StdNormalScore { dim };
-        for kind in [
-            SamplerKind::EulerMaruyama,
-            SamplerKind::Pc,
-            SamplerKind::Ddim,
-            SamplerKind::DpmSolverPp2m,
-            SamplerKind::EdmHeun,
+        let trivial = StdNormalScore {
+            dim,
+            sde: fwd.clone(),
+        };
+        for name in [
+            "em",
+            "pc",
+            "ddim",
+            "dpmpp-2m",
+            "heun",
+            "euler-ancestral",
+            "lms",
         ] {
-            let mut cfg = SamplerConfig::new(kind, &fwd);
-            cfg.steps = STEPS;
-            cfg.denoise = false;
+            let sampler = Sampler::from_name(name).unwrap();
+            let schedule = if sampler.is_score_sde() {
+                Schedule::uniform(STEPS)
+            } else {
+                Schedule::karras(STEPS)
+            };
             g.throughput(Throughput::Elements((SAMPLES * STEPS) as u64));
-            g.bench_function(format!("{kind}_d{dim}"), |b| {
-                b.iter(|| sample::<f64, _>(&fwd, &trivial, &cfg, 1, 0, SAMPLES, None).unwrap())
+            g.bench_function(format!("{name}_d{dim}"), |b| {
+                b.iter(|| {
+                    SampleRequest::new(&trivial, sampler)
+                        .schedule(schedule.clone())
+                        .seed(1)
+                        .indices(0..SAMPLES as u64)
+                        .run::<f64>()
+                        .unwrap()
+                })
             });
         }
     }

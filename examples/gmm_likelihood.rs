@@ -11,7 +11,7 @@ use std::time::Instant;
 use itoflow::diffusion::forward::{Forward, Vp};
 use itoflow::diffusion::gmm::GaussianMixture;
 use itoflow::diffusion::likelihood::{
-    DataScaling, LikelihoodOptions, LikelihoodResult, Probe, TraceEstimator, log_likelihood,
+    DataScaling, LikelihoodOptions, LikelihoodRequest, LikelihoodResult, Probe, TraceEstimator,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,7 +38,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..base.clone()
             };
             let start = Instant::now();
-            let r = log_likelihood(&sde, &gmm, x.view(), &opts, 42, 0, None)?;
+            let r = LikelihoodRequest::new(&gmm, x.view())
+                .options(opts.clone())
+                .seed(42)
+                .run()?;
             Ok((r, start.elapsed().as_secs_f64()))
         };
     let (exact, t_exact) = run(TraceEstimator::Exact)?;

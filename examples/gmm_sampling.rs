@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use image::{Rgb, RgbImage};
 use itoflow::diffusion::forward::{Forward, Vp};
-use itoflow::diffusion::sampler::{SamplerConfig, SamplerKind, sample};
+use itoflow::diffusion::sampler::{Corrector, SampleRequest, Sampler};
+use itoflow::diffusion::schedule::Schedule;
 use itoflow::diffusion::{DiffusionError, GaussianMixture};
 use ndarray::{Array2, Axis, array};
 
@@ -24,22 +25,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gmm = ring_mixture(sde.clone())?;
     let n = 2000;
     println!("exact mean {:.3}", gmm.mean_at(0.0));
-    for (kind, steps) in [
-        (SamplerKind::Pc, 500),
-        (SamplerKind::EulerMaruyama, 1000),
-        (SamplerKind::Ode, 0),
-        (SamplerKind::DpmSolverPp2m, 20),
-        (SamplerKind::EdmHeun, 18),
+    // In 2-D the per-sample Langevin norm rule is biased (see `langevin_step`); use the
+    // annealed rule here.
+    let pc = Sampler::Pc {
+        snr: 0.16,
+        corrector_steps: 1,
+        corrector: Corrector::Annealed,
+        denoise: true,
+    };
+    for (kind, schedule) in [
+        (pc, Some(Schedule::uniform(500))),
+        (Sampler::from_name("em")?, Some(Schedule::uniform(1000))),
+        (Sampler::from_name("ode")?, None),
+        (
+            Sampler::from_name("dpmpp-2m")?,
+            Some(Schedule::exponential(20)),
+        ),
+        (Sampler::from_name("heun")?, Some(Schedule::karras(18))),
+        (
+            Sampler::from_name("dpmpp-3m-sde")?,
+            Some(Schedule::karras(30)),
+        ),
     ] {
-        let mut cfg = SamplerConfig::new(kind, &sde);
-        if steps > 0 {
-            cfg.steps = steps;
-        }
-        // In 2-D the per-sample Langevin norm rule is biased (see `langevin_step`); use the
-        // annealed rule here.
-        cfg.annealed = true;
         let start = std::time::Instant::now();
-        let (x, report) = sample::<f64, _>(&sde, &gmm, &cfg, 1, 0, n, None)?;
+        let mut req = SampleRequest::new(&gmm, kind).seed(1).indices(0..n as u64);
+        if let Some(s) = schedule {
+            req = req.schedule(s);
+        }
+        let samples = req.run::<f64>()?;
+        let (x, report) = (samples.x, samples.report);
         let secs = start.elapsed().as_secs_f64();
         let mean = x.mean_axis(Axis(0)).unwrap_or_default();
         let c = &x - &mean;

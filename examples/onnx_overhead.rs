@@ -9,9 +9,11 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use itoflow::diffusion::forward::Forward;
 use itoflow::diffusion::onnx::{OnnxOptions, OnnxScoreModel};
-use itoflow::diffusion::sampler::{SamplerConfig, SamplerKind, sample};
-use itoflow::diffusion::{ScoreError, ScoreModel};
+use itoflow::diffusion::sampler::{SampleRequest, Sampler};
+use itoflow::diffusion::schedule::Schedule;
+use itoflow::diffusion::{Cond, ScoreError, ScoreModel};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2};
 
 /// Forwards to the model and adds up the time spent inside it.
@@ -21,6 +23,9 @@ struct Timed<'a> {
 }
 
 impl ScoreModel<f32> for Timed<'_> {
+    fn sde(&self) -> &Forward {
+        ScoreModel::<f32>::sde(self.inner)
+    }
     fn dim(&self) -> usize {
         ScoreModel::<f32>::dim(self.inner)
     }
@@ -28,10 +33,11 @@ impl ScoreModel<f32> for Timed<'_> {
         &self,
         x: ArrayView2<'_, f32>,
         t: ArrayView1<'_, f32>,
+        cond: Cond<'_>,
         out: ArrayViewMut2<'_, f32>,
     ) -> Result<(), ScoreError> {
         let start = Instant::now();
-        let r = self.inner.score(x, t, out);
+        let r = self.inner.score(x, t, cond, out);
         *self.spent.lock().expect("timer") += start.elapsed();
         r
     }
@@ -44,7 +50,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..OnnxOptions::default()
     };
     let model = OnnxScoreModel::open(&path, &opts)?;
-    let sde = model.info().forward.clone();
     println!("| batch | model call (median) | sampler step (EM, mean) | glue overhead |");
     println!("|---:|---:|---:|---:|");
     for batch in [1usize, 64, 256] {
@@ -54,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut calls = Vec::new();
         for _ in 0..30 {
             let s = Instant::now();
-            model.score(x.view(), t.view(), out.view_mut())?;
+            model.score(x.view(), t.view(), Cond::default(), out.view_mut())?;
             calls.push(s.elapsed().as_secs_f64());
         }
         calls.sort_by(f64::total_cmp);
@@ -63,10 +68,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             inner: &model,
             spent: Mutex::new(Duration::ZERO),
         };
-        let mut cfg = SamplerConfig::new(SamplerKind::EulerMaruyama, &sde);
-        cfg.steps = 100;
         let start = Instant::now();
-        let (_, report) = sample::<f32, _>(&sde, &timed, &cfg, 0, 0, batch, None)?;
+        let report = SampleRequest::new(&timed, Sampler::EulerMaruyama { denoise: true })
+            .schedule(Schedule::uniform(100))
+            .indices(0..batch as u64)
+            .run::<f32>()?
+            .report;
         let total = start.elapsed().as_secs_f64();
         let inside = timed.spent.lock().expect("timer").as_secs_f64();
         println!(

@@ -9,9 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
-use itoflow::diffusion::likelihood::{DataScaling, LikelihoodOptions, log_likelihood};
+use itoflow::diffusion::likelihood::{DataScaling, LikelihoodOptions, LikelihoodRequest};
 use itoflow::diffusion::onnx::{OnnxOptions, OnnxScoreModel, init_runtime};
-use itoflow::diffusion::sampler::{SamplerConfig, SamplerKind, sample};
+use itoflow::diffusion::sampler::{OdeSettings, SampleRequest, Sampler};
+use itoflow::diffusion::schedule::Schedule;
 use itoflow::diffusion::{ProductSource, ScoreModel, TraceEstimator};
 use ndarray::{Array2, Array4, Axis};
 use ndarray_npy::read_npy;
@@ -67,7 +68,9 @@ fn bits_per_dim_match_the_torch_reference() {
         data: DataScaling::new(u64::from(info.data_levels.unwrap()), lo, hi).unwrap(),
         ..LikelihoodOptions::default()
     };
-    let res = log_likelihood::<f64, _>(&info.forward, &model, x.view(), &options, 0, 0, None)
+    let res = LikelihoodRequest::new(&model, x.view())
+        .options(options.clone())
+        .run()
         .expect("likelihood");
     let per = reference["midpoint"]["per_sample"].as_array().unwrap();
     let mut worst: f64 = 0.0;
@@ -99,19 +102,22 @@ fn exact_trace_agrees_with_finite_differences() {
     );
     let x = flat(read_npy(models().join("likelihood_inputs.npy")).unwrap());
     let x = x.slice(ndarray::s![..2, ..]).to_owned();
-    let info = model.info();
     let mut options = LikelihoodOptions {
         rtol: 1e-4,
         atol: 1e-4,
         eps: Some(1e-5),
         ..LikelihoodOptions::default()
     };
-    let exact =
-        log_likelihood::<f64, _>(&info.forward, &model, x.view(), &options, 0, 0, None).unwrap();
+    let exact = LikelihoodRequest::new(&model, x.view())
+        .options(options.clone())
+        .run()
+        .unwrap();
     options.products = ProductSource::FiniteDifference;
     options.fd_rel_step = Some(1e-3);
-    let fd =
-        log_likelihood::<f64, _>(&info.forward, &model, x.view(), &options, 0, 0, None).unwrap();
+    let fd = LikelihoodRequest::new(&model, x.view())
+        .options(options.clone())
+        .run()
+        .unwrap();
     for i in 0..2 {
         eprintln!(
             "sample {i}: log p exact-trace {:.4} ({:?}), finite differences {:.4} ({:?})",
@@ -142,8 +148,6 @@ fn to_raw(y: &Array2<f64>) -> Array2<f64> {
 #[test]
 fn pc_and_ode_samples_look_like_digits() {
     let Some(model) = open() else { return };
-    let info = model.info();
-    let sde = &info.forward;
     let train: Array4<u8> = read_npy(models().join("train_digits.npy")).unwrap();
     let train = train
         .mapv(f64::from)
@@ -160,14 +164,21 @@ fn pc_and_ode_samples_look_like_digits() {
         }
         nn_distance(&to_raw(&z), &train)
     };
-    for (kind, steps) in [(SamplerKind::Pc, 200), (SamplerKind::Ode, 0)] {
-        let mut cfg = SamplerConfig::new(kind, sde);
-        if steps > 0 {
-            cfg.steps = steps;
+    let pc = Sampler::from_name("pc").unwrap();
+    let ode = Sampler::Ode(OdeSettings {
+        rtol: 1e-4,
+        atol: 1e-4,
+        ..OdeSettings::default()
+    });
+    for (kind, schedule) in [(pc, Some(Schedule::uniform(200))), (ode, None)] {
+        let mut req = SampleRequest::new(&model, kind)
+            .seed(7)
+            .indices(0..n as u64);
+        if let Some(s) = schedule {
+            req = req.schedule(s);
         }
-        cfg.rtol = 1e-4;
-        cfg.atol = 1e-4;
-        let (y, report) = sample::<f64, _>(sde, &model, &cfg, 7, 0, n, None).unwrap();
+        let out = req.run::<f64>().unwrap();
+        let (y, report) = (out.x, out.report);
         // In range: within two quantisation bins (4/17) of [−1, 1].
         let inside =
             y.iter().filter(|v| v.abs() <= 1.0 + 4.0 / 17.0).count() as f64 / y.len() as f64;

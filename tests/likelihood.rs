@@ -11,11 +11,11 @@ use itoflow::diffusion::divergence::{DivergenceEstimator, draw_probes, exact_div
 use itoflow::diffusion::forward::{Forward, SubVp, Ve, Vp};
 use itoflow::diffusion::gmm::GaussianMixture;
 use itoflow::diffusion::likelihood::{
-    DataScaling, LikelihoodOptions, LikelihoodProgress, Probe, ProductSource, TraceEstimator,
-    decode, encode, log_likelihood, transport,
+    DataScaling, LikelihoodOptions, LikelihoodProgress, LikelihoodRequest, Probe, ProductSource,
+    TraceEstimator, decode, encode, transport,
 };
 use itoflow::diffusion::score::ScoreModel;
-use itoflow::diffusion::{DiffusionError, ScoreError};
+use itoflow::diffusion::{Cond, DiffusionError, ScoreError};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, array, s};
 
 fn sdes() -> Vec<Forward> {
@@ -47,7 +47,10 @@ fn exact_trace_matches_gmm_density() {
         for (d, n) in [(2usize, 3usize), (8, 3), (32, 2)] {
             let gmm = GaussianMixture::random(d, 3, 1.0, 0.5, 11 + d as u64, sde.clone()).unwrap();
             let x = gmm.sample_data(n, 5, 0);
-            let out = log_likelihood(&sde, &gmm, x.view(), &tight(), 0, 0, None).unwrap();
+            let out = LikelihoodRequest::new(&gmm, x.view())
+                .options(tight().clone())
+                .run()
+                .unwrap();
             let eps = out.eps;
             assert_eq!(out.product_source, ProductSource::Jvp);
             for r in 0..n {
@@ -92,13 +95,20 @@ fn hutchinson_within_three_standard_errors() {
         atol: 1e-6,
         ..Default::default()
     };
-    let exact = log_likelihood(&sde, &gmm, x.view(), &opts, 0, 0, None).unwrap();
+    let exact = LikelihoodRequest::new(&gmm, x.view())
+        .options(opts.clone())
+        .run()
+        .unwrap();
     for probe in [Probe::Rademacher, Probe::Gaussian] {
         let h = LikelihoodOptions {
             trace: TraceEstimator::Hutchinson { probes: 256, probe },
             ..opts.clone()
         };
-        let est = log_likelihood(&sde, &gmm, x.view(), &h, 17, 0, None).unwrap();
+        let est = LikelihoodRequest::new(&gmm, x.view())
+            .options(h.clone())
+            .seed(17)
+            .run()
+            .unwrap();
         let se = est.std_err.as_ref().expect("K ≥ 2 gives a standard error");
         let per_probe = est.delta_logp_probes.as_ref().unwrap();
         for r in 0..3 {
@@ -125,19 +135,38 @@ fn hutchinson_is_batch_independent() {
         trace: "hutchinson:3:gaussian".parse().unwrap(),
         ..Default::default()
     };
-    let all = log_likelihood(&sde, &gmm, x.view(), &opts, 5, 100, None).unwrap();
+    let all = LikelihoodRequest::new(&gmm, x.view())
+        .options(opts.clone())
+        .seed(5)
+        .first_index(100)
+        .run()
+        .unwrap();
     assert_eq!(all.index, vec![100, 101, 102, 103]);
-    let one = log_likelihood(&sde, &gmm, x.slice(s![2..3, ..]), &opts, 5, 102, None).unwrap();
+    let one = LikelihoodRequest::new(&gmm, x.slice(s![2..3, ..]))
+        .options(opts.clone())
+        .seed(5)
+        .first_index(102)
+        .run()
+        .unwrap();
     assert_eq!(one.logp[0], all.logp[2]);
     assert_eq!(one.std_err.unwrap()[0], all.std_err.unwrap()[2]);
     // Different global index, different probes.
-    let other = log_likelihood(&sde, &gmm, x.slice(s![2..3, ..]), &opts, 5, 7, None).unwrap();
+    let other = LikelihoodRequest::new(&gmm, x.slice(s![2..3, ..]))
+        .options(opts.clone())
+        .seed(5)
+        .first_index(7)
+        .run()
+        .unwrap();
     assert_ne!(other.logp[0], all.logp[2]);
     let k1 = LikelihoodOptions {
         trace: "hutchinson".parse().unwrap(),
         ..Default::default()
     };
-    let r = log_likelihood(&sde, &gmm, x.view(), &k1, 5, 0, None).unwrap();
+    let r = LikelihoodRequest::new(&gmm, x.view())
+        .options(k1.clone())
+        .seed(5)
+        .run()
+        .unwrap();
     assert!(r.std_err.is_none());
 }
 
@@ -152,12 +181,15 @@ fn encode_decode_round_trip() {
             atol: 1e-9,
             ..Default::default()
         };
-        let z = encode(&sde, &gmm, x.view(), &opts).unwrap();
-        let back = decode(&sde, &gmm, z.x.view(), &opts).unwrap();
+        let z = encode(&gmm, x.view(), &opts).unwrap();
+        let back = decode(&gmm, z.x.view(), &opts).unwrap();
         let err = (&back.x - &x).iter().fold(0.0f64, |m, e| m.max(e.abs()));
         assert!(err <= 1e-5, "{}: round trip error {err:e}", sde_name(&sde));
         // The latents agree with the likelihood's.
-        let lik = log_likelihood(&sde, &gmm, x.view(), &opts, 0, 0, None).unwrap();
+        let lik = LikelihoodRequest::new(&gmm, x.view())
+            .options(opts.clone())
+            .run()
+            .unwrap();
         let dz = (&lik.latents - &z.x)
             .iter()
             .fold(0.0f64, |m, e| m.max(e.abs()));
@@ -200,6 +232,7 @@ fn product_sources_agree() {
             est.hutchinson(
                 x.view(),
                 t.view(),
+                Cond::default(),
                 probes.view(),
                 score.view_mut(),
                 h.view_mut(),
@@ -217,7 +250,10 @@ fn product_sources_agree() {
     let sde = Forward::Vp(Vp::default());
     let gmm = GaussianMixture::random(4, 2, 1.0, 0.5, 2, sde.clone()).unwrap();
     let x = gmm.sample_data(3, 4, 0);
-    let base = log_likelihood(&sde, &gmm, x.view(), &tight(), 0, 0, None).unwrap();
+    let base = LikelihoodRequest::new(&gmm, x.view())
+        .options(tight().clone())
+        .run()
+        .unwrap();
     for (src, tol) in [
         (ProductSource::ComplexStep, 1e-8),
         (ProductSource::FiniteDifference, 1e-5),
@@ -226,7 +262,10 @@ fn product_sources_agree() {
             products: src,
             ..tight()
         };
-        let r = log_likelihood(&sde, &gmm, x.view(), &o, 0, 0, None).unwrap();
+        let r = LikelihoodRequest::new(&gmm, x.view())
+            .options(o.clone())
+            .run()
+            .unwrap();
         assert_eq!(r.product_source, src);
         for i in 0..3 {
             assert!(
@@ -260,7 +299,10 @@ fn bpd_offset_by_hand() {
         (DataScaling::default(), 0.0),
     ] {
         let o = LikelihoodOptions { data, ..tight() };
-        let r = log_likelihood(&sde, &gmm, x.view(), &o, 0, 0, None).unwrap();
+        let r = LikelihoodRequest::new(&gmm, x.view())
+            .options(o.clone())
+            .run()
+            .unwrap();
         assert!((r.logp[0] + (2.0 * std::f64::consts::PI).ln()).abs() < 1e-9);
         assert_eq!(r.bpd_offset, offset);
         assert!(
@@ -295,7 +337,12 @@ fn dequantisation_is_per_sample() {
         dequantize: true,
         ..tight()
     };
-    let r = log_likelihood(&sde, &gmm, x.view(), &o, 4, 10, None).unwrap();
+    let r = LikelihoodRequest::new(&gmm, x.view())
+        .options(o.clone())
+        .seed(4)
+        .first_index(10)
+        .run()
+        .unwrap();
     for i in 0..2 {
         let exact = -1.5 * (2.0 * std::f64::consts::PI).ln() - 0.5 * y.row(i).dot(&y.row(i));
         assert!((r.logp[i] - exact).abs() < 1e-8);
@@ -307,6 +354,9 @@ fn dequantisation_is_per_sample() {
 struct Poisoned(GaussianMixture);
 
 impl ScoreModel<f64> for Poisoned {
+    fn sde(&self) -> &Forward {
+        ScoreModel::<f64>::sde(&self.0)
+    }
     fn dim(&self) -> usize {
         self.0.dim()
     }
@@ -314,9 +364,10 @@ impl ScoreModel<f64> for Poisoned {
         &self,
         x: ArrayView2<'_, f64>,
         t: ArrayView1<'_, f64>,
+        cond: Cond<'_>,
         mut out: ArrayViewMut2<'_, f64>,
     ) -> Result<(), ScoreError> {
-        ScoreModel::<f64>::score(&self.0, x, t, out.view_mut())?;
+        ScoreModel::<f64>::score(&self.0, x, t, cond, out.view_mut())?;
         for r in 0..x.nrows() {
             if t[r] >= 0.5 && x[[r, 0]] > 1.5 {
                 out[[r, 1]] = f64::NAN;
@@ -340,7 +391,11 @@ fn errors_are_typed() {
             per_row,
             ..opts.clone()
         };
-        match log_likelihood(&sde, &bad, x.view(), &o, 0, 10, None) {
+        match LikelihoodRequest::new(&bad, x.view())
+            .options(o.clone())
+            .first_index(10)
+            .run()
+        {
             Err(DiffusionError::NonFiniteScore { sample, t }) => {
                 assert_eq!(sample, 11);
                 assert!((0.5..=1.0).contains(&t), "t = {t}");
@@ -358,41 +413,57 @@ fn errors_are_typed() {
             ..opts.clone()
         };
         assert!(matches!(
-            log_likelihood(&sde, &gmm, x.view(), &o, 0, 0, None),
+            LikelihoodRequest::new(&gmm, x.view())
+                .options(o.clone())
+                .run(),
             Err(DiffusionError::TimeOutOfRange { .. })
         ));
     }
     for (t0, t1) in [(0.0, 1.0), (1e-5, 1.5), (-0.1, 0.5)] {
         assert!(matches!(
-            transport(&sde, &gmm, x.view(), t0, t1, &opts, None),
+            transport(&gmm, x.view(), t0, t1, &opts, None),
             Err(DiffusionError::TimeOutOfRange { .. })
         ));
     }
-    let mid = transport(&sde, &gmm, x.view(), 0.2, 0.6, &opts, None).unwrap();
+    let mid = transport(&gmm, x.view(), 0.2, 0.6, &opts, None).unwrap();
     assert!((&mid.x - &x).iter().all(|e| e.abs() < 1e-6));
 
     // Shape mismatch.
     let wide = Array2::<f64>::zeros((2, 3));
     assert!(matches!(
-        log_likelihood(&sde, &gmm, wide.view(), &opts, 0, 0, None),
+        LikelihoodRequest::new(&gmm, wide.view())
+            .options(opts.clone())
+            .run(),
         Err(DiffusionError::Shape { .. })
     ));
     // Non-finite data names the sample.
     let nan = array![[0.0, 0.0], [0.0, f64::INFINITY]];
-    let e = log_likelihood(&sde, &gmm, nan.view(), &opts, 0, 40, None).unwrap_err();
+    let e = LikelihoodRequest::new(&gmm, nan.view())
+        .options(opts.clone())
+        .first_index(40)
+        .run()
+        .unwrap_err();
     assert!(e.to_string().contains("sample 41"), "{e}");
     // Dequantisation needs levels; data outside the range.
     let o = LikelihoodOptions {
         dequantize: true,
         ..opts.clone()
     };
-    assert!(log_likelihood(&sde, &gmm, x.view(), &o, 0, 0, None).is_err());
+    assert!(
+        LikelihoodRequest::new(&gmm, x.view())
+            .options(o.clone())
+            .run()
+            .is_err()
+    );
     let o = LikelihoodOptions {
         dequantize: true,
         data: DataScaling::centered(4),
         ..opts.clone()
     };
-    let e = log_likelihood(&sde, &gmm, x.view(), &o, 0, 0, None).unwrap_err();
+    let e = LikelihoodRequest::new(&gmm, x.view())
+        .options(o.clone())
+        .run()
+        .unwrap_err();
     assert!(e.to_string().contains("sample 1"), "{e}");
     // Invalid options.
     for o in [
@@ -426,7 +497,10 @@ fn errors_are_typed() {
     ] {
         let model: &dyn ScoreModel<f64> = &bad; // no JVP: `products: Jvp` must fail
         assert!(
-            log_likelihood(&sde, model, x.view(), &o, 0, 0, None).is_err(),
+            LikelihoodRequest::new(model, x.view())
+                .options(o.clone())
+                .run()
+                .is_err(),
             "{o:?}"
         );
     }
@@ -441,16 +515,10 @@ fn progress_is_reported() {
     let x = gmm.sample_data(2, 1, 0);
     let mut last: Option<LikelihoodProgress> = None;
     let mut cb = |p: LikelihoodProgress| last = Some(p);
-    let r = log_likelihood(
-        &sde,
-        &gmm,
-        x.view(),
-        &LikelihoodOptions::default(),
-        0,
-        0,
-        Some(&mut cb),
-    )
-    .unwrap();
+    let r = LikelihoodRequest::new(&gmm, x.view())
+        .progress(&mut cb)
+        .run()
+        .unwrap();
     let p = last.expect("progress was reported");
     assert_eq!(p.finished, 2);
     assert_eq!(p.nfe, r.nfe);

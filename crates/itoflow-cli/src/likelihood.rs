@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use itoflow_diffusion::likelihood::{DataScaling, LikelihoodOptions, LikelihoodProgress};
-use itoflow_diffusion::{ForwardSde, TraceEstimator, log_likelihood};
-use ndarray::{Array2, ArrayD, Axis, s};
+use itoflow_diffusion::likelihood::{
+    DataScaling, LikelihoodOptions, LikelihoodProgress, LikelihoodRequest,
+};
+use itoflow_diffusion::{Conditioning, ForwardSde, ScoreModel, TraceEstimator};
+use ndarray::{Array1, Array2, ArrayD, Axis, s};
 use serde_json::{Value, json};
 
 use crate::data::{self, Scaling};
@@ -26,6 +28,11 @@ pub struct LikelihoodArgs {
     /// held-out digits (with the embedded model).
     #[arg(long, short)]
     data: Option<PathBuf>,
+    /// Class labels for the conditional likelihood log p(x | y): one label, a comma list cycled
+    /// over the samples (sample i gets list[i mod len]), or a `.npy` of one integer label per
+    /// sample. Default: the unconditional model (its null label).
+    #[arg(long)]
+    class: Option<String>,
     /// Use only the first N samples of the data.
     #[arg(long, short = 'n', value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
@@ -127,6 +134,17 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
     options
         .validate(&info.forward)
         .map_err(|e| anyhow!("{e}"))?;
+    let labels = match &a.class {
+        None => None,
+        Some(v) => Some(read_labels(v, total as usize)?),
+    };
+    if let Some(l) = &labels {
+        let spec = ScoreModel::<f64>::conditioning(&model);
+        for &y in l.iter() {
+            spec.check_label(y)
+                .map_err(|e| anyhow!("--class {y}: {e}"))?;
+        }
+    }
     let se_col = matches!(a.trace, TraceEstimator::Hutchinson { probes, .. } if probes >= 2);
     let cols = if se_col { 3 } else { 2 };
     let shard = a.shard.unwrap_or(Shard::ALL);
@@ -136,6 +154,7 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
             "model": a.model.name(), "data": data_name, "data_hash": data_hash, "n": total,
             "trace": a.trace.to_string(), "dequantize": a.dequantize, "rtol": a.rtol,
             "atol": a.atol, "eps": options.eps, "seed": a.seed,
+            "class": labels.as_ref().map(|l| content_hash(&l.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())),
         }),
         total,
         vec![cols],
@@ -162,16 +181,21 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
             meter.set_done(done + count as f64 * p.fraction());
             meter.set_nfe(base_nfe + p.nfe as u64);
         };
-        let r = log_likelihood(
-            &info.forward,
-            &model,
-            x,
-            &options,
-            a.seed,
-            start,
-            Some(&mut cb),
-        )
-        .map_err(|e| anyhow!("{e}"))?;
+        let cond = match &labels {
+            Some(l) => Conditioning::labels(
+                l.slice(s![start as usize..start as usize + count])
+                    .to_owned(),
+            ),
+            None => Conditioning::default(),
+        };
+        let r = LikelihoodRequest::new(&model, x)
+            .options(options.clone())
+            .seed(a.seed)
+            .first_index(start)
+            .conditioning(&cond)
+            .progress(&mut cb)
+            .run()
+            .map_err(|e| anyhow!("{e}"))?;
         nfe_total += r.nfe as u64;
         product_source = format!("{:?}", r.product_source);
         let mut out = Array2::<f64>::zeros((count, cols));
@@ -250,6 +274,39 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The labels of `n` samples from `--class`: a label, a comma list cycled over the samples, or a
+/// `.npy` of integer labels (at least `n`).
+fn read_labels(v: &str, n: usize) -> Result<Array1<i64>> {
+    if v.ends_with(".npy") {
+        let bytes = std::fs::read(v).map_err(|e| anyhow!("--class '{v}': {e}"))?;
+        use ndarray_npy::ReadNpyExt;
+        let l: Vec<i64> = if let Ok(a) = ndarray::ArrayD::<i64>::read_npy(&bytes[..]) {
+            a.iter().copied().collect()
+        } else if let Ok(a) = ndarray::ArrayD::<i32>::read_npy(&bytes[..]) {
+            a.iter().map(|&v| v as i64).collect()
+        } else if let Ok(a) = ndarray::ArrayD::<u8>::read_npy(&bytes[..]) {
+            a.iter().map(|&v| v as i64).collect()
+        } else {
+            bail!("--class '{v}': expected an .npy of integer labels (int64, int32 or uint8)");
+        };
+        if l.len() < n {
+            bail!("--class '{v}' holds {} labels for {n} samples", l.len());
+        }
+        return Ok(Array1::from(l[..n].to_vec()));
+    }
+    let list: Vec<i64> = v
+        .split(',')
+        .map(|p| p.trim().parse::<i64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            anyhow!("--class '{v}': expected a label, a comma list of labels or a .npy of labels")
+        })?;
+    if list.is_empty() {
+        bail!("--class: no label given");
+    }
+    Ok(Array1::from_shape_fn(n, |i| list[i % list.len()]))
 }
 
 /// Mean and standard error of the per-sample log-likelihoods and bits/dim of an output
@@ -379,7 +436,8 @@ fn mean_se(x: &[f64]) -> (f64, f64) {
 }
 
 /// A fingerprint of the data, so that `--resume` and `merge` refuse changed inputs.
-fn content_hash(bytes: &[u8]) -> String {
+/// A content fingerprint of input bytes (recorded in run specs).
+pub fn content_hash(bytes: &[u8]) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);

@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Draw samples from a score model (default: the embedded digits demo model).
-    Sample(sample::SampleArgs),
+    Sample(Box<sample::SampleArgs>),
     /// Per-sample log-likelihood and bits/dim of data under a score model.
     Likelihood(likelihood::LikelihoodArgs),
     /// Show a model file's inputs/outputs, metadata, derivative graph and execution providers.

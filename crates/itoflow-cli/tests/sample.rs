@@ -76,34 +76,25 @@ fn samples_npy_grid_and_json_record() {
 #[test]
 fn every_sampler_runs() {
     let dir = tempfile::tempdir().unwrap();
-    for s in [
-        "pc",
-        "em",
-        "reverse-diffusion",
-        "ancestral",
-        "ode",
-        "edm-heun",
-        "ddim",
-        "dpmpp-2m",
-    ] {
+    for s in itoflow_diffusion::sampler::Sampler::NAMES
+        .into_iter()
+        .chain(["edm-heun"])
+    {
         let out = dir.path().join(format!("{s}.npy"));
+        let steps: &[&str] = if s == "ode" {
+            &["--rtol", "1e-2", "--atol", "1e-2"]
+        } else {
+            &["--steps", "50"]
+        };
         let v = stdout_json(
             itoflow()
-                .args([
-                    "sample",
-                    "--sampler",
-                    s,
-                    "--steps",
-                    "50",
-                    "--rtol",
-                    "1e-2",
-                    "--atol",
-                    "1e-2",
-                ])
+                .args(["sample", "--sampler", s])
+                .args(steps)
                 .args(["-n", "2", "--threads", "1", "-q", "--json", "--out"])
                 .arg(&out),
         );
-        assert_eq!(v["sampler"], s);
+        let name = if s == "edm-heun" { "heun" } else { s };
+        assert_eq!(v["sampler"], name);
         assert!(v["nfe"].as_u64().unwrap() >= 1, "{s}");
         let a: ArrayD<f32> = read_npy(&out).unwrap();
         assert_eq!(a.shape(), &[2, 1, 8, 8], "{s}");
@@ -117,8 +108,13 @@ fn eta_lower_order_final_and_churn_change_the_samples() {
     let run = |name: &str, args: &[&str]| -> Vec<u8> {
         let out = dir.path().join(name);
         itoflow()
-            .args(["sample", "--steps", "6", "-n", "2", "--threads", "1", "-q"])
+            .args(["sample", "-n", "2", "--threads", "1", "-q"])
             .args(args)
+            .args(if args.contains(&"--sigmas") {
+                &[][..]
+            } else {
+                &["--steps", "6"][..]
+            })
             .arg("--out")
             .arg(&out)
             .assert()
@@ -128,10 +124,35 @@ fn eta_lower_order_final_and_churn_change_the_samples() {
     let ddim = run("a.npy", &["--sampler", "ddim"]);
     assert_eq!(ddim, run("b.npy", &["--sampler", "ddim", "--eta", "0"]));
     assert_ne!(ddim, run("c.npy", &["--sampler", "ddim", "--eta", "1"]));
-    let dpm = run("d.npy", &["--sampler", "dpmpp-2m"]);
+    // lower_order_final only changes a schedule that does not end at σ̃ = 0 (a step to 0 is
+    // first order anyway).
+    let sigmas = ["--sigmas", "80,20,5,1,0.2,0.05"];
+    let dpm = run("d.npy", &[&["--sampler", "dpmpp-2m"], &sigmas[..]].concat());
     assert_ne!(
         dpm,
-        run("e.npy", &["--sampler", "dpmpp-2m", "--lower-order-final"])
+        run(
+            "e.npy",
+            &[
+                &["--sampler", "dpmpp-2m", "--lower-order-final"],
+                &sigmas[..]
+            ]
+            .concat()
+        )
+    );
+    let with_zero = ["--sigmas", "80,20,5,1,0.2,0.05,0"];
+    assert_eq!(
+        run(
+            "d0.npy",
+            &[&["--sampler", "dpmpp-2m"], &with_zero[..]].concat()
+        ),
+        run(
+            "e0.npy",
+            &[
+                &["--sampler", "dpmpp-2m", "--lower-order-final"],
+                &with_zero[..]
+            ]
+            .concat()
+        )
     );
     let edm = run("f.npy", &["--sampler", "edm-heun"]);
     let churned = run("g.npy", &["--sampler", "edm-heun", "--churn", "10"]);
@@ -143,9 +164,13 @@ fn eta_lower_order_final_and_churn_change_the_samples() {
             &["--sampler", "edm-heun", "--churn", "10", "--s-noise", "1"]
         )
     );
-    for (flag, value) in [("--eta", "-1"), ("--churn", "nan"), ("--s-noise", "-2")] {
+    for (sampler, flag, value) in [
+        ("ddim", "--eta", "-1"),
+        ("heun", "--churn", "nan"),
+        ("euler-ancestral", "--s-noise", "-2"),
+    ] {
         itoflow()
-            .args(["sample", "--sampler", "ddim", flag, value, "-q"])
+            .args(["sample", "--sampler", sampler, flag, value, "-q"])
             .assert()
             .failure()
             .stderr(predicate::str::contains(format!(
@@ -259,8 +284,55 @@ fn sample_errors_are_one_line() {
         (vec!["--steps".into(), "-3".into()], "--steps"),
         (vec!["-n".into(), "1e3".into()], "'1e3'"),
         (
-            vec!["--snr".into(), "-0.1".into()],
+            vec![
+                "--sampler".into(),
+                "pc".into(),
+                "--snr".into(),
+                "-0.1".into(),
+            ],
             "--snr must be a positive number",
+        ),
+        (
+            vec!["--snr".into(), "0.1".into()],
+            "--snr does not apply to the 'em' sampler",
+        ),
+        (
+            vec![
+                "--sampler".into(),
+                "heun".into(),
+                "--schedule".into(),
+                "frobnicate".into(),
+            ],
+            "unknown schedule",
+        ),
+        (
+            vec![
+                "--sampler".into(),
+                "heun".into(),
+                "--rho".into(),
+                "0".into(),
+            ],
+            "--rho must be a positive number",
+        ),
+        (
+            vec![
+                "--sampler".into(),
+                "heun".into(),
+                "--sigma-min".into(),
+                "5".into(),
+                "--sigma-max".into(),
+                "1".into(),
+            ],
+            "must be below --sigma-max",
+        ),
+        (
+            vec![
+                "--sampler".into(),
+                "lms".into(),
+                "--order".into(),
+                "5".into(),
+            ],
+            "--order",
         ),
         (vec!["--device".into(), "quantum".into()], "--device"),
         (vec!["--shard".into(), "3/2".into()], "not a shard"),

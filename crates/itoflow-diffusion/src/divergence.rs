@@ -50,6 +50,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
 use num_complex::Complex64;
 
+use crate::condition::{Cond, Gathered};
 use crate::score::{Capabilities, ScoreModel};
 use crate::{DiffusionError, ScoreError};
 use itoflow_sde::Real;
@@ -504,6 +505,7 @@ impl<T: Real> Reducer<'_, '_, T> {
 ///
 /// ```
 /// use itoflow_diffusion::divergence::{DivergenceEstimator, ProductSource};
+/// use itoflow_diffusion::Cond;
 /// use itoflow_diffusion::forward::{Forward, Vp};
 /// use itoflow_diffusion::gmm::GaussianMixture;
 /// use ndarray::{array, Array1, Array2};
@@ -514,7 +516,7 @@ impl<T: Real> Reducer<'_, '_, T> {
 /// let t = array![0.3, 0.9];
 /// let mut score = Array2::zeros((2, 3));
 /// let mut div = Array1::zeros(2);
-/// est.exact(x.view(), t.view(), score.view_mut(), div.view_mut()).unwrap();
+/// est.exact(x.view(), t.view(), Cond::NONE, score.view_mut(), div.view_mut()).unwrap();
 /// // N(0, I) diffused by VP stays N(0, I): score −x, divergence −d.
 /// assert!((div[0] + 3.0).abs() < 1e-12 && (score[[1, 0]] + 1.0).abs() < 1e-12);
 /// assert_eq!(est.method().name(), "jvp");
@@ -641,6 +643,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         score: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         let n = x.nrows();
@@ -651,14 +654,16 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
                 format!("{:?}, {:?}, {:?}", x.shape(), t.shape(), score.shape()),
             ));
         }
-        self.plain_score(x, t, score)
+        self.plain_score(x, t, &cond, score)
     }
 
-    /// Score and exact divergence `tr ∂s/∂x` of every row.
+    /// Score and exact divergence `tr ∂s/∂x` of every row (row `r` conditioned on `cond`'s
+    /// row `r`).
     pub fn exact(
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         score: ArrayViewMut2<'_, T>,
         mut div: ndarray::ArrayViewMut1<'_, T>,
     ) -> Result<(), ScoreError> {
@@ -667,7 +672,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
             .view_mut()
             .into_shape_with_order((n, 1))
             .map_err(|_| ScoreError::shape("divergence", [n], [n]))?;
-        self.evaluate(x, t, Dirs::Basis, score, div2)
+        self.evaluate(x, t, &cond, Dirs::Basis, score, div2)
     }
 
     /// Score and the `K` Hutchinson estimates `v_kᵀ J v_k` of every row, with the probes
@@ -676,20 +681,23 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         probes: ArrayView3<'_, T>,
         score: ArrayViewMut2<'_, T>,
         est: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         let index: Vec<usize> = (0..x.nrows()).collect();
-        self.hutchinson_indexed(x, t, probes, &index, score, est)
+        self.hutchinson_indexed(x, t, cond, probes, &index, score, est)
     }
 
     /// Like [`DivergenceEstimator::hutchinson`], with the probes of row `r` taken from
     /// `probes[index[r], ..]` (probes stored per sample, rows a subset of the samples).
+    #[allow(clippy::too_many_arguments)]
     pub fn hutchinson_indexed(
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         probes: ArrayView3<'_, T>,
         index: &[usize],
         score: ArrayViewMut2<'_, T>,
@@ -709,13 +717,14 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
                 bad,
             ));
         }
-        self.evaluate(x, t, Dirs::Probes { probes, index }, score, est)
+        self.evaluate(x, t, &cond, Dirs::Probes { probes, index }, score, est)
     }
 
     fn evaluate(
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: &Cond<'_>,
         dirs: Dirs<'_, T>,
         mut score: ArrayViewMut2<'_, T>,
         mut out: ArrayViewMut2<'_, T>,
@@ -752,15 +761,24 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
         };
         match self.method {
             ProductMethod::Jvp | ProductMethod::Vjp => {
-                self.plain_score(x, t, score.view_mut())?;
-                self.model_products(x, t, &dirs, m, &mut red)?;
+                self.plain_score(x, t, cond, score.view_mut())?;
+                self.model_products(x, t, cond, &dirs, m, &mut red)?;
             }
             ProductMethod::ComplexStep { h } => {
-                self.plain_score(x, t, score.view_mut())?;
-                self.complex_products(x, t, &dirs, m, h, &mut red)?;
+                self.plain_score(x, t, cond, score.view_mut())?;
+                self.complex_products(x, t, cond, &dirs, m, h, &mut red)?;
             }
             ProductMethod::CentralDifference { rel_step } => {
-                self.central_differences(x, t, &dirs, m, rel_step, score.view_mut(), &mut red)?;
+                self.central_differences(
+                    x,
+                    t,
+                    cond,
+                    &dirs,
+                    m,
+                    rel_step,
+                    score.view_mut(),
+                    &mut red,
+                )?;
             }
         }
         for (o, a) in out.iter_mut().zip(&red.acc) {
@@ -804,6 +822,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: &Cond<'_>,
         mut score: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         let n = x.nrows();
@@ -816,6 +835,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
                 .score(
                     x.slice(rg),
                     t.slice(ndarray::s![start..end]),
+                    cond.rows(start..end),
                     score.slice_mut(rg),
                 )
                 .map_err(|e| Self::map_err(e, |cr| start + cr, &t))?;
@@ -834,6 +854,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: &Cond<'_>,
         dirs: &Dirs<'_, T>,
         m: usize,
         red: &mut Reducer<'_, '_, T>,
@@ -845,6 +866,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
         let mut vs = Array2::<T>::zeros((chunk, d));
         let mut ps = Array2::<T>::zeros((chunk, d));
         let mut ts = ndarray::Array1::<T>::zeros(chunk);
+        let mut cs = Gathered::new(cond, chunk);
         let mut start = 0;
         while start < total {
             let end = total.min(start + chunk);
@@ -853,6 +875,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
                 let r = e / m;
                 xs.row_mut(c).assign(&x.row(r));
                 ts[c] = t[r];
+                cs.set(c, cond, r);
                 dirs.write(r, e % m, vs.row_mut(c).as_slice_mut().expect("contiguous"));
             }
             let rg = ndarray::s![..len, ..];
@@ -861,12 +884,14 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
                 ProductMethod::Vjp => self.model.score_vjp(
                     xs.slice(rg),
                     ts.slice(ndarray::s![..len]),
+                    cs.view(len),
                     vs.slice(rg),
                     ps.slice_mut(rg),
                 ),
                 _ => self.model.score_jvp(
                     xs.slice(rg),
                     ts.slice(ndarray::s![..len]),
+                    cs.view(len),
                     vs.slice(rg),
                     ps.slice_mut(rg),
                 ),
@@ -885,10 +910,12 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
     }
 
     /// `Im s(x + i h v)/h` for all `n·m` directions.
+    #[allow(clippy::too_many_arguments)]
     fn complex_products(
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: &Cond<'_>,
         dirs: &Dirs<'_, T>,
         m: usize,
         h: f64,
@@ -900,6 +927,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
         let mut xs = Array2::<Complex64>::zeros((chunk, d));
         let mut ps = Array2::<Complex64>::zeros((chunk, d));
         let mut ts = ndarray::Array1::<f64>::zeros(chunk);
+        let mut cs = Gathered::new(cond, chunk);
         let mut v = vec![T::zero(); d];
         let mut start = 0;
         while start < total {
@@ -907,6 +935,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
             let len = end - start;
             for (c, e) in (start..end).enumerate() {
                 let r = e / m;
+                cs.set(c, cond, r);
                 dirs.write(r, e % m, &mut v);
                 for ((o, xv), vv) in xs.row_mut(c).iter_mut().zip(x.row(r)).zip(&v) {
                     *o = Complex64::new(xv.f64(), h * vv.f64());
@@ -916,7 +945,12 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
             let rg = ndarray::s![..len, ..];
             self.count(len);
             self.model
-                .score_complex(xs.slice(rg), ts.slice(ndarray::s![..len]), ps.slice_mut(rg))
+                .score_complex(
+                    xs.slice(rg),
+                    ts.slice(ndarray::s![..len]),
+                    cs.view(len),
+                    ps.slice_mut(rg),
+                )
                 .map_err(|e| Self::map_err(e, |cr| (start + cr) / m, &t))?;
             for (c, e) in (start..end).enumerate() {
                 let p = ps.row(c);
@@ -944,6 +978,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: &Cond<'_>,
         dirs: &Dirs<'_, T>,
         m: usize,
         rel: f64,
@@ -956,6 +991,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
         let mut xs = Array2::<T>::zeros((chunk, d));
         let mut ps = Array2::<T>::zeros((chunk, d));
         let mut ts = ndarray::Array1::<T>::zeros(chunk);
+        let mut cs = Gathered::new(cond, chunk);
         let mut v = vec![T::zero(); d];
         // Output of the last `+h v` row and the divisor of its pair.
         let mut plus = vec![T::zero(); d];
@@ -985,6 +1021,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
                 let mut xr = xs.row_mut(c);
                 xr.assign(&x.row(r));
                 ts[c] = t[r];
+                cs.set(c, cond, r);
                 if w >= n {
                     let e = (w - n) / 2;
                     let sign = if (w - n) % 2 == 0 {
@@ -1005,7 +1042,12 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
             let rg = ndarray::s![..len, ..];
             self.count(len);
             self.model
-                .score(xs.slice(rg), ts.slice(ndarray::s![..len]), ps.slice_mut(rg))
+                .score(
+                    xs.slice(rg),
+                    ts.slice(ndarray::s![..len]),
+                    cs.view(len),
+                    ps.slice_mut(rg),
+                )
                 .map_err(|e| Self::map_err(e, |cr| row_of(start + cr), &t))?;
             for (c, w) in (start..end).enumerate() {
                 let p = ps.row(c);
@@ -1067,7 +1109,7 @@ pub fn exact_divergence<T: Real, M: ScoreModel<T> + ?Sized>(
     let n = x.nrows();
     let mut score = Array2::zeros((n, model.dim()));
     let mut div = ndarray::Array1::zeros(n);
-    est.exact(x, t, score.view_mut(), div.view_mut())
+    est.exact(x, t, Cond::NONE, score.view_mut(), div.view_mut())
         .map_err(|e| {
             DiffusionError::from_score(e, 0, |r| t.get(r).map_or(f64::NAN, |v| v.f64()))
         })?;

@@ -30,6 +30,15 @@ pub enum ScoreError {
         /// The missing capability.
         what: &'static str,
     },
+    /// The conditioning of a row is invalid for the model (a label out of range, a missing
+    /// conditioning input without a null value, a tensor of the wrong shape).
+    #[error("conditioning of row {row}: {reason}")]
+    Condition {
+        /// Row of the batch passed to the model.
+        row: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// The backend (for example ONNX Runtime) failed.
     #[error("{0}")]
     Backend(BoxError),
@@ -53,7 +62,9 @@ impl ScoreError {
 impl From<ScoreError> for ProblemError {
     fn from(e: ScoreError) -> Self {
         match e {
-            ScoreError::NonFinite { row, .. } => ProblemError::at_row(row, e),
+            ScoreError::NonFinite { row, .. } | ScoreError::Condition { row, .. } => {
+                ProblemError::at_row(row, e)
+            }
             other => ProblemError::new(other),
         }
     }
@@ -117,6 +128,14 @@ pub enum DiffusionError {
     /// A capability the chosen model, SDE or sampler does not have.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The conditioning of a sample is invalid for the model.
+    #[error("conditioning of sample {sample}: {reason}")]
+    Condition {
+        /// Sample index.
+        sample: usize,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl DiffusionError {
@@ -148,6 +167,10 @@ impl DiffusionError {
                 sample: first + row,
                 t: tr,
             },
+            ScoreError::Condition { row, reason } => DiffusionError::Condition {
+                sample: first + row,
+                reason,
+            },
             other => DiffusionError::Score {
                 sample: first,
                 t: t(0),
@@ -171,6 +194,9 @@ impl From<SolveError> for DiffusionError {
                 Ok(score) => match *score {
                     ScoreError::NonFinite { t: tr, .. } => {
                         DiffusionError::NonFiniteScore { sample, t: tr }
+                    }
+                    ScoreError::Condition { reason, .. } => {
+                        DiffusionError::Condition { sample, reason }
                     }
                     other => DiffusionError::Score {
                         sample,

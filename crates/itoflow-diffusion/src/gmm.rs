@@ -28,6 +28,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMu
 use ndarray_linalg::{Cholesky, Eigh, UPLO};
 use num_complex::Complex64;
 
+use crate::condition::{Cond, CondSpec};
 use crate::forward::{Forward, ForwardSde};
 use crate::score::{Capabilities, ScoreModel};
 use crate::{DiffusionError, ScoreError};
@@ -51,11 +52,20 @@ struct Component {
 }
 
 /// A Gaussian mixture data distribution diffused by a forward SDE (see the module docs).
+///
+/// With per-component class labels ([`GaussianMixture::with_classes`]) it is also an exact
+/// class-conditional model: `p_t(x | y)` is the mixture of the components of class `y`
+/// (weights renormalised), the label `K` (the number of classes) is the null label meaning
+/// `p_t(x)`, and the classifier `p_t(y | x) = Σ_{k: y_k = y} r_k(x)` and its gradient
+/// `∇ₓ log p_t(y | x) = ∇ₓ log p_t(x | y) − ∇ₓ log p_t(x)` are known in closed form.
 #[derive(Clone, Debug)]
 pub struct GaussianMixture {
     sde: Forward,
     dim: usize,
     comps: Vec<Component>,
+    /// Class of every component (with [`GaussianMixture::with_classes`]).
+    classes: Option<Vec<usize>>,
+    spec: CondSpec,
 }
 
 /// Per-component quantities at one time `t`.
@@ -185,7 +195,219 @@ impl GaussianMixture {
                 chol,
             });
         }
-        Ok(Self { sde, dim, comps })
+        Ok(Self {
+            sde,
+            dim,
+            comps,
+            classes: None,
+            spec: CondSpec::NONE,
+        })
+    }
+
+    /// Gives component `k` the class label `classes[k] ∈ 0..num_classes`; every class needs at
+    /// least one component. The label `num_classes` becomes the null label (the whole mixture).
+    ///
+    /// ```
+    /// use itoflow_diffusion::forward::{Forward, Vp};
+    /// use itoflow_diffusion::{Cond, GaussianMixture, ScoreModel};
+    /// use ndarray::{array, Array2};
+    /// let g = GaussianMixture::random(2, 3, 2.0, 0.5, 1, Forward::Vp(Vp::default()))?
+    ///     .with_classes(vec![0, 1, 1], 2)?;
+    /// let x = array![[0.1, 0.2], [0.1, 0.2]];
+    /// let t = array![0.3, 0.3];
+    /// let labels = array![0_i64, 2];
+    /// let mut s = Array2::<f64>::zeros((2, 2));
+    /// g.score(x.view(), t.view(), Cond::labels(labels.view()), s.view_mut())?;
+    /// // Class 0 has one component; the null label 2 gives the unconditional score.
+    /// let mut s0 = Array2::<f64>::zeros((1, 2));
+    /// g.class(0)?.score(x.slice(ndarray::s![..1, ..]), t.slice(ndarray::s![..1]),
+    ///                   Cond::NONE, s0.view_mut())?;
+    /// assert!((s[[0, 0]] - s0[[0, 0]]).abs() < 1e-12);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_classes(
+        mut self,
+        classes: Vec<usize>,
+        num_classes: usize,
+    ) -> Result<Self, DiffusionError> {
+        if classes.len() != self.comps.len() {
+            return Err(DiffusionError::shape(
+                "component classes",
+                [self.comps.len()],
+                [classes.len()],
+            ));
+        }
+        if num_classes == 0 {
+            return Err(DiffusionError::invalid(
+                "num_classes",
+                "need at least one class",
+            ));
+        }
+        for c in 0..num_classes {
+            if !classes.contains(&c) {
+                return Err(DiffusionError::invalid(
+                    "component classes",
+                    format!("class {c} has no component"),
+                ));
+            }
+        }
+        if let Some(c) = classes.iter().find(|&&c| c >= num_classes) {
+            return Err(DiffusionError::invalid(
+                "component classes",
+                format!("class {c} is not in 0..{num_classes}"),
+            ));
+        }
+        self.spec = CondSpec::classes(num_classes, Some(num_classes as i64));
+        self.classes = Some(classes);
+        Ok(self)
+    }
+
+    /// The class of every component, if labelled.
+    pub fn classes(&self) -> Option<&[usize]> {
+        self.classes.as_deref()
+    }
+
+    /// The exact class-conditional data law `p(x | y)`: the components of class `y`, weights
+    /// renormalised (an unlabelled mixture).
+    pub fn class(&self, y: usize) -> Result<GaussianMixture, DiffusionError> {
+        let classes = self
+            .classes
+            .as_ref()
+            .ok_or_else(|| DiffusionError::Unsupported("the mixture has no class labels".into()))?;
+        self.spec
+            .check_class(y as i64)
+            .map_err(|e| DiffusionError::invalid("class", e))?;
+        let comps: Vec<Component> = self
+            .comps
+            .iter()
+            .zip(classes)
+            .filter(|(_, c)| **c == y)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let lse = log_sum_exp(&comps.iter().map(|c| c.log_w).collect::<Vec<_>>());
+        Ok(GaussianMixture {
+            sde: self.sde.clone(),
+            dim: self.dim,
+            comps: comps
+                .into_iter()
+                .map(|mut c| {
+                    c.log_w -= lse;
+                    c
+                })
+                .collect(),
+            classes: None,
+            spec: CondSpec::NONE,
+        })
+    }
+
+    /// Prior class probabilities `p(y)` (the summed weights of each class's components).
+    pub fn class_weights(&self) -> Result<Vec<f64>, DiffusionError> {
+        let classes = self
+            .classes
+            .as_ref()
+            .ok_or_else(|| DiffusionError::Unsupported("the mixture has no class labels".into()))?;
+        let k = self.spec.num_classes.unwrap_or(0);
+        let mut w = vec![0.0; k];
+        for (c, comp) in classes.iter().zip(&self.comps) {
+            w[*c] += comp.log_w.exp();
+        }
+        Ok(w)
+    }
+
+    /// The exact noise-conditional classifier `p_t(y | x)` for every class, per row of `x`
+    /// (`[rows, K]`): the summed responsibilities of each class's components.
+    pub fn class_posterior(
+        &self,
+        x: ArrayView2<'_, f64>,
+        t: f64,
+    ) -> Result<Array2<f64>, DiffusionError> {
+        let classes = self
+            .classes
+            .as_ref()
+            .ok_or_else(|| DiffusionError::Unsupported("the mixture has no class labels".into()))?;
+        let k = self.spec.num_classes.unwrap_or(0);
+        let at = self.at(t);
+        let mut out = Array2::zeros((x.nrows(), k));
+        let mut ws = RowScratch::default();
+        let mut s = Array1::zeros(self.dim);
+        for (r, xr) in x.outer_iter().enumerate() {
+            self.row(&at, &mut ws, xr, s.view_mut(), None, None, None);
+            for (c, rk) in classes.iter().zip(&ws.r) {
+                out[[r, *c]] += rk;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The exact law of the coordinates not in `known` given `x[known] = values`, as a mixture
+    /// on the remaining coordinates (in their original order): each component conditioned
+    /// (`μ_u + Σ_uk Σ_kk⁻¹ (v − μ_k)`, `Σ_uu − Σ_uk Σ_kk⁻¹ Σ_ku`) and reweighted by the density of
+    /// its known part at `values`. This is the target of inpainting.
+    pub fn condition_on(
+        &self,
+        known: &[usize],
+        values: ArrayView1<'_, f64>,
+    ) -> Result<GaussianMixture, DiffusionError> {
+        use ndarray_linalg::{Determinant, Inverse};
+        if known.len() != values.len() {
+            return Err(DiffusionError::shape(
+                "known values",
+                [known.len()],
+                values.shape(),
+            ));
+        }
+        if let Some(&i) = known.iter().find(|&&i| i >= self.dim) {
+            return Err(DiffusionError::invalid(
+                "known coordinates",
+                format!("coordinate {i} is not below the dimension {}", self.dim),
+            ));
+        }
+        let unknown: Vec<usize> = (0..self.dim).filter(|i| !known.contains(i)).collect();
+        if unknown.is_empty() || known.is_empty() {
+            return Err(DiffusionError::invalid(
+                "known coordinates",
+                "need at least one known and one unknown coordinate",
+            ));
+        }
+        let mut weights = Vec::new();
+        let mut means = Vec::new();
+        let mut covs = Vec::new();
+        let mut log_ws = Vec::new();
+        for c in &self.comps {
+            let cov = c.u.dot(&Array2::from_diag(&c.lambda)).dot(&c.u.t());
+            let sub = |rows: &[usize], cols: &[usize]| {
+                Array2::from_shape_fn((rows.len(), cols.len()), |(a, b)| cov[[rows[a], cols[b]]])
+            };
+            let skk = sub(known, known);
+            let suk = sub(&unknown, known);
+            let suu = sub(&unknown, &unknown);
+            let inv = skk.inv().map_err(|e| {
+                DiffusionError::invalid("mixture", format!("singular known block ({e})"))
+            })?;
+            let mk: Array1<f64> = known.iter().map(|&i| c.mean[i]).collect();
+            let mu: Array1<f64> = unknown.iter().map(|&i| c.mean[i]).collect();
+            let diff = &values - &mk;
+            let gain = suk.dot(&inv);
+            means.push(&mu + &gain.dot(&diff));
+            let cond = &suu - &gain.dot(&suk.t());
+            covs.push((&cond + &cond.t()) * 0.5);
+            let det = skk
+                .det()
+                .map_err(|e| DiffusionError::invalid("mixture", format!("known block ({e})")))?;
+            let quad = diff.dot(&inv.dot(&diff));
+            log_ws.push(
+                c.log_w
+                    - 0.5
+                        * (known.len() as f64 * (2.0 * std::f64::consts::PI).ln()
+                            + det.ln()
+                            + quad),
+            );
+        }
+        let lse = log_sum_exp(&log_ws);
+        for l in &log_ws {
+            weights.push((l - lse).exp().max(f64::MIN_POSITIVE));
+        }
+        GaussianMixture::new(weights, means, covs, self.sde.clone())
     }
 
     /// The standard normal `N(0, I_d)` as a one-component mixture.
@@ -352,7 +574,9 @@ impl GaussianMixture {
     }
 
     /// Score and (optionally) divergence and `J v` of one row at time `t`, in f64, with the
-    /// work arrays of `ws` (no allocation per row).
+    /// work arrays of `ws` (no allocation per row); `class` restricts the mixture to that
+    /// class's components.
+    #[allow(clippy::too_many_arguments)]
     fn row(
         &self,
         at: &[AtTime<'_>],
@@ -361,6 +585,7 @@ impl GaussianMixture {
         mut score: ArrayViewMut1<'_, f64>,
         div: Option<&mut f64>,
         jv: Option<(ArrayView1<'_, f64>, ArrayViewMut1<'_, f64>)>,
+        class: Option<usize>,
     ) {
         ws.fit(at.len(), self.dim);
         let RowScratch {
@@ -382,7 +607,10 @@ impl GaussianMixture {
                 .zip(a.inv_eig.iter())
                 .map(|(y, ie)| y * y * ie)
                 .sum();
-            logs[k] = a.c.log_w - 0.5 * (a.log_det + quad);
+            logs[k] = match (class, &self.classes) {
+                (Some(y), Some(classes)) if classes[k] != y => f64::NEG_INFINITY,
+                _ => a.c.log_w - 0.5 * (a.log_det + quad),
+            };
             y.zip_mut_with(&a.inv_eig, |y, &ie| *y *= ie);
             let mut g = gs.row_mut(k);
             general_mat_vec_mul(1.0, &a.c.u, &*y, 0.0, &mut g);
@@ -426,7 +654,7 @@ impl GaussianMixture {
         for (r, xr) in x.outer_iter().enumerate() {
             let at = self.at_cached(&mut cache, t[r]);
             let mut d = 0.0;
-            self.row(at, &mut ws, xr, s.view_mut(), Some(&mut d), None);
+            self.row(at, &mut ws, xr, s.view_mut(), Some(&mut d), None, None);
             out[r] = d;
         }
         out
@@ -537,18 +765,36 @@ fn log_sum_exp(v: &[f64]) -> f64 {
     max + v.iter().map(|l| (l - max).exp()).sum::<f64>().ln()
 }
 
+impl GaussianMixture {
+    /// The component class a row is restricted to (`None`: the whole mixture).
+    fn row_class(&self, cond: &Cond<'_>, r: usize) -> Option<usize> {
+        let y = cond.labels.as_ref()?[r];
+        (Some(y) != self.spec.null_label).then_some(y as usize)
+    }
+}
+
 impl<T: Real> ScoreModel<T> for GaussianMixture {
+    fn sde(&self) -> &Forward {
+        &self.sde
+    }
+
     fn dim(&self) -> usize {
         self.dim
+    }
+
+    fn conditioning(&self) -> &CondSpec {
+        &self.spec
     }
 
     fn score(
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         mut out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         check_batch(self.dim, &x, &t, out.shape())?;
+        self.spec.check(&cond, x.nrows())?;
         let mut xf = Array1::zeros(self.dim);
         let mut s = Array1::zeros(self.dim);
         let mut cache = (0, Vec::new());
@@ -556,7 +802,8 @@ impl<T: Real> ScoreModel<T> for GaussianMixture {
         for (r, (xr, mut o)) in x.outer_iter().zip(out.outer_iter_mut()).enumerate() {
             xf.zip_mut_with(&xr, |a, &b| *a = b.f64());
             let at = self.at_cached(&mut cache, t[r].f64());
-            self.row(at, &mut ws, xf.view(), s.view_mut(), None, None);
+            let class = self.row_class(&cond, r);
+            self.row(at, &mut ws, xf.view(), s.view_mut(), None, None, class);
             if s.iter().any(|v| !v.is_finite()) {
                 return Err(ScoreError::NonFinite {
                     row: r,
@@ -580,10 +827,12 @@ impl<T: Real> ScoreModel<T> for GaussianMixture {
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         v: ArrayView2<'_, T>,
         mut out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         check_batch(self.dim, &x, &t, out.shape())?;
+        self.spec.check(&cond, x.nrows())?;
         if v.shape() != x.shape() {
             return Err(ScoreError::shape("v", x.shape(), v.shape()));
         }
@@ -597,6 +846,7 @@ impl<T: Real> ScoreModel<T> for GaussianMixture {
             xf.zip_mut_with(&x.row(r), |a, &b| *a = b.f64());
             vf.zip_mut_with(&v.row(r), |a, &b| *a = b.f64());
             let at = self.at_cached(&mut cache, t[r].f64());
+            let class = self.row_class(&cond, r);
             self.row(
                 at,
                 &mut ws,
@@ -604,6 +854,7 @@ impl<T: Real> ScoreModel<T> for GaussianMixture {
                 s.view_mut(),
                 None,
                 Some((vf.view(), jv.view_mut())),
+                class,
             );
             if jv.iter().any(|v| !v.is_finite()) {
                 return Err(ScoreError::NonFinite {
@@ -621,18 +872,25 @@ impl<T: Real> ScoreModel<T> for GaussianMixture {
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         v: ArrayView2<'_, T>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
-        <Self as ScoreModel<T>>::score_jvp(self, x, t, v, out)
+        <Self as ScoreModel<T>>::score_jvp(self, x, t, cond, v, out)
     }
 
     fn score_complex(
         &self,
         x: ArrayView2<'_, Complex64>,
         t: ArrayView1<'_, f64>,
+        cond: Cond<'_>,
         out: ArrayViewMut2<'_, Complex64>,
     ) -> Result<(), ScoreError> {
+        if !cond.is_none() {
+            return Err(ScoreError::Unsupported {
+                what: "complex evaluation with conditioning",
+            });
+        }
         if x.ncols() != self.dim || out.shape() != x.shape() || t.len() != x.nrows() {
             return Err(ScoreError::shape(
                 "complex batch",
@@ -698,7 +956,8 @@ mod tests {
         let x = array![[0.3, -0.2]];
         for &t in &[0.0, 0.01, 0.3, 1.0] {
             let mut s = Array2::zeros((1, 2));
-            ScoreModel::<f64>::score(&g, x.view(), array![t].view(), s.view_mut()).unwrap();
+            ScoreModel::<f64>::score(&g, x.view(), array![t].view(), Cond::NONE, s.view_mut())
+                .unwrap();
             for i in 0..2 {
                 let h = 1e-5;
                 let mut xp = x.row(0).to_owned();
@@ -743,6 +1002,7 @@ mod tests {
                     &g,
                     x.slice(ndarray::s![r..r + 1, ..]),
                     t.slice(ndarray::s![r..r + 1]),
+                    Cond::NONE,
                     e.view(),
                     jv.view_mut(),
                 )

@@ -7,21 +7,27 @@
 //! through the probability-flow ODE.
 #![warn(missing_docs)]
 
+pub mod condition;
+pub mod constraint;
 pub mod divergence;
 mod error;
 pub mod forward;
 pub mod gmm;
+pub mod guidance;
 pub mod likelihood;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod reverse;
 pub mod sampler;
+pub mod schedule;
 pub mod score;
 
+pub use condition::{Cond, CondSpec, Conditioning};
 pub use divergence::{Probe, ProductSource, TraceEstimator};
 pub use error::{DiffusionError, ScoreError};
 pub use forward::{Forward, ForwardSde};
 pub use gmm::GaussianMixture;
-pub use likelihood::{LikelihoodOptions, LikelihoodResult, log_likelihood};
-pub use sampler::{SampleReport, SamplerConfig, SamplerKind, sample};
+pub use likelihood::{LikelihoodOptions, LikelihoodRequest, LikelihoodResult};
+pub use sampler::{SampleReport, SampleRequest, Sampler, Samples, Start};
+pub use schedule::Schedule;
 pub use score::{Capabilities, Network, Parameterised, Prediction, ScoreModel, TimeInput};

@@ -13,6 +13,7 @@
 
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2, ArrayViewMut3, Axis, Zip};
 
+use crate::condition::{Cond, Conditioning};
 use crate::forward::ForwardSde;
 use crate::score::ScoreModel;
 use itoflow_sde::{NoiseKind, OdeSystem, ProblemError, Real, Sde};
@@ -98,7 +99,7 @@ impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> Sde<T> for Reve
         x: ArrayView2<'_, T>,
         mut f: ArrayViewMut2<'_, T>,
     ) -> Result<(), ProblemError> {
-        self.model.score(x, t, f.view_mut())?;
+        self.model.score(x, t, Cond::NONE, f.view_mut())?;
         drift_from_score(self.sde, 1.0, t, x, f);
         Ok(())
     }
@@ -119,17 +120,30 @@ impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> Sde<T> for Reve
     }
 }
 
-/// The probability-flow ODE as an [`OdeSystem`].
+/// The probability-flow ODE as an [`OdeSystem`]; row `r` of the solve (its index in the
+/// initial batch, [`OdeSystem::rhs_indexed`]) is conditioned on row `r` of the optional
+/// per-sample conditioning.
 #[derive(Debug)]
 pub struct ProbabilityFlow<'a, S: ?Sized, M: ?Sized> {
     sde: &'a S,
     model: &'a M,
+    cond: Option<&'a Conditioning>,
 }
 
 impl<'a, S: ?Sized, M: ?Sized> ProbabilityFlow<'a, S, M> {
     /// The PF-ODE of `sde` with score `model`.
     pub fn new(sde: &'a S, model: &'a M) -> Self {
-        Self { sde, model }
+        Self {
+            sde,
+            model,
+            cond: None,
+        }
+    }
+
+    /// Conditions row `r` of the initial batch on row `r` of `cond`.
+    pub fn with_conditioning(mut self, cond: &'a Conditioning) -> Self {
+        self.cond = Some(cond).filter(|c| !c.is_none());
+        self
     }
 }
 
@@ -143,9 +157,54 @@ impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> OdeSystem<T>
         &self,
         t: ArrayView1<'_, T>,
         x: ArrayView2<'_, T>,
+        dxdt: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ProblemError> {
+        let index: Vec<usize> = (0..x.nrows()).collect();
+        self.rhs_indexed(t, x, &index, dxdt)
+    }
+
+    fn rhs_indexed(
+        &self,
+        t: ArrayView1<'_, T>,
+        x: ArrayView2<'_, T>,
+        index: &[usize],
         mut dxdt: ArrayViewMut2<'_, T>,
     ) -> Result<(), ProblemError> {
-        self.model.score(x, t, dxdt.view_mut())?;
+        let selected;
+        let cond = match self.cond {
+            None => Cond::default(),
+            Some(c) => {
+                selected = c.select(index);
+                selected.view()
+            }
+        };
+        // Calls of at most the model's `max_batch` rows.
+        let n = x.nrows();
+        let chunk = self.model.max_batch().unwrap_or(n).max(1);
+        let mut start = 0;
+        while start < n {
+            let end = (start + chunk).min(n);
+            let rows = ndarray::s![start..end, ..];
+            self.model
+                .score(
+                    x.slice(rows),
+                    t.slice(ndarray::s![start..end]),
+                    cond.rows(start..end),
+                    dxdt.slice_mut(rows),
+                )
+                .map_err(|e| match e {
+                    crate::ScoreError::NonFinite { row, t } => crate::ScoreError::NonFinite {
+                        row: start + row,
+                        t,
+                    },
+                    crate::ScoreError::Condition { row, reason } => crate::ScoreError::Condition {
+                        row: start + row,
+                        reason,
+                    },
+                    other => other,
+                })?;
+            start = end;
+        }
         drift_from_score(self.sde, 0.5, t, x, dxdt);
         Ok(())
     }

@@ -28,6 +28,7 @@
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Zip};
 use num_complex::Complex64;
 
+use crate::condition::{Cond, CondSpec};
 use crate::forward::{Forward, ForwardSde};
 use crate::{DiffusionError, ScoreError};
 use itoflow_sde::Real;
@@ -43,20 +44,35 @@ pub struct Capabilities {
     pub complex: bool,
 }
 
-/// A batched score network: `∇ₓ log p_t(x)` for `x` `[B, d]` and one time per row.
+/// A batched score network for a forward SDE: `∇ₓ log p_t(x | c)` for `x` `[B, d]`, one time
+/// per row and one conditioning per row ([`Cond`]; [`Cond::NONE`] is the model's null value,
+/// i.e. the unconditional score).
+///
+/// The model carries the forward SDE it was trained for ([`ScoreModel::sde`]): samplers and
+/// likelihoods take it from there, so a model can never be paired with the wrong SDE.
 ///
 /// Implementations must treat rows independently (a sample's score may not depend on the other
-/// rows of the batch), return [`ScoreError::NonFinite`] for rows with NaN/∞ outputs, and be
-/// callable from several threads.
+/// rows of the batch), return [`ScoreError::NonFinite`] for rows with NaN/∞ outputs and
+/// [`ScoreError::Condition`] for conditioning they cannot take, and be callable from several
+/// threads.
 pub trait ScoreModel<T: Real>: Send + Sync {
+    /// The forward SDE the model belongs to.
+    fn sde(&self) -> &Forward;
+
     /// Dimension `d` of one flattened sample.
     fn dim(&self) -> usize;
 
-    /// Writes `∇ₓ log p_t(x)` for every row.
+    /// The conditioning the model accepts (default: none).
+    fn conditioning(&self) -> &CondSpec {
+        &CondSpec::NONE
+    }
+
+    /// Writes `∇ₓ log p_t(x | c)` for every row.
     fn score(
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError>;
 
@@ -70,6 +86,7 @@ pub trait ScoreModel<T: Real>: Send + Sync {
         &self,
         _x: ArrayView2<'_, T>,
         _t: ArrayView1<'_, T>,
+        _cond: Cond<'_>,
         _v: ArrayView2<'_, T>,
         _out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
@@ -83,6 +100,7 @@ pub trait ScoreModel<T: Real>: Send + Sync {
         &self,
         _x: ArrayView2<'_, T>,
         _t: ArrayView1<'_, T>,
+        _cond: Cond<'_>,
         _v: ArrayView2<'_, T>,
         _out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
@@ -97,6 +115,7 @@ pub trait ScoreModel<T: Real>: Send + Sync {
         &self,
         _x: ArrayView2<'_, Complex64>,
         _t: ArrayView1<'_, f64>,
+        _cond: Cond<'_>,
         _out: ArrayViewMut2<'_, Complex64>,
     ) -> Result<(), ScoreError> {
         Err(ScoreError::Unsupported {
@@ -116,16 +135,23 @@ pub trait ScoreModel<T: Real>: Send + Sync {
 }
 
 impl<T: Real, M: ScoreModel<T> + ?Sized> ScoreModel<T> for &M {
+    fn sde(&self) -> &Forward {
+        (**self).sde()
+    }
     fn dim(&self) -> usize {
         (**self).dim()
+    }
+    fn conditioning(&self) -> &CondSpec {
+        (**self).conditioning()
     }
     fn score(
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
-        (**self).score(x, t, out)
+        (**self).score(x, t, cond, out)
     }
     fn capabilities(&self) -> Capabilities {
         (**self).capabilities()
@@ -134,27 +160,30 @@ impl<T: Real, M: ScoreModel<T> + ?Sized> ScoreModel<T> for &M {
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         v: ArrayView2<'_, T>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
-        (**self).score_jvp(x, t, v, out)
+        (**self).score_jvp(x, t, cond, v, out)
     }
     fn score_vjp(
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         v: ArrayView2<'_, T>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
-        (**self).score_vjp(x, t, v, out)
+        (**self).score_vjp(x, t, cond, v, out)
     }
     fn score_complex(
         &self,
         x: ArrayView2<'_, Complex64>,
         t: ArrayView1<'_, f64>,
+        cond: Cond<'_>,
         out: ArrayViewMut2<'_, Complex64>,
     ) -> Result<(), ScoreError> {
-        (**self).score_complex(x, t, out)
+        (**self).score_complex(x, t, cond, out)
     }
     fn max_batch(&self) -> Option<usize> {
         (**self).max_batch()
@@ -243,6 +272,16 @@ impl TimeInput {
         })
     }
 
+    /// The network's time input at SDE time `t` of `sde`.
+    pub fn value(self, sde: &Forward, t: f64) -> f64 {
+        match self {
+            TimeInput::T => t,
+            TimeInput::Index => t * (sde.n() as f64 - 1.0) / sde.t_max(),
+            TimeInput::Sigma => sde.sigma_tilde(t),
+            TimeInput::EdmCNoise => 0.25 * sde.sigma_tilde(t).ln(),
+        }
+    }
+
     /// The metadata name.
     pub fn name(self) -> &'static str {
         match self {
@@ -254,16 +293,23 @@ impl TimeInput {
     }
 }
 
-/// A raw network `o = net(x_in, τ)` for a batch, as trained (before conversion to a score).
+/// A raw network `o = net(x_in, τ, c)` for a batch, as trained (before conversion to a score),
+/// with one conditioning per row.
 pub trait Network<T: Real>: Send + Sync {
     /// Dimension of one flattened sample.
     fn dim(&self) -> usize;
+
+    /// The conditioning the network accepts (default: none).
+    fn conditioning(&self) -> &CondSpec {
+        &CondSpec::NONE
+    }
 
     /// Writes the raw output for every row.
     fn forward(
         &self,
         x: ArrayView2<'_, T>,
         time: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError>;
 
@@ -282,6 +328,7 @@ pub trait Network<T: Real>: Send + Sync {
         &self,
         _x: ArrayView2<'_, T>,
         _time: ArrayView1<'_, T>,
+        _cond: Cond<'_>,
         _v: ArrayView2<'_, T>,
         _out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
@@ -295,6 +342,7 @@ pub trait Network<T: Real>: Send + Sync {
         &self,
         _x: ArrayView2<'_, T>,
         _time: ArrayView1<'_, T>,
+        _cond: Cond<'_>,
         _v: ArrayView2<'_, T>,
         _out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
@@ -405,12 +453,7 @@ impl<N> Parameterised<N> {
         let s = sde.mean_scale(t);
         let sigma = sde.std(t);
         let st = sigma / s;
-        let time = match self.time_input {
-            TimeInput::T => t,
-            TimeInput::Index => t * (sde.n() as f64 - 1.0) / sde.t_max(),
-            TimeInput::Sigma => st,
-            TimeInput::EdmCNoise => 0.25 * st.ln(),
-        };
+        let time = self.time_input.value(sde, t);
         let (c_in, a, b) = match self.prediction {
             Prediction::Score => (1.0, 1.0, 0.0),
             Prediction::Epsilon => {
@@ -461,18 +504,28 @@ fn prepare<T: Real, N>(
 }
 
 impl<T: Real, N: Network<T>> ScoreModel<T> for Parameterised<N> {
+    fn sde(&self) -> &Forward {
+        &self.sde
+    }
+
     fn dim(&self) -> usize {
         self.net.dim()
+    }
+
+    fn conditioning(&self) -> &CondSpec {
+        self.net.conditioning()
     }
 
     fn score(
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         mut out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         let (maps, x_in, time) = prepare(self, x, t);
-        self.net.forward(x_in.view(), time.view(), out.view_mut())?;
+        self.net
+            .forward(x_in.view(), time.view(), cond, out.view_mut())?;
         for (r, ((mut o, xr), m)) in out
             .outer_iter_mut()
             .zip(x.outer_iter())
@@ -507,11 +560,13 @@ impl<T: Real, N: Network<T>> ScoreModel<T> for Parameterised<N> {
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         v: ArrayView2<'_, T>,
         mut out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         let (maps, x_in, time) = prepare(self, x, t);
-        self.net.jvp(x_in.view(), time.view(), v, out.view_mut())?;
+        self.net
+            .jvp(x_in.view(), time.view(), cond, v, out.view_mut())?;
         combine(&maps, t, v, out)
     }
 
@@ -519,11 +574,13 @@ impl<T: Real, N: Network<T>> ScoreModel<T> for Parameterised<N> {
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         v: ArrayView2<'_, T>,
         mut out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         let (maps, x_in, time) = prepare(self, x, t);
-        self.net.vjp(x_in.view(), time.view(), v, out.view_mut())?;
+        self.net
+            .vjp(x_in.view(), time.view(), cond, v, out.view_mut())?;
         combine(&maps, t, v, out)
     }
 

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use itoflow_diffusion::Cond;
 use itoflow_diffusion::forward::ForwardSde;
 use itoflow_diffusion::onnx::{
     DerivativeKind, Device, ModelInfo, OnnxError, OnnxNetwork, OnnxOptions, OnnxScoreModel,
@@ -132,26 +133,41 @@ fn digits_matches_torch_reference() {
     let (net, info) = OnnxNetwork::open(digits(), &OnnxOptions::default()).unwrap();
     assert_eq!(info.time_input, TimeInput::T);
     let mut out = Array2::<f32>::zeros(x.raw_dim());
-    net.forward(x.view(), t.view(), out.view_mut()).unwrap();
+    net.forward(x.view(), t.view(), Cond::default(), out.view_mut())
+        .unwrap();
     let e = max_abs_diff(&out, &rows(npy(&dir.join("output.npy"))));
     assert!(e < TOL, "output differs from torch by {e}");
 
     let mut vjp = Array2::<f32>::zeros(x.raw_dim());
-    net.vjp(x.view(), t.view(), v.view(), vjp.view_mut())
-        .unwrap();
+    net.vjp(
+        x.view(),
+        t.view(),
+        Cond::default(),
+        v.view(),
+        vjp.view_mut(),
+    )
+    .unwrap();
     let e = max_abs_diff(&vjp, &rows(npy(&dir.join("vjp.npy"))));
     assert!(e < TOL, "vjp differs from torch by {e}");
 
     let mut jvp = Array2::<f32>::zeros(x.raw_dim());
-    net.jvp(x.view(), t.view(), v.view(), jvp.view_mut())
-        .unwrap();
+    net.jvp(
+        x.view(),
+        t.view(),
+        Cond::default(),
+        v.view(),
+        jvp.view_mut(),
+    )
+    .unwrap();
     let e = max_abs_diff(&jvp, &rows(npy(&dir.join("jvp.npy"))));
     assert!(e < TOL, "jvp differs from torch by {e}");
 
     // The score model: ε-prediction on the VP SDE, score = −ε̂ / σ(t).
     let model = OnnxScoreModel::open(digits(), &OnnxOptions::default()).unwrap();
     let mut score = Array2::<f32>::zeros(x.raw_dim());
-    model.score(x.view(), t.view(), score.view_mut()).unwrap();
+    model
+        .score(x.view(), t.view(), Cond::default(), score.view_mut())
+        .unwrap();
     for (r, row) in score.outer_iter().enumerate() {
         let sigma = model.info().forward.std(f64::from(t[r])) as f32;
         for (s, o) in row.iter().zip(out.row(r)) {
@@ -208,7 +224,13 @@ fn overrides_replace_metadata_and_disable_derivatives() {
     let t = Array1::from_elem(2, 0.5);
     let mut out = Array2::<f64>::zeros((2, 64));
     let err = model
-        .score_vjp(x.view(), t.view(), x.view(), out.view_mut())
+        .score_vjp(
+            x.view(),
+            t.view(),
+            Cond::default(),
+            x.view(),
+            out.view_mut(),
+        )
         .unwrap_err();
     assert!(matches!(err, ScoreError::Unsupported { .. }), "{err}");
 }
@@ -260,7 +282,7 @@ fn invalid_metadata_values() {
     };
     let p = Path::new("/nonexistent/m.onnx");
     for (key, value) in [
-        ("itoflow.format_version", "2"),
+        ("itoflow.format_version", "3"),
         ("itoflow.sde", "nope"),
         ("itoflow.sde.params", "{not json"),
         ("itoflow.prediction", "noise"),
@@ -274,6 +296,40 @@ fn invalid_metadata_values() {
             "{key}={value}: {err}"
         );
     }
+    // Conditioning keys (format 2).
+    for (key, value) in [
+        ("itoflow.cond.num_classes", "0"),
+        ("itoflow.cond.num_classes", "ten"),
+        ("itoflow.cond.null_label", "x"),
+        ("itoflow.cond.embedding.shape", "[0]"),
+        ("itoflow.cond.embedding.shape", "[]"),
+        ("itoflow.kind", "frog"),
+    ] {
+        let mut m: std::collections::BTreeMap<String, String> = make("", "");
+        m.insert(key.into(), value.into());
+        if key == "itoflow.cond.null_label" {
+            m.insert("itoflow.cond.num_classes".into(), "10".into());
+        }
+        let err = ModelInfo::from_metadata(m, p).unwrap_err();
+        assert!(
+            matches!(err, OnnxError::Metadata { .. }),
+            "{key}={value}: {err}"
+        );
+    }
+    let mut m: std::collections::BTreeMap<String, String> = make("", "");
+    m.insert("itoflow.cond.embedding.shape".into(), "[2, 3]".into());
+    m.insert("itoflow.cond.embedding.null".into(), "[1, 2]".into());
+    assert!(
+        ModelInfo::from_metadata(m.clone(), p).is_err(),
+        "null of the wrong length"
+    );
+    m.insert("itoflow.cond.embedding.null".into(), "0".into());
+    m.insert("itoflow.cond.num_classes".into(), "10".into());
+    m.insert("itoflow.cond.null_label".into(), "10".into());
+    let info = ModelInfo::from_metadata(m, p).unwrap();
+    assert_eq!(info.cond.num_classes, Some(10));
+    assert_eq!(info.cond.null_label, Some(10));
+    assert_eq!(info.cond.embedding_null.as_deref(), Some(&[0.0f32; 6][..]));
     let mut m = make("", "");
     m.insert("itoflow.data.range".into(), "[1, -1]".into());
     assert!(ModelInfo::from_metadata(m.clone(), p).is_err());
@@ -298,10 +354,17 @@ fn batch_splitting_gives_identical_rows() {
         let opts = OnnxOptions::default().with_max_batch(max_batch);
         let (net, _) = OnnxNetwork::open(digits(), &opts).unwrap();
         let mut out = Array2::<f32>::zeros(x.raw_dim());
-        net.forward(x.view(), t.view(), out.view_mut()).unwrap();
-        let mut vjp = Array2::<f32>::zeros(x.raw_dim());
-        net.vjp(x.view(), t.view(), v.view(), vjp.view_mut())
+        net.forward(x.view(), t.view(), Cond::default(), out.view_mut())
             .unwrap();
+        let mut vjp = Array2::<f32>::zeros(x.raw_dim());
+        net.vjp(
+            x.view(),
+            t.view(),
+            Cond::default(),
+            v.view(),
+            vjp.view_mut(),
+        )
+        .unwrap();
         (out, vjp)
     };
     let (whole, whole_vjp) = eval(256);
@@ -318,11 +381,15 @@ fn f64_path_matches_f32() {
     let (x, t) = (pseudo_random(9, 64, 3), times(9));
     let model = OnnxScoreModel::open(digits(), &OnnxOptions::default()).unwrap();
     let mut s32 = Array2::<f32>::zeros(x.raw_dim());
-    model.score(x.view(), t.view(), s32.view_mut()).unwrap();
+    model
+        .score(x.view(), t.view(), Cond::default(), s32.view_mut())
+        .unwrap();
     let x64 = x.mapv(f64::from);
     let t64 = t.mapv(f64::from);
     let mut s64 = Array2::<f64>::zeros(x.raw_dim());
-    model.score(x64.view(), t64.view(), s64.view_mut()).unwrap();
+    model
+        .score(x64.view(), t64.view(), Cond::default(), s64.view_mut())
+        .unwrap();
     // The network sees the same float32 values; only the affine map runs in f64.
     for (a, b) in s32.iter().zip(&s64) {
         assert!(
@@ -332,7 +399,13 @@ fn f64_path_matches_f32() {
     }
     let mut v64 = Array2::<f64>::zeros(x.raw_dim());
     model
-        .score_vjp(x64.view(), t64.view(), x64.view(), v64.view_mut())
+        .score_vjp(
+            x64.view(),
+            t64.view(),
+            Cond::default(),
+            x64.view(),
+            v64.view_mut(),
+        )
         .unwrap();
     assert!(v64.iter().all(|v| v.is_finite()));
 }
@@ -352,11 +425,23 @@ fn derivative_graph_is_deterministic_at_two_threads() {
     let call = |jvp: bool| {
         let mut out = Array2::<f32>::zeros(x.raw_dim());
         if jvp {
-            net.jvp(x.view(), t.view(), v.view(), out.view_mut())
-                .unwrap();
+            net.jvp(
+                x.view(),
+                t.view(),
+                Cond::default(),
+                v.view(),
+                out.view_mut(),
+            )
+            .unwrap();
         } else {
-            net.vjp(x.view(), t.view(), v.view(), out.view_mut())
-                .unwrap();
+            net.vjp(
+                x.view(),
+                t.view(),
+                Cond::default(),
+                v.view(),
+                out.view_mut(),
+            )
+            .unwrap();
         }
         out
     };
@@ -377,14 +462,16 @@ fn concurrent_callers_get_consistent_results() {
     let (x, t) = (pseudo_random(16, 64, 6), times(16));
     let mut reference = Array2::<f32>::zeros(x.raw_dim());
     model
-        .score(x.view(), t.view(), reference.view_mut())
+        .score(x.view(), t.view(), Cond::default(), reference.view_mut())
         .unwrap();
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
                 for _ in 0..5 {
                     let mut out = Array2::<f32>::zeros(x.raw_dim());
-                    model.score(x.view(), t.view(), out.view_mut()).unwrap();
+                    model
+                        .score(x.view(), t.view(), Cond::default(), out.view_mut())
+                        .unwrap();
                     assert_eq!(out, reference);
                 }
             });
@@ -399,20 +486,26 @@ fn nan_output_names_row_and_time() {
     let x = Array2::from_shape_vec((3, 2), vec![1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
     let t = Array1::from(vec![0.5, 0.0, 0.25]);
     let mut out = Array2::<f64>::zeros((3, 2));
-    let err = model.score(x.view(), t.view(), out.view_mut()).unwrap_err();
+    let err = model
+        .score(x.view(), t.view(), Cond::default(), out.view_mut())
+        .unwrap_err();
     match err {
         ScoreError::NonFinite { row, t } => assert_eq!((row, t), (1, 0.0)),
         other => panic!("expected NonFinite, got {other}"),
     }
     let d = DiffusionError::from_score(
-        model.score(x.view(), t.view(), out.view_mut()).unwrap_err(),
+        model
+            .score(x.view(), t.view(), Cond::default(), out.view_mut())
+            .unwrap_err(),
         10,
         |r| t[r],
     );
     assert!(d.to_string().contains("sample 11"), "{d}");
     // Finite rows are right: score prediction, time input t → x / t.
     let t = Array1::from(vec![0.5, 0.25, 1.0]);
-    model.score(x.view(), t.view(), out.view_mut()).unwrap();
+    model
+        .score(x.view(), t.view(), Cond::default(), out.view_mut())
+        .unwrap();
     assert_eq!(out.row(0).to_vec(), [2.0, 4.0]);
     assert_eq!(out.row(1).to_vec(), [12.0, 16.0]);
 }
@@ -429,12 +522,18 @@ fn shape_mismatches_are_errors() {
     let x = Array2::<f32>::zeros((2, 63));
     let t = Array1::<f32>::from_elem(2, 0.5);
     let mut out = Array2::<f32>::zeros((2, 63));
-    let err = model.score(x.view(), t.view(), out.view_mut()).unwrap_err();
+    let err = model
+        .score(x.view(), t.view(), Cond::default(), out.view_mut())
+        .unwrap_err();
     assert!(matches!(err, ScoreError::Shape { .. }), "{err}");
     let x = Array2::<f32>::zeros((2, 64));
     let t3 = Array1::<f32>::from_elem(3, 0.5);
     let mut out = Array2::<f32>::zeros((2, 64));
-    assert!(model.score(x.view(), t3.view(), out.view_mut()).is_err());
+    assert!(
+        model
+            .score(x.view(), t3.view(), Cond::default(), out.view_mut())
+            .is_err()
+    );
 }
 
 #[test]

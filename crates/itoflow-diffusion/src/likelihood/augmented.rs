@@ -3,6 +3,7 @@
 use ndarray::{Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, s};
 
 use crate::DiffusionError;
+use crate::condition::{Cond, Conditioning};
 use crate::divergence::{DivergenceEstimator, TraceEstimator, draw_probes};
 use crate::forward::ForwardSde;
 use crate::score::ScoreModel;
@@ -56,6 +57,7 @@ pub struct AugmentedFlow<'a, T, S: ?Sized, M: ?Sized> {
     est: DivergenceEstimator<'a, T, M>,
     divergence: Option<TraceEstimator>,
     probes: Option<Array3<T>>,
+    cond: Conditioning,
     samples: usize,
     d: usize,
     k: usize,
@@ -85,10 +87,18 @@ impl<'a, T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> AugmentedFl
             est,
             divergence: Some(divergence),
             probes,
+            cond: Conditioning::default(),
             samples,
             d,
             k: divergence.estimates(),
         })
+    }
+
+    /// Conditions sample `i` on row `i` of `cond` (class label, conditioning tensor): the
+    /// flow of `∇ₓ log p_t(x | c_i)`.
+    pub fn with_conditioning(mut self, cond: Conditioning) -> Self {
+        self.cond = cond;
+        self
     }
 
     /// The plain PF-ODE `dx/dt = f(t) x − ½ g(t)² s(x, t)` (state `[x]`), with the
@@ -100,6 +110,7 @@ impl<'a, T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> AugmentedFl
             est,
             divergence: None,
             probes: None,
+            cond: Conditioning::default(),
             samples: usize::MAX,
             d,
             k: 0,
@@ -180,11 +191,19 @@ impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> OdeSystem<T>
         let x = y.slice(s![.., ..d]).to_owned();
         let mut score = Array2::zeros((n, d));
         let mut div = Array2::zeros((n, k.max(1)));
+        let selected;
+        let cond = if self.cond.is_none() {
+            Cond::default()
+        } else {
+            selected = self.cond.select(index);
+            selected.view()
+        };
         match (&self.divergence, &self.probes) {
-            (None, _) => self.est.score(x.view(), t, score.view_mut()),
+            (None, _) => self.est.score(x.view(), t, cond, score.view_mut()),
             (Some(TraceEstimator::Hutchinson { .. }), Some(p)) => self.est.hutchinson_indexed(
                 x.view(),
                 t,
+                cond,
                 p.view(),
                 index,
                 score.view_mut(),
@@ -192,7 +211,7 @@ impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> OdeSystem<T>
             ),
             _ => self
                 .est
-                .exact(x.view(), t, score.view_mut(), div.column_mut(0)),
+                .exact(x.view(), t, cond, score.view_mut(), div.column_mut(0)),
         }
         .map_err(ProblemError::from)?;
         let dim = d as f64;

@@ -272,7 +272,7 @@ impl DataScaling {
     /// ([`DataScaling::level`]) and replaced by `lo + (hi − lo)·(r + U)/L` with
     /// `U ~ Uniform[0, 1)` addressed by `(seed, first + row, dimension)` (stream tag
     /// [`TAG_DEQUANTISATION`]), so a sample's noise does not depend on its batch. This is what
-    /// [`log_likelihood`](super::log_likelihood) does with `dequantize: true`.
+    /// [`LikelihoodRequest`](super::LikelihoodRequest) does with `dequantize: true`.
     ///
     /// Fails naming the sample and position of a value outside `[lo, hi]`, and when `levels`
     /// is `None`.

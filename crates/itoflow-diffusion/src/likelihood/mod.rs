@@ -10,7 +10,7 @@
 //!     ∇·f̃(x, t) = d·f(t) − ½ g(t)² ∇·s(x, t).
 //! ```
 //!
-//! [`log_likelihood`] integrates `[x, Δ]` with `dΔ/dt = ∇·f̃` ([`AugmentedFlow`]) from `ε` to
+//! [`LikelihoodRequest`] integrates `[x, Δ]` with `dΔ/dt = ∇·f̃` ([`AugmentedFlow`]) from `ε` to
 //! `T` with [`Dopri5`] (score_sde: `solve_ivp(method="RK45", rtol=atol=1e-5)`, `ε = 1e-5`), and
 //! replaces the unknown `p_T` by the prior: `log p = prior_logp(x(T)) + Δ(T)`. The divergence
 //! comes from [`crate::divergence`]: the exact trace, or Hutchinson–Skilling with `K` probes per
@@ -35,15 +35,14 @@
 //! ```
 //! use itoflow_diffusion::forward::{Forward, Vp};
 //! use itoflow_diffusion::gmm::GaussianMixture;
-//! use itoflow_diffusion::likelihood::{log_likelihood, LikelihoodOptions};
+//! use itoflow_diffusion::likelihood::{LikelihoodOptions, LikelihoodRequest};
 //! use itoflow_diffusion::ProductSource;
 //! use ndarray::array;
 //!
-//! let sde = Forward::Vp(Vp::default());
-//! let gmm = GaussianMixture::standard_normal(2, sde.clone());
+//! let gmm = GaussianMixture::standard_normal(2, Forward::Vp(Vp::default()));
 //! let x = array![[0.3, -1.2], [2.0, 0.5]];
 //! let opts = LikelihoodOptions { rtol: 1e-8, atol: 1e-8, ..Default::default() };
-//! let out = log_likelihood(&sde, &gmm, x.view(), &opts, 0, 0, None)?;
+//! let out = LikelihoodRequest::new(&gmm, x.view()).options(opts).run()?;
 //! for (lp, xr) in out.logp.iter().zip(x.outer_iter()) {
 //!     // N(0, I) is stationary under the VP SDE: log p_ε = log N(x; 0, I).
 //!     let exact = -(2.0 * std::f64::consts::PI).ln() - 0.5 * xr.dot(&xr);
@@ -65,13 +64,14 @@ pub use data::{DataScaling, Dequantisation, TAG_DEQUANTISATION, bits_per_dim};
 use ndarray::{Array2, ArrayView2, s};
 
 use crate::DiffusionError;
+use crate::condition::Conditioning;
 use crate::divergence::DivergenceEstimator;
 use crate::forward::{Forward, ForwardSde};
 use crate::score::ScoreModel;
 use itoflow_sde::ode::{AdaptiveProgress, BatchMode, Dopri5, OdeSave, OdeSolution};
 use itoflow_sde::{Real, SolveError};
 
-/// Options of [`log_likelihood`], [`encode`], [`decode`] and [`transport`].
+/// Options of [`LikelihoodRequest`], [`encode`], [`decode`] and [`transport`].
 ///
 /// Construct with struct-update syntax from [`Default`]: `ε` = the SDE's
 /// [`ForwardSde::likelihood_eps`] (1e-5 for VP, sub-VP, VE), `rtol = atol = 1e-5` (score_sde),
@@ -250,7 +250,7 @@ impl LikelihoodProgress {
     }
 }
 
-/// The result of [`log_likelihood`]; vectors have one entry per input row.
+/// The result of [`LikelihoodRequest`]; vectors have one entry per input row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LikelihoodResult {
     /// `log p_ε(x)` in nats: `prior_logp + delta_logp` (of the dequantised `x` with
@@ -320,104 +320,161 @@ pub struct FlowOutput<T> {
     pub rejected: usize,
 }
 
-/// `log p_ε(x)` of every row of `x` by the augmented PF-ODE (see the module documentation).
+/// A likelihood request: `log p_ε(x | c)` of every row of `x` by the augmented PF-ODE (see the
+/// module documentation). Build it, then [`LikelihoodRequest::run`].
 ///
-/// * `forward`, `model`: the forward SDE and the score model of the diffusion model.
-/// * `x`: `[samples, d]` in model space (`d = model.dim()`).
-/// * `seed`, `first_index`: row `r` is sample `first_index + r`; its Hutchinson probes and its
-///   dequantisation noise are addressed by `(seed, first_index + r)`. Errors name samples by
-///   this global index.
-/// * `progress`: called after every round of solver stages.
-///
-/// Errors: shape mismatch or non-finite data ([`DiffusionError::Shape`],
-/// [`DiffusionError::Invalid`] naming the sample); `ε` outside `(0, T)`
-/// ([`DiffusionError::TimeOutOfRange`]); a non-finite score or product
-/// ([`DiffusionError::NonFiniteScore`] with the sample and `t`); model failures
-/// ([`DiffusionError::Score`]); solver failures ([`DiffusionError::Solve`]).
-pub fn log_likelihood<T: Real, M: ScoreModel<T> + ?Sized>(
-    forward: &Forward,
-    model: &M,
-    x: ArrayView2<'_, T>,
-    options: &LikelihoodOptions,
+/// * the model carries its forward SDE; `x` is `[samples, d]` in model space;
+/// * [`LikelihoodRequest::first_index`]: row `r` is sample `first + r`; its Hutchinson probes and
+///   its dequantisation noise are addressed by `(seed, first + r)`, and errors name samples by
+///   this global index;
+/// * [`LikelihoodRequest::conditioning`]: row `r` is scored under the conditional model
+///   `p(x | c_r)` (class label or conditioning tensor); without it, the unconditional model
+///   (the null label);
+/// * [`LikelihoodRequest::progress`]: called after every round of solver stages.
+pub struct LikelihoodRequest<'a, T, M: ?Sized> {
+    model: &'a M,
+    x: ArrayView2<'a, T>,
+    options: LikelihoodOptions,
     seed: u64,
-    first_index: u64,
-    progress: Option<&mut dyn FnMut(LikelihoodProgress)>,
-) -> Result<LikelihoodResult, DiffusionError> {
-    let eps = options.validate(forward)?;
-    let d = model.dim();
-    check_data(x, d, first_index)?;
-    let dequantized;
-    let x = if options.dequantize {
-        dequantized = options.data.dequantize_model(x, seed, first_index)?;
-        dequantized.view()
-    } else {
-        x
-    };
-    let t_end = forward.t_max();
-    let n = x.nrows();
-    let est = options.estimator(model)?;
-    let product_method = est.method();
-    let flow = AugmentedFlow::new(forward, est, options.trace, n, seed, first_index)?;
-    let y0 = flow.initial_state(x)?;
-    let mut noop = |_: LikelihoodProgress| {};
-    let progress = progress.unwrap_or(&mut noop);
-    let sol = run(
-        options,
-        &flow,
-        eps,
-        t_end,
-        y0.view(),
-        n,
-        first_index,
-        progress,
-    )?;
-    let y = sol.last();
-    let k = flow.estimates();
-    let bpd_offset = options.data.offset_bits();
-    let mut res = LikelihoodResult {
-        logp: Vec::with_capacity(n),
-        bpd: Vec::with_capacity(n),
-        prior_logp: Vec::with_capacity(n),
-        delta_logp: Vec::with_capacity(n),
-        std_err: None,
-        nfe: sol.stats.calls,
-        row_evals: flow.estimator().model_rows() as u64,
-        product_source: product_method.source(),
-        product_method,
-        trace: options.trace,
-        index: (0..n as u64).map(|r| first_index + r).collect(),
-        delta_logp_probes: None,
-        nfev: (0..n).map(|r| group_stats(&sol, r).nfev).collect(),
-        latents: y.slice(s![.., ..d]).mapv(|v| v.f64()),
-        eps,
-        t_end,
-        bpd_offset,
-        model_calls: flow.estimator().model_calls(),
-    };
-    let hutchinson = matches!(options.trace, TraceEstimator::Hutchinson { .. });
-    let mut probes = hutchinson.then(|| Array2::zeros((n, k)));
-    let mut std_err = (hutchinson && k >= 2).then(|| Vec::with_capacity(n));
-    for r in 0..n {
-        let prior = forward.prior_logp(res.latents.row(r));
-        let deltas: Vec<f64> = (0..k).map(|c| y[[r, d + c]].f64()).collect();
-        let kf = k as f64;
-        let delta = deltas.iter().sum::<f64>() / kf;
-        if let Some(p) = probes.as_mut() {
-            p.row_mut(r).assign(&ndarray::ArrayView1::from(&deltas));
+    first: u64,
+    cond: Option<&'a Conditioning>,
+    progress: Option<&'a mut dyn FnMut(LikelihoodProgress)>,
+}
+
+impl<'a, T: Real, M: ScoreModel<T> + ?Sized> LikelihoodRequest<'a, T, M> {
+    /// `log p(x)` of every row of `x` under `model` with the default options.
+    pub fn new(model: &'a M, x: ArrayView2<'a, T>) -> Self {
+        LikelihoodRequest {
+            model,
+            x,
+            options: LikelihoodOptions::default(),
+            seed: 0,
+            first: 0,
+            cond: None,
+            progress: None,
         }
-        if let Some(se) = std_err.as_mut() {
-            let var = deltas.iter().map(|v| (v - delta).powi(2)).sum::<f64>() / (kf - 1.0);
-            se.push((var / kf).sqrt());
-        }
-        let logp = prior + delta;
-        res.logp.push(logp);
-        res.bpd.push(bits_per_dim(logp, d) + bpd_offset);
-        res.prior_logp.push(prior);
-        res.delta_logp.push(delta);
     }
-    res.delta_logp_probes = probes;
-    res.std_err = std_err;
-    Ok(res)
+
+    /// Solver, trace and data options.
+    pub fn options(mut self, options: LikelihoodOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The seed of the probes and the dequantisation noise.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The global index of the first row.
+    pub fn first_index(mut self, first: u64) -> Self {
+        self.first = first;
+        self
+    }
+
+    /// Per-sample conditioning, one row per row of `x`.
+    pub fn conditioning(mut self, cond: &'a Conditioning) -> Self {
+        self.cond = Some(cond).filter(|c| !c.is_none());
+        self
+    }
+
+    /// Called after every round of solver stages.
+    pub fn progress(mut self, progress: &'a mut dyn FnMut(LikelihoodProgress)) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Errors: shape mismatch or non-finite data ([`DiffusionError::Shape`],
+    /// [`DiffusionError::Invalid`] naming the sample); invalid conditioning
+    /// ([`DiffusionError::Condition`]); `ε` outside `(0, T)`
+    /// ([`DiffusionError::TimeOutOfRange`]); a non-finite score or product
+    /// ([`DiffusionError::NonFiniteScore`] with the sample and `t`); model failures
+    /// ([`DiffusionError::Score`]); solver failures ([`DiffusionError::Solve`]).
+    pub fn run(self) -> Result<LikelihoodResult, DiffusionError> {
+        let LikelihoodRequest {
+            model,
+            x,
+            options,
+            seed,
+            first,
+            cond,
+            progress,
+        } = self;
+        let forward = model.sde();
+        let eps = options.validate(forward)?;
+        let d = model.dim();
+        check_data(x, d, first)?;
+        if let Some(c) = cond {
+            c.validate(model.conditioning(), x.nrows(), first)?;
+        }
+        let dequantized;
+        let x = if options.dequantize {
+            dequantized = options.data.dequantize_model(x, seed, first)?;
+            dequantized.view()
+        } else {
+            x
+        };
+        let t_end = forward.t_max();
+        let n = x.nrows();
+        let est = options.estimator(model)?;
+        let product_method = est.method();
+        let mut flow = AugmentedFlow::new(forward, est, options.trace, n, seed, first)?;
+        if let Some(c) = cond {
+            flow = flow.with_conditioning(c.clone());
+        }
+        let y0 = flow.initial_state(x)?;
+        let mut noop = |_: LikelihoodProgress| {};
+        let progress = progress.unwrap_or(&mut noop);
+        let sol = run(&options, &flow, eps, t_end, y0.view(), n, first, progress)?;
+        let y = sol.last();
+        let k = flow.estimates();
+        let bpd_offset = options.data.offset_bits();
+        let mut res = LikelihoodResult {
+            logp: Vec::with_capacity(n),
+            bpd: Vec::with_capacity(n),
+            prior_logp: Vec::with_capacity(n),
+            delta_logp: Vec::with_capacity(n),
+            std_err: None,
+            nfe: sol.stats.calls,
+            row_evals: flow.estimator().model_rows() as u64,
+            product_source: product_method.source(),
+            product_method,
+            trace: options.trace,
+            index: (0..n as u64).map(|r| first + r).collect(),
+            delta_logp_probes: None,
+            nfev: (0..n).map(|r| group_stats(&sol, r).nfev).collect(),
+            latents: y.slice(s![.., ..d]).mapv(|v| v.f64()),
+            eps,
+            t_end,
+            bpd_offset,
+            model_calls: flow.estimator().model_calls(),
+        };
+        let hutchinson = matches!(options.trace, TraceEstimator::Hutchinson { .. });
+        let mut probes = hutchinson.then(|| Array2::zeros((n, k)));
+        let mut std_err = (hutchinson && k >= 2).then(|| Vec::with_capacity(n));
+        for r in 0..n {
+            let prior = forward.prior_logp(res.latents.row(r));
+            let deltas: Vec<f64> = (0..k).map(|c| y[[r, d + c]].f64()).collect();
+            let kf = k as f64;
+            let delta = deltas.iter().sum::<f64>() / kf;
+            if let Some(p) = probes.as_mut() {
+                p.row_mut(r).assign(&ndarray::ArrayView1::from(&deltas));
+            }
+            if let Some(se) = std_err.as_mut() {
+                let var = deltas.iter().map(|v| (v - delta).powi(2)).sum::<f64>() / (kf - 1.0);
+                se.push((var / kf).sqrt());
+            }
+            let logp = prior + delta;
+            res.logp.push(logp);
+            res.bpd.push(bits_per_dim(logp, d) + bpd_offset);
+            res.prior_logp.push(prior);
+            res.delta_logp.push(delta);
+        }
+        res.delta_logp_probes = probes;
+        res.std_err = std_err;
+        Ok(res)
+    }
 }
 
 /// Integrates the PF-ODE from `ε` to `T` (data → latents), without the log-density.
@@ -428,42 +485,40 @@ pub fn log_likelihood<T: Real, M: ScoreModel<T> + ?Sized>(
 /// use itoflow_diffusion::likelihood::{decode, encode, LikelihoodOptions};
 /// use ndarray::array;
 ///
-/// let sde = Forward::Ve(Ve::default());
-/// let gmm = GaussianMixture::random(2, 2, 1.0, 0.5, 3, sde.clone())?;
+/// let gmm = GaussianMixture::random(2, 2, 1.0, 0.5, 3, Forward::Ve(Ve::default()))?;
 /// let x = array![[0.3, -0.2], [1.0, 0.4]];
 /// let opts = LikelihoodOptions { rtol: 1e-9, atol: 1e-9, ..Default::default() };
-/// let z = encode(&sde, &gmm, x.view(), &opts)?;
-/// let back = decode(&sde, &gmm, z.x.view(), &opts)?;
+/// let z = encode(&gmm, x.view(), &opts)?;
+/// let back = decode(&gmm, z.x.view(), &opts)?;
 /// assert!((&back.x - &x).iter().all(|e: &f64| e.abs() < 1e-6));
 /// # Ok::<(), itoflow_diffusion::DiffusionError>(())
 /// ```
 pub fn encode<T: Real, M: ScoreModel<T> + ?Sized>(
-    forward: &Forward,
     model: &M,
     x: ArrayView2<'_, T>,
     options: &LikelihoodOptions,
 ) -> Result<FlowOutput<T>, DiffusionError> {
+    let forward = model.sde();
     let eps = options.validate(forward)?;
-    flow(forward, model, x, options, eps, forward.t_max(), 0, None)
+    flow(model, x, options, eps, forward.t_max(), None)
 }
 
 /// Integrates the PF-ODE from `T` down to `ε` (latents → data): the inverse of [`encode`] up
 /// to the solver tolerances.
 pub fn decode<T: Real, M: ScoreModel<T> + ?Sized>(
-    forward: &Forward,
     model: &M,
     z: ArrayView2<'_, T>,
     options: &LikelihoodOptions,
 ) -> Result<FlowOutput<T>, DiffusionError> {
+    let forward = model.sde();
     let eps = options.validate(forward)?;
-    flow(forward, model, z, options, forward.t_max(), eps, 0, None)
+    flow(model, z, options, forward.t_max(), eps, None)
 }
 
 /// Integrates the PF-ODE from `t0` to `t1` (either direction), both in `[ε, T]`.
 ///
 /// Fails with [`DiffusionError::TimeOutOfRange`] for a time outside `[ε, T]`.
 pub fn transport<T: Real, M: ScoreModel<T> + ?Sized>(
-    forward: &Forward,
     model: &M,
     x: ArrayView2<'_, T>,
     t0: f64,
@@ -471,6 +526,7 @@ pub fn transport<T: Real, M: ScoreModel<T> + ?Sized>(
     options: &LikelihoodOptions,
     progress: Option<&mut dyn FnMut(LikelihoodProgress)>,
 ) -> Result<FlowOutput<T>, DiffusionError> {
+    let forward = model.sde();
     let eps = options.validate(forward)?;
     let t_max = forward.t_max();
     for t in [t0, t1] {
@@ -482,22 +538,20 @@ pub fn transport<T: Real, M: ScoreModel<T> + ?Sized>(
             });
         }
     }
-    flow(forward, model, x, options, t0, t1, 0, progress)
+    flow(model, x, options, t0, t1, progress)
 }
 
-/// [`transport`] without the time checks, for rows that are samples `first, first + 1, …`
-/// (errors name those global indices).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn flow<T: Real, M: ScoreModel<T> + ?Sized>(
-    forward: &Forward,
+/// [`transport`] without the time checks.
+fn flow<T: Real, M: ScoreModel<T> + ?Sized>(
     model: &M,
     x: ArrayView2<'_, T>,
     options: &LikelihoodOptions,
     t0: f64,
     t1: f64,
-    first: u64,
     progress: Option<&mut dyn FnMut(LikelihoodProgress)>,
 ) -> Result<FlowOutput<T>, DiffusionError> {
+    let forward = model.sde();
+    let first = 0;
     check_data(x, model.dim(), first)?;
     let n = x.nrows();
     if t0 == t1 {

@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::OnnxError;
+use crate::condition::CondSpec;
 use crate::forward::{Forward, ForwardSde};
 use crate::score::{Prediction, TimeInput};
 
-/// Metadata keys that every model must have (or be given as overrides).
+/// Metadata keys that every score model must have (or be given as overrides).
 pub const REQUIRED_KEYS: &[&str] = &[
     "itoflow.format_version",
     "itoflow.sde",
@@ -17,8 +18,85 @@ pub const REQUIRED_KEYS: &[&str] = &[
     "itoflow.data.shape",
 ];
 
-/// The format version this crate reads.
-pub const FORMAT_VERSION: &str = "1";
+/// The newest format version (`2`: conditioning inputs, tensor names and classifier files).
+pub const FORMAT_VERSION: &str = "2";
+
+/// Every format version this crate reads.
+pub const FORMAT_VERSIONS: &[&str] = &["1", "2"];
+
+/// The graph tensor names (`itoflow.names.*`; defaults `x`, `time`, `output`, `vjp`, `jvp`,
+/// `label`, `embedding`, and for classifiers `logits`, `grad`), so that a foreign model
+/// can be used without re-exporting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorNames {
+    /// The noisy sample input.
+    pub x: String,
+    /// The time input.
+    pub time: String,
+    /// The raw network output (score models).
+    pub output: String,
+    /// The direction input `v` of the derivative graph.
+    pub v: String,
+    /// vᵀJ output of the derivative graph.
+    pub vjp: String,
+    /// J v output of the derivative graph.
+    pub jvp: String,
+    /// The class-label input.
+    pub label: String,
+    /// The conditioning-tensor input.
+    pub embedding: String,
+    /// Classifier logits output.
+    pub logits: String,
+    /// Classifier input-gradient output.
+    pub grad: String,
+}
+
+impl TensorNames {
+    fn from_metadata(metadata: &BTreeMap<String, String>) -> Result<Self, OnnxError> {
+        let name = |key: &'static str, default: &str| -> Result<String, OnnxError> {
+            match metadata.get(key).map(|s| s.trim()) {
+                None | Some("") => Ok(default.to_string()),
+                Some(s) if s.chars().all(|c| !c.is_control()) => Ok(s.to_string()),
+                Some(s) => Err(OnnxError::Metadata {
+                    key,
+                    reason: format!("not a tensor name: {s:?}"),
+                }),
+            }
+        };
+        Ok(TensorNames {
+            x: name("itoflow.names.x", "x")?,
+            time: name("itoflow.names.time", "time")?,
+            output: name("itoflow.names.output", "output")?,
+            v: name("itoflow.names.v", "v")?,
+            vjp: name("itoflow.names.vjp", "vjp")?,
+            jvp: name("itoflow.names.jvp", "jvp")?,
+            label: name("itoflow.names.label", "label")?,
+            embedding: name("itoflow.names.embedding", "embedding")?,
+            logits: name("itoflow.names.logits", "logits")?,
+            grad: name("itoflow.names.grad", "grad")?,
+        })
+    }
+}
+
+/// What a file holds (`itoflow.kind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    /// A score network (the default).
+    #[default]
+    Score,
+    /// A noise-conditional classifier with its input gradient, for classifier guidance.
+    Classifier,
+}
+
+impl ModelKind {
+    /// The metadata name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Score => "score",
+            ModelKind::Classifier => "classifier",
+        }
+    }
+}
 
 /// Which derivative products a model offers natively.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -88,6 +166,12 @@ pub struct ModelInfo {
     pub name: Option<String>,
     /// `itoflow.description`.
     pub description: Option<String>,
+    /// The conditioning inputs (`itoflow.cond.*`).
+    pub cond: CondSpec,
+    /// The graph tensor names (`itoflow.names.*`).
+    pub names: TensorNames,
+    /// What the file holds (`itoflow.kind`).
+    pub kind: ModelKind,
     /// All metadata, overrides applied.
     pub metadata: BTreeMap<String, String>,
 }
@@ -125,9 +209,20 @@ impl ModelInfo {
         metadata: BTreeMap<String, String>,
         model_path: &Path,
     ) -> Result<Self, OnnxError> {
+        let kind = match metadata.get("itoflow.kind").map(|s| s.trim()) {
+            None | Some("") | Some("score") => ModelKind::Score,
+            Some("classifier") => ModelKind::Classifier,
+            Some(other) => {
+                return Err(OnnxError::Metadata {
+                    key: "itoflow.kind",
+                    reason: format!("expected `score` or `classifier`, got `{other}`"),
+                });
+            }
+        };
         let missing: Vec<&'static str> = REQUIRED_KEYS
             .iter()
             .copied()
+            .filter(|k| !(kind == ModelKind::Classifier && *k == "itoflow.prediction"))
             .filter(|k| metadata.get(*k).is_none_or(|v| v.trim().is_empty()))
             .collect();
         if !missing.is_empty() {
@@ -141,11 +236,12 @@ impl ModelInfo {
         let bad = |key: &'static str, reason: String| OnnxError::Metadata { key, reason };
 
         let version = req("itoflow.format_version");
-        if version != FORMAT_VERSION {
+        if !FORMAT_VERSIONS.contains(&version) {
             return Err(bad(
                 "itoflow.format_version",
                 format!(
-                    "this crate reads format version {FORMAT_VERSION}, the model has `{version}`"
+                    "this crate reads format versions {}, the model has `{version}`",
+                    FORMAT_VERSIONS.join(" and ")
                 ),
             ));
         }
@@ -153,8 +249,12 @@ impl ModelInfo {
             .map_err(|e| bad("itoflow.sde.params", format!("not JSON: {e}")))?;
         let forward = Forward::from_params(req("itoflow.sde"), &params)
             .map_err(|e| bad("itoflow.sde", e.to_string()))?;
-        let prediction = Prediction::parse(req("itoflow.prediction"))
-            .map_err(|e| bad("itoflow.prediction", e.to_string()))?;
+        let prediction = match kind {
+            // A classifier predicts no score; the field is unused for it.
+            ModelKind::Classifier => Prediction::Score,
+            ModelKind::Score => Prediction::parse(req("itoflow.prediction"))
+                .map_err(|e| bad("itoflow.prediction", e.to_string()))?,
+        };
         let time_input = TimeInput::parse(req("itoflow.time_input"))
             .map_err(|e| bad("itoflow.time_input", e.to_string()))?;
         let data_shape: Vec<usize> =
@@ -208,8 +308,18 @@ impl ModelInfo {
                 Some(e)
             }
         };
+        let cond = parse_cond(&metadata)?;
+        if kind == ModelKind::Classifier && cond.num_classes.is_none() {
+            return Err(bad(
+                "itoflow.cond.num_classes",
+                "a classifier file must declare its number of classes".into(),
+            ));
+        }
+        let names = TensorNames::from_metadata(&metadata)?;
         let dir = model_path.parent().unwrap_or(Path::new("."));
-        let declared = get("itoflow.derivative").filter(|s| !s.is_empty());
+        let declared = get("itoflow.derivative")
+            .filter(|s| !s.is_empty())
+            .filter(|_| kind == ModelKind::Score);
         let derivative_path = match declared {
             Some(name) => {
                 let p = dir.join(name);
@@ -250,9 +360,92 @@ impl ModelInfo {
             derivative_path,
             name: get("itoflow.name").map(str::to_string),
             description: get("itoflow.description").map(str::to_string),
+            cond,
+            names,
+            kind,
             metadata,
         })
     }
+}
+
+/// Parses `itoflow.cond.*` (format version 2 writes them; overrides may add them to any file).
+fn parse_cond(metadata: &BTreeMap<String, String>) -> Result<CondSpec, OnnxError> {
+    let get = |k: &str| metadata.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
+    let bad = |key: &'static str, reason: String| OnnxError::Metadata { key, reason };
+    let mut spec = CondSpec::NONE;
+    if let Some(s) = get("itoflow.cond.num_classes") {
+        let k: usize = s
+            .parse()
+            .ok()
+            .filter(|&k| (1..=1 << 24).contains(&k))
+            .ok_or_else(|| {
+                bad(
+                    "itoflow.cond.num_classes",
+                    format!("expected an integer in 1..=16777216, got `{s}`"),
+                )
+            })?;
+        spec.num_classes = Some(k);
+        if let Some(s) = get("itoflow.cond.null_label") {
+            let n: i64 = s.parse().map_err(|_| {
+                bad(
+                    "itoflow.cond.null_label",
+                    format!("expected an integer, got `{s}`"),
+                )
+            })?;
+            spec.null_label = Some(n);
+        }
+    } else if get("itoflow.cond.null_label").is_some() {
+        return Err(bad(
+            "itoflow.cond.null_label",
+            "given without itoflow.cond.num_classes".into(),
+        ));
+    }
+    if let Some(s) = get("itoflow.cond.embedding.shape") {
+        let shape: Vec<usize> = serde_json::from_str(s).map_err(|e| {
+            bad(
+                "itoflow.cond.embedding.shape",
+                format!("expected a JSON list of positive integers: {e}"),
+            )
+        })?;
+        let len = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n > 0 && n <= 1 << 24);
+        let Some(len) = len.filter(|_| !shape.is_empty()) else {
+            return Err(bad(
+                "itoflow.cond.embedding.shape",
+                format!(
+                    "expected a non-empty list of positive integers (at most 2^24 entries), got {shape:?}"
+                ),
+            ));
+        };
+        if let Some(s) = get("itoflow.cond.embedding.null") {
+            let v: serde_json::Value = serde_json::from_str(s)
+                .map_err(|e| bad("itoflow.cond.embedding.null", format!("not JSON: {e}")))?;
+            let null: Vec<f32> = match v {
+                serde_json::Value::Number(n) => vec![n.as_f64().unwrap_or(f64::NAN) as f32; len],
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|v| v.as_f64().unwrap_or(f64::NAN) as f32)
+                    .collect(),
+                other => {
+                    return Err(bad(
+                        "itoflow.cond.embedding.null",
+                        format!("expected a number or a list of {len} numbers, got {other}"),
+                    ));
+                }
+            };
+            if null.len() != len || null.iter().any(|v| !v.is_finite()) {
+                return Err(bad(
+                    "itoflow.cond.embedding.null",
+                    format!("expected a finite number or a list of {len} finite numbers"),
+                ));
+            }
+            spec.embedding_null = Some(null);
+        }
+        spec.embedding_shape = Some(shape);
+    }
+    Ok(spec)
 }
 
 /// Merges `overrides` into `metadata` (an empty override value removes the key).

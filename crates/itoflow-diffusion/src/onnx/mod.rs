@@ -14,6 +14,7 @@
 //! ```no_run
 //! use itoflow_diffusion::onnx::{OnnxOptions, OnnxScoreModel};
 //! use itoflow_diffusion::score::ScoreModel;
+//! use itoflow_diffusion::Cond;
 //! use ndarray::{Array1, Array2};
 //!
 //! let model = OnnxScoreModel::open("models/digits/digits.onnx", &OnnxOptions::default())?;
@@ -21,7 +22,7 @@
 //! let x = Array2::<f64>::zeros((4, model.info().dim()));
 //! let t = Array1::from_elem(4, 0.5);
 //! let mut score = Array2::zeros(x.raw_dim());
-//! model.score(x.view(), t.view(), score.view_mut())?;
+//! model.score(x.view(), t.view(), Cond::default(), score.view_mut())?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -33,10 +34,13 @@ pub mod runtime;
 use std::path::PathBuf;
 
 pub use device::{Device, DeviceReport};
-pub use metadata::{DerivativeKind, FORMAT_VERSION, ModelInfo, REQUIRED_KEYS};
+pub use metadata::{
+    DerivativeKind, FORMAT_VERSION, FORMAT_VERSIONS, ModelInfo, ModelKind, REQUIRED_KEYS,
+    TensorNames,
+};
 pub use network::{
-    GraphSummary, ModelSummary, OnnxNetwork, OnnxOptions, OnnxScoreModel, TensorSummary, inspect,
-    inspect_with,
+    GraphSummary, ModelSummary, OnnxClassifier, OnnxNetwork, OnnxOptions, OnnxScoreModel,
+    TensorSummary, inspect, inspect_with,
 };
 pub use runtime::{Runtime, RuntimeLocation, RuntimeSource, init_runtime, locate_runtime};
 

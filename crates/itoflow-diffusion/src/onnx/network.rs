@@ -13,9 +13,12 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use super::device::build_session;
 use super::metadata::merge;
+use super::metadata::{ModelKind, TensorNames};
 use super::runtime::{Runtime, init_runtime};
 use super::{DerivativeKind, Device, DeviceReport, ModelInfo, OnnxError};
 use crate::ScoreError;
+use crate::condition::{Cond, CondSpec};
+use crate::forward::Forward;
 use crate::score::{Capabilities, Network, Parameterised, ScoreModel};
 use itoflow_sde::Real;
 use num_complex::Complex64;
@@ -242,15 +245,55 @@ fn graph_summary(path: &Path, s: &Session) -> GraphSummary {
     }
 }
 
-/// Checks a graph against the contract: inputs exactly `names_in`, outputs including
-/// `names_out`, all float32 with shape `[batch, *data_shape]` (batch symbolic) except `time`
-/// (`[batch]`).
-fn check_signature(
-    g: &GraphSummary,
-    data_shape: &[usize],
-    names_in: &[&str],
-    names_out: &[&str],
-) -> Result<(), OnnxError> {
+/// One tensor of a graph's signature: its name, whether it is int64 (else float32), and its
+/// per-sample shape after the symbolic batch dimension.
+#[derive(Clone, Debug)]
+pub(crate) struct Port {
+    name: String,
+    int64: bool,
+    sample: Vec<usize>,
+}
+
+impl Port {
+    fn f32(name: &str, sample: &[usize]) -> Self {
+        Port {
+            name: name.to_string(),
+            int64: false,
+            sample: sample.to_vec(),
+        }
+    }
+}
+
+/// The inputs of a score model's graph (`with_v`: its derivative graph): `x`, `time`, [`v`],
+/// then the conditioning inputs the metadata declare.
+pub(crate) fn score_inputs(info: &ModelInfo, with_v: bool) -> Vec<Port> {
+    let n = &info.names;
+    let mut ports = vec![Port::f32(&n.x, &info.data_shape), Port::f32(&n.time, &[])];
+    if with_v {
+        ports.push(Port::f32(&n.v, &info.data_shape));
+    }
+    ports.extend(cond_inputs(&info.cond, n));
+    ports
+}
+
+fn cond_inputs(cond: &CondSpec, n: &TensorNames) -> Vec<Port> {
+    let mut ports = Vec::new();
+    if cond.num_classes.is_some() {
+        ports.push(Port {
+            name: n.label.clone(),
+            int64: true,
+            sample: Vec::new(),
+        });
+    }
+    if let Some(shape) = &cond.embedding_shape {
+        ports.push(Port::f32(&n.embedding, shape));
+    }
+    ports
+}
+
+/// Checks a graph against the contract: inputs exactly `inputs`, outputs including `outputs`,
+/// each of its element type with shape `[batch, *sample]` (batch symbolic).
+fn check_signature(g: &GraphSummary, inputs: &[Port], outputs: &[Port]) -> Result<(), OnnxError> {
     let fail = |reason: String| OnnxError::Signature {
         path: g.path.clone(),
         reason,
@@ -258,32 +301,37 @@ fn check_signature(
     let have: Vec<&str> = g.inputs.iter().map(|t| t.name.as_str()).collect();
     let mut sorted_have = have.clone();
     sorted_have.sort_unstable();
-    let mut want = names_in.to_vec();
+    let names_in: Vec<&str> = inputs.iter().map(|p| p.name.as_str()).collect();
+    let mut want = names_in.clone();
     want.sort_unstable();
     if sorted_have != want {
         return Err(fail(format!(
-            "inputs are {have:?}, expected exactly {names_in:?}"
+            "inputs are {have:?}, expected exactly {names_in:?} (tensor names can be set with \
+             the itoflow.names.* metadata keys)"
         )));
     }
-    let check = |t: &TensorSummary, sample: &[usize]| -> Result<(), OnnxError> {
-        if t.dtype != TensorElementType::Float32.to_string() {
+    let check = |t: &TensorSummary, port: &Port| -> Result<(), OnnxError> {
+        let dtype = if port.int64 {
+            TensorElementType::Int64
+        } else {
+            TensorElementType::Float32
+        };
+        if t.dtype != dtype.to_string() {
             return Err(fail(format!(
-                "`{}` has element type {}, expected float32",
+                "`{}` has element type {}, expected {dtype}",
                 t.name, t.dtype
             )));
         }
-        let expected: Vec<i64> = std::iter::once(-1)
-            .chain(sample.iter().map(|&d| d as i64))
-            .collect();
-        let ok = t.shape.len() == expected.len()
+        let sample = &port.sample;
+        let ok = t.shape.len() == sample.len() + 1
             && t.shape[0] < 0
             && t.shape[1..]
                 .iter()
-                .zip(&expected[1..])
-                .all(|(&h, &w)| h < 0 || h == w);
+                .zip(sample)
+                .all(|(&h, &w)| h < 0 || h == w as i64);
         if !ok {
             return Err(fail(format!(
-                "`{}` has shape {t}, expected [batch{}] with a symbolic batch dimension (itoflow.data.shape = {sample:?})",
+                "`{}` has shape {t}, expected [batch{}] with a symbolic batch dimension",
                 t.name,
                 sample.iter().map(|d| format!(", {d}")).collect::<String>()
             )));
@@ -291,18 +339,118 @@ fn check_signature(
         Ok(())
     };
     for t in &g.inputs {
-        check(t, if t.name == "time" { &[] } else { data_shape })?;
+        let port = inputs
+            .iter()
+            .find(|p| p.name == t.name)
+            .expect("names checked");
+        check(t, port)?;
     }
-    for name in names_out {
-        let t = g.outputs.iter().find(|t| t.name == *name).ok_or_else(|| {
-            fail(format!(
-                "no output `{name}` (outputs: {:?})",
-                g.outputs.iter().map(|t| &t.name).collect::<Vec<_>>()
-            ))
-        })?;
-        check(t, data_shape)?;
+    for port in outputs {
+        let t = g
+            .outputs
+            .iter()
+            .find(|t| t.name == port.name)
+            .ok_or_else(|| {
+                fail(format!(
+                    "no output `{}` (outputs: {:?}; tensor names can be set with the \
+                 itoflow.names.* metadata keys)",
+                    port.name,
+                    g.outputs.iter().map(|t| &t.name).collect::<Vec<_>>()
+                ))
+            })?;
+        check(t, port)?;
     }
     Ok(())
+}
+
+/// The outputs a derivative graph must have: `vjp`, and `jvp` when declared.
+fn derivative_outputs(info: &ModelInfo) -> Vec<Port> {
+    let mut outs = vec![Port::f32(&info.names.vjp, &info.data_shape)];
+    if info.derivative == DerivativeKind::VjpJvp {
+        outs.push(Port::f32(&info.names.jvp, &info.data_shape));
+    }
+    outs
+}
+
+/// A classifier's inputs: `x`, `time`, `label`.
+pub(crate) fn classifier_inputs(info: &ModelInfo) -> Vec<Port> {
+    let n = &info.names;
+    let mut ports = vec![Port::f32(&n.x, &info.data_shape), Port::f32(&n.time, &[])];
+    ports.extend(cond_inputs(&info.cond, n));
+    ports
+}
+
+/// A classifier's outputs: `logits` `[batch, K]` and `grad` (shape of `x`).
+pub(crate) fn classifier_outputs(info: &ModelInfo) -> Vec<Port> {
+    vec![
+        Port::f32(&info.names.logits, &[info.cond.num_classes.unwrap_or(0)]),
+        Port::f32(&info.names.grad, &info.data_shape),
+    ]
+}
+
+/// The input tensors of one graph call, owned until the call.
+#[derive(Default)]
+pub(crate) struct Inputs {
+    f32s: Vec<(String, Vec<i64>, Vec<f32>)>,
+    i64s: Vec<(String, Vec<i64>, Vec<i64>)>,
+}
+
+impl Inputs {
+    pub fn f32(&mut self, name: &str, shape: &[i64], values: impl Iterator<Item = f32>) {
+        self.f32s
+            .push((name.to_string(), shape.to_vec(), values.collect()));
+    }
+
+    pub fn i64(&mut self, name: &str, shape: &[i64], values: impl Iterator<Item = i64>) {
+        self.i64s
+            .push((name.to_string(), shape.to_vec(), values.collect()));
+    }
+
+    /// The conditioning inputs of `n` rows: the given labels / tensors, or the null values.
+    pub fn cond(&mut self, spec: &CondSpec, names: &TensorNames, cond: &Cond<'_>, n: usize) {
+        if spec.num_classes.is_some() {
+            let null = spec.null_label.unwrap_or(0);
+            match &cond.labels {
+                Some(l) => self.i64(&names.label, &[n as i64], l.iter().copied()),
+                None => self.i64(&names.label, &[n as i64], std::iter::repeat_n(null, n)),
+            }
+        }
+        if let Some(shape) = &spec.embedding_shape {
+            let mut full = vec![n as i64];
+            full.extend(shape.iter().map(|&s| s as i64));
+            match (&cond.embedding, &spec.embedding_null) {
+                (Some(e), _) => self.f32(&names.embedding, &full, e.iter().copied()),
+                (None, Some(null)) => self.f32(
+                    &names.embedding,
+                    &full,
+                    (0..n).flat_map(|_| null.iter().copied()),
+                ),
+                // Refused by `CondSpec::check` before any call.
+                (None, None) => self.f32(&names.embedding, &full, std::iter::empty()),
+            }
+        }
+    }
+
+    pub fn values(&self) -> Result<Vec<(Cow<'_, str>, SessionInputValue<'_>)>, ScoreError> {
+        let mut out: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::new();
+        for (name, shape, v) in &self.f32s {
+            out.push((
+                name.as_str().into(),
+                TensorRef::from_array_view((shape.clone(), &v[..]))
+                    .map_err(backend)?
+                    .into(),
+            ));
+        }
+        for (name, shape, v) in &self.i64s {
+            out.push((
+                name.as_str().into(),
+                TensorRef::from_array_view((shape.clone(), &v[..]))
+                    .map_err(backend)?
+                    .into(),
+            ));
+        }
+        Ok(out)
+    }
 }
 
 fn read_model(path: &Path) -> Result<Vec<u8>, OnnxError> {
@@ -339,6 +487,8 @@ pub struct OnnxNetwork {
     path: PathBuf,
     data_shape: Vec<usize>,
     dim: usize,
+    cond: CondSpec,
+    names: TensorNames,
     max_batch: usize,
     forward: Pool,
     derivative: Option<Pool>,
@@ -380,8 +530,22 @@ impl OnnxNetwork {
         let (session, report) = build_session(&rt, &bytes, path, opts, opts.device)?;
         let metadata = merge(read_metadata(path, &session)?, &opts.overrides);
         let mut info = ModelInfo::from_metadata(metadata, path)?;
+        if info.kind != ModelKind::Score {
+            return Err(OnnxError::Metadata {
+                key: "itoflow.kind",
+                reason: format!(
+                    "{} is a {} file, not a score model",
+                    path.display(),
+                    info.kind.name()
+                ),
+            });
+        }
         let graph = graph_summary(path, &session);
-        check_signature(&graph, &info.data_shape, &["x", "time"], &["output"])?;
+        check_signature(
+            &graph,
+            &score_inputs(&info, false),
+            &[Port::f32(&info.names.output, &info.data_shape)],
+        )?;
         let pool = |bytes: Arc<[u8]>, path: &Path, first: Session| Pool {
             sessions: Mutex::new(vec![Arc::new(Mutex::new(first))]),
             cap: opts.sessions,
@@ -400,15 +564,11 @@ impl OnnxNetwork {
                 let (ds, _) = build_session(&rt, &dbytes, &dpath, opts, report.used)?;
                 let dg = graph_summary(&dpath, &ds);
                 if !info.metadata.contains_key("itoflow.derivative.outputs")
-                    && dg.outputs.iter().any(|t| t.name == "jvp")
+                    && dg.outputs.iter().any(|t| t.name == info.names.jvp)
                 {
                     info.derivative = DerivativeKind::VjpJvp;
                 }
-                let outs: &[&str] = match info.derivative {
-                    DerivativeKind::VjpJvp => &["vjp", "jvp"],
-                    _ => &["vjp"],
-                };
-                check_signature(&dg, &info.data_shape, &["x", "time", "v"], outs)?;
+                check_signature(&dg, &score_inputs(&info, true), &derivative_outputs(&info))?;
                 (Some(pool(dbytes, &dpath, ds)), Some(dg))
             }
         };
@@ -416,6 +576,8 @@ impl OnnxNetwork {
             path: path.to_path_buf(),
             dim: info.dim(),
             data_shape: info.data_shape.clone(),
+            cond: info.cond.clone(),
+            names: info.names.clone(),
             max_batch: opts.max_batch,
             forward,
             derivative,
@@ -452,13 +614,15 @@ impl OnnxNetwork {
         self.derivative_graph.as_ref()
     }
 
-    /// Runs `pool`'s graph on `x`, `time` (and `v`), writing output `name` into `out`, in
-    /// chunks of at most `max_batch` rows.
+    /// Runs `pool`'s graph on `x`, `time` (and `v`) and the conditioning inputs, writing output
+    /// `name` into `out`, in chunks of at most `max_batch` rows.
+    #[allow(clippy::too_many_arguments)]
     fn eval<T: Real>(
         &self,
         pool: &Pool,
         x: ArrayView2<'_, T>,
         time: ArrayView1<'_, T>,
+        cond: &Cond<'_>,
         v: Option<ArrayView2<'_, T>>,
         name: &str,
         mut out: ArrayViewMut2<'_, T>,
@@ -479,47 +643,39 @@ impl OnnxNetwork {
         {
             return Err(ScoreError::shape("v", (b, d), v.dim()));
         }
-        let to32 =
-            |a: ArrayView2<'_, T>| -> Vec<f32> { a.iter().map(|e| e.f64() as f32).collect() };
+        self.cond.check(cond, b)?;
+        let mut shape: Vec<i64> = vec![0];
+        shape.extend(self.data_shape.iter().map(|&s| s as i64));
         let mut start = 0;
         while start < b {
             let end = (start + self.max_batch).min(b);
             let n = end - start;
+            shape[0] = n as i64;
             let rows = ndarray::s![start..end, ..];
-            let mut shape: Vec<i64> = vec![n as i64];
-            shape.extend(self.data_shape.iter().map(|&s| s as i64));
-            let xs = to32(x.slice(rows));
-            let ts: Vec<f32> = time
-                .slice(ndarray::s![start..end])
-                .iter()
-                .map(|e| e.f64() as f32)
-                .collect();
-            let vs = v.as_ref().map(|v| to32(v.slice(rows)));
-            let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
-                (
-                    "x".into(),
-                    TensorRef::from_array_view((shape.clone(), &xs[..]))
-                        .map_err(backend)?
-                        .into(),
-                ),
-                (
-                    "time".into(),
-                    TensorRef::from_array_view((vec![n as i64], &ts[..]))
-                        .map_err(backend)?
-                        .into(),
-                ),
-            ];
-            if let Some(vs) = &vs {
-                inputs.push((
-                    "v".into(),
-                    TensorRef::from_array_view((shape.clone(), &vs[..]))
-                        .map_err(backend)?
-                        .into(),
-                ));
+            let mut inputs = Inputs::default();
+            inputs.f32(
+                &self.names.x,
+                &shape,
+                x.slice(rows).iter().map(|e| e.f64() as f32),
+            );
+            inputs.f32(
+                &self.names.time,
+                &[n as i64],
+                time.slice(ndarray::s![start..end])
+                    .iter()
+                    .map(|e| e.f64() as f32),
+            );
+            if let Some(v) = &v {
+                inputs.f32(
+                    &self.names.v,
+                    &shape,
+                    v.slice(rows).iter().map(|e| e.f64() as f32),
+                );
             }
+            inputs.cond(&self.cond, &self.names, &cond.rows(start..end), n);
             let mut chunk = out.slice_mut(rows);
             pool.with(|session| {
-                let outputs = session.run(inputs).map_err(backend)?;
+                let outputs = session.run(inputs.values()?).map_err(backend)?;
                 let value = outputs
                     .get(name)
                     .ok_or_else(|| backend(format!("the graph returned no `{name}`")))?;
@@ -549,13 +705,18 @@ impl<T: Real> Network<T> for OnnxNetwork {
         self.dim
     }
 
+    fn conditioning(&self) -> &CondSpec {
+        &self.cond
+    }
+
     fn forward(
         &self,
         x: ArrayView2<'_, T>,
         time: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
-        self.eval(&self.forward, x, time, None, "output", out)
+        self.eval(&self.forward, x, time, &cond, None, &self.names.output, out)
     }
 
     fn has_vjp(&self) -> bool {
@@ -570,17 +731,19 @@ impl<T: Real> Network<T> for OnnxNetwork {
         &self,
         x: ArrayView2<'_, T>,
         time: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         v: ArrayView2<'_, T>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         let pool = self.derivative_pool("vector–Jacobian products")?;
-        self.eval(pool, x, time, Some(v), "vjp", out)
+        self.eval(pool, x, time, &cond, Some(v), &self.names.vjp, out)
     }
 
     fn jvp(
         &self,
         x: ArrayView2<'_, T>,
         time: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         v: ArrayView2<'_, T>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
@@ -590,7 +753,7 @@ impl<T: Real> Network<T> for OnnxNetwork {
             });
         }
         let pool = self.derivative_pool("Jacobian–vector products")?;
-        self.eval(pool, x, time, Some(v), "jvp", out)
+        self.eval(pool, x, time, &cond, Some(v), &self.names.jvp, out)
     }
 
     fn max_batch(&self) -> Option<usize> {
@@ -674,16 +837,23 @@ impl OnnxScoreModel {
 }
 
 impl<T: Real> ScoreModel<T> for OnnxScoreModel {
+    fn sde(&self) -> &Forward {
+        ScoreModel::<T>::sde(&self.model)
+    }
     fn dim(&self) -> usize {
         ScoreModel::<T>::dim(&self.model)
+    }
+    fn conditioning(&self) -> &CondSpec {
+        &self.info.cond
     }
     fn score(
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
-        self.model.score(x, t, out)
+        self.model.score(x, t, cond, out)
     }
     fn capabilities(&self) -> Capabilities {
         ScoreModel::<T>::capabilities(&self.model)
@@ -692,24 +862,27 @@ impl<T: Real> ScoreModel<T> for OnnxScoreModel {
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         v: ArrayView2<'_, T>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
-        self.model.score_jvp(x, t, v, out)
+        self.model.score_jvp(x, t, cond, v, out)
     }
     fn score_vjp(
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
         v: ArrayView2<'_, T>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
-        self.model.score_vjp(x, t, v, out)
+        self.model.score_vjp(x, t, cond, v, out)
     }
     fn score_complex(
         &self,
         _x: ArrayView2<'_, Complex64>,
         _t: ArrayView1<'_, f64>,
+        _cond: Cond<'_>,
         _out: ArrayViewMut2<'_, Complex64>,
     ) -> Result<(), ScoreError> {
         Err(ScoreError::Unsupported {
@@ -722,6 +895,207 @@ impl<T: Real> ScoreModel<T> for OnnxScoreModel {
     fn describe(&self) -> String {
         ScoreModel::<T>::describe(&self.model)
     }
+}
+
+/// A noise-conditional classifier in ONNX (`itoflow.kind = classifier`, docs/onnx-format.md)
+/// for classifier guidance: inputs `x` (the noisy sample at SDE time `t`, model space), `time`
+/// (per `itoflow.time_input`) and `label`; outputs `logits` and `grad` =
+/// `∇ₓ log softmax(logits)[label]`.
+pub struct OnnxClassifier {
+    pool: Pool,
+    info: ModelInfo,
+    report: DeviceReport,
+    max_batch: usize,
+}
+
+impl std::fmt::Debug for OnnxClassifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxClassifier")
+            .field("path", &self.pool.path)
+            .field("classes", &self.info.cond.num_classes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OnnxClassifier {
+    /// Opens a classifier file and checks it against the contract.
+    pub fn open(path: impl AsRef<Path>, opts: &OnnxOptions) -> Result<Self, OnnxError> {
+        let path = path.as_ref();
+        opts.check()?;
+        let bytes: Arc<[u8]> = read_model(path)?.into();
+        let rt = init_runtime(opts.runtime.as_deref())?;
+        let (session, report) = build_session(&rt, &bytes, path, opts, opts.device)?;
+        let metadata = merge(read_metadata(path, &session)?, &opts.overrides);
+        let info = ModelInfo::from_metadata(metadata, path)?;
+        if info.kind != ModelKind::Classifier {
+            return Err(OnnxError::Metadata {
+                key: "itoflow.kind",
+                reason: format!(
+                    "{} is a {} model, not a classifier (itoflow.kind = classifier)",
+                    path.display(),
+                    info.kind.name()
+                ),
+            });
+        }
+        let graph = graph_summary(path, &session);
+        check_signature(
+            &graph,
+            &classifier_inputs(&info),
+            &classifier_outputs(&info),
+        )?;
+        let pool = Pool {
+            sessions: Mutex::new(vec![Arc::new(Mutex::new(session))]),
+            cap: opts.sessions,
+            next: AtomicUsize::new(0),
+            rt,
+            bytes,
+            path: path.to_path_buf(),
+            opts: opts.clone(),
+            device: report.used,
+        };
+        Ok(OnnxClassifier {
+            pool,
+            info,
+            report,
+            max_batch: opts.max_batch,
+        })
+    }
+
+    /// What the metadata say.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The device in use.
+    pub fn device_report(&self) -> &DeviceReport {
+        &self.report
+    }
+
+    /// Runs the graph on `x`, `t` and `labels`, returning (logits `[B, K]`, grad `[B, d]`).
+    fn eval(
+        &self,
+        x: ArrayView2<'_, f64>,
+        t: ArrayView1<'_, f64>,
+        labels: ArrayView1<'_, i64>,
+    ) -> Result<(ndarray::Array2<f64>, ndarray::Array2<f64>), ScoreError> {
+        let b = x.nrows();
+        let d = self.info.dim();
+        let k = self.info.cond.num_classes.unwrap_or(0);
+        if x.ncols() != d || t.len() != b || labels.len() != b {
+            return Err(ScoreError::shape(
+                "classifier batch",
+                format!("x [{b}, {d}], t [{b}], labels [{b}]"),
+                format!("{:?}, {:?}, {:?}", x.shape(), t.shape(), labels.shape()),
+            ));
+        }
+        for (r, &y) in labels.iter().enumerate() {
+            self.info
+                .cond
+                .check_class(y)
+                .map_err(|reason| ScoreError::Condition { row: r, reason })?;
+        }
+        let mut logits = ndarray::Array2::zeros((b, k));
+        let mut grad = ndarray::Array2::zeros((b, d));
+        let mut shape: Vec<i64> = vec![0];
+        shape.extend(self.info.data_shape.iter().map(|&s| s as i64));
+        let names = &self.info.names;
+        let mut start = 0;
+        while start < b {
+            let end = (start + self.max_batch).min(b);
+            let n = end - start;
+            shape[0] = n as i64;
+            let mut inputs = Inputs::default();
+            inputs.f32(
+                &names.x,
+                &shape,
+                x.slice(ndarray::s![start..end, ..])
+                    .iter()
+                    .map(|&v| v as f32),
+            );
+            inputs.f32(
+                &names.time,
+                &[n as i64],
+                t.slice(ndarray::s![start..end])
+                    .iter()
+                    .map(|&v| self.info.time_input.value(&self.info.forward, v) as f32),
+            );
+            inputs.i64(
+                &names.label,
+                &[n as i64],
+                labels.slice(ndarray::s![start..end]).iter().copied(),
+            );
+            let mut lg = logits.slice_mut(ndarray::s![start..end, ..]);
+            let mut gr = grad.slice_mut(ndarray::s![start..end, ..]);
+            self.pool.with(|session| {
+                let outputs = session.run(inputs.values()?).map_err(backend)?;
+                for (name, dst, width) in [(&names.logits, &mut lg, k), (&names.grad, &mut gr, d)] {
+                    let value = outputs
+                        .get(name.as_str())
+                        .ok_or_else(|| backend(format!("the classifier returned no `{name}`")))?;
+                    let (_, data) = value.try_extract_tensor::<f32>().map_err(backend)?;
+                    if data.len() != n * width {
+                        return Err(ScoreError::shape(name.as_str(), [n, width], [data.len()]));
+                    }
+                    for (o, &v) in dst.iter_mut().zip(data) {
+                        *o = f64::from(v);
+                    }
+                }
+                Ok(())
+            })?;
+            start = end;
+        }
+        Ok((logits, grad))
+    }
+}
+
+impl crate::guidance::Classifier for OnnxClassifier {
+    fn sde(&self) -> &Forward {
+        &self.info.forward
+    }
+
+    fn num_classes(&self) -> usize {
+        self.info.cond.num_classes.unwrap_or(0)
+    }
+
+    fn grad_log_prob(
+        &self,
+        x: ArrayView2<'_, f64>,
+        t: ArrayView1<'_, f64>,
+        labels: ArrayView1<'_, i64>,
+        mut out: ArrayViewMut2<'_, f64>,
+    ) -> Result<(), ScoreError> {
+        let (_, grad) = self.eval(x, t, labels)?;
+        out.assign(&grad);
+        Ok(())
+    }
+
+    fn log_probs(
+        &self,
+        x: ArrayView2<'_, f64>,
+        t: ArrayView1<'_, f64>,
+    ) -> Result<ndarray::Array2<f64>, ScoreError> {
+        let labels = ndarray::Array1::<i64>::zeros(x.nrows());
+        let (logits, _) = self.eval(x, t, labels.view())?;
+        Ok(log_softmax(logits))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "ONNX classifier {} ({} classes)",
+            self.pool.path.display(),
+            self.info.cond.num_classes.unwrap_or(0)
+        )
+    }
+}
+
+/// Row-wise `log softmax`.
+fn log_softmax(mut a: ndarray::Array2<f64>) -> ndarray::Array2<f64> {
+    for mut row in a.outer_iter_mut() {
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        row.mapv_inplace(|v| v - lse);
+    }
+    a
 }
 
 /// What `itoflow inspect` prints: a model file's graph, metadata and derivative graph.
@@ -825,19 +1199,23 @@ pub fn inspect_with(path: impl AsRef<Path>, opts: &OnnxOptions) -> Result<ModelS
     let info = ModelInfo::from_metadata(merge(metadata.clone(), &opts.overrides), path);
     let mut derivative = None;
     if let Ok(info) = &info {
-        if let Err(e) = check_signature(&graph, &info.data_shape, &["x", "time"], &["output"]) {
+        let outputs = match info.kind {
+            ModelKind::Score => vec![Port::f32(&info.names.output, &info.data_shape)],
+            ModelKind::Classifier => classifier_outputs(info),
+        };
+        let inputs = match info.kind {
+            ModelKind::Score => score_inputs(info, false),
+            ModelKind::Classifier => classifier_inputs(info),
+        };
+        if let Err(e) = check_signature(&graph, &inputs, &outputs) {
             problems.push(e.to_string());
         }
         if let Some(dpath) = &info.derivative_path {
             match read_model(dpath).and_then(|b| build_session(&rt, &b, dpath, opts, Device::Cpu)) {
                 Ok((ds, _)) => {
                     let dg = graph_summary(dpath, &ds);
-                    let outs: &[&str] = match info.derivative {
-                        DerivativeKind::VjpJvp => &["vjp", "jvp"],
-                        _ => &["vjp"],
-                    };
                     if let Err(e) =
-                        check_signature(&dg, &info.data_shape, &["x", "time", "v"], outs)
+                        check_signature(&dg, &score_inputs(info, true), &derivative_outputs(info))
                     {
                         problems.push(e.to_string());
                     }

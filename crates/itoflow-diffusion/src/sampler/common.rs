@@ -1,25 +1,35 @@
 //! What every sampler shares: batched score calls (split to the model's batch limit, counted,
-//! checked for NaN/∞ with the sample's global index) and per-sample noise.
+//! checked for NaN/∞ with the sample's global index), the denoiser in σ-space coordinates,
+//! per-sample noise, constraints after each step, and progress.
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, s};
 
-use super::{SampleReport, SamplerProgress};
+use super::{SamplerProgress, tags};
+use crate::condition::{Cond, Conditioning};
+use crate::constraint::Constraint;
 use crate::forward::{Forward, ForwardSde};
+use crate::guidance::Guided;
 use crate::{DiffusionError, ScoreModel};
 use itoflow_sde::Real;
 use itoflow_sde::brownian::{BrownianPaths, ExtraNormals, RandomStream};
 
 /// The state of one sampling run besides `x`.
 pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
-    pub forward: &'a Forward,
-    pub model: &'a M,
+    pub model: Guided<'a, M>,
+    pub sde: &'a Forward,
     pub seed: u64,
     pub first: u64,
     pub nfe: usize,
-    pub row_evals: u64,
-    pub model_calls: usize,
+    cond: Option<&'a Conditioning>,
+    constraint: Option<&'a Constraint>,
     progress: Option<&'a mut dyn FnMut(SamplerProgress)>,
+    /// Steps of the current run, for progress.
+    total: usize,
+    done: usize,
     times: Array1<T>,
+    scaled: Array2<T>,
+    /// Draws made so far per tag (the next draw of `tag` is number `draws[tag]`).
+    draws: Vec<(u32, usize)>,
     /// Noise generators by (tag, rows, d), for small d.
     noise: Vec<((u32, usize, usize), ExtraNormals)>,
     buf: Vec<f64>,
@@ -27,37 +37,50 @@ pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
 
 /// Below this dimension the noise of a step is drawn for the whole batch at once (the core's
 /// tiles); from it on, sample by sample, each row's `d` normals by the stream's batched fill.
-/// The values are the same either way. Measured with the Philox streams (Euler–Maruyama, 1024
-/// samples, trivial score, ns per sample-step, per sample → tiles): d = 2: 84 → 9–15;
-/// d = 16: 270 → 110; d = 32: 155 → 190; d = 64: 305 → 385; with the ARS streams at d = 64 the
-/// two are level (405 vs 440 ns, Zen 3).
+/// The values are the same either way (docs/benchmarks.md has the measured crossover).
 const TILE_BELOW_DIM: usize = 32;
 
 impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
     pub fn new(
-        forward: &'a Forward,
-        model: &'a M,
+        model: Guided<'a, M>,
+        sde: &'a Forward,
         seed: u64,
         first: u64,
+        cond: Option<&'a Conditioning>,
+        constraint: Option<&'a Constraint>,
         progress: Option<&'a mut dyn FnMut(SamplerProgress)>,
     ) -> Self {
         Self {
-            forward,
             model,
+            sde,
             seed,
             first,
             nfe: 0,
-            row_evals: 0,
-            model_calls: 0,
+            cond,
+            constraint,
             progress,
+            total: 0,
+            done: 0,
             times: Array1::zeros(0),
+            scaled: Array2::zeros((0, 0)),
+            draws: Vec::new(),
             noise: Vec::new(),
             buf: Vec::new(),
         }
     }
 
-    /// `out ← ∇ₓ log p_t(x)` for every row at the common time `t`: one model call per
-    /// `max_batch` rows (each counted in `model_calls`), one function evaluation in all.
+    /// The constraint of the request, if any.
+    pub fn constraint(&self) -> Option<&'a Constraint> {
+        self.constraint
+    }
+
+    /// The per-sample conditioning of the request, if any.
+    pub fn conditioning(&self) -> Option<&'a Conditioning> {
+        self.cond
+    }
+
+    /// `out ← ∇ₓ log p_t(x | c)` (guided) for every row at the common time `t`: one score
+    /// evaluation, split into calls of at most `max_batch` rows.
     pub fn score(
         &mut self,
         x: ArrayView2<'_, T>,
@@ -70,59 +93,89 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
         }
         self.times.fill(T::c(t));
         let chunk = self.model.max_batch().unwrap_or(n).max(1);
+        let all = self.cond.map(|c| c.view()).unwrap_or_default();
         let mut start = 0;
         while start < n {
             let end = (start + chunk).min(n);
+            let cond: Cond<'_> = all.rows(start..end);
             self.model
                 .score(
                     x.slice(s![start..end, ..]),
                     self.times.slice(s![start..end]),
+                    cond,
                     out.slice_mut(s![start..end, ..]),
                 )
                 .map_err(|e| DiffusionError::from_score(e, self.first as usize + start, |_| t))?;
-            self.model_calls += 1;
             start = end;
         }
-        for (r, row) in out.axis_iter(Axis(0)).enumerate() {
-            if row.iter().any(|v| !v.is_finite()) {
-                return Err(DiffusionError::NonFiniteScore {
-                    sample: self.first as usize + r,
-                    t,
-                });
-            }
-        }
+        // (The guided model has checked every row for NaN/∞.)
         self.nfe += 1;
-        self.row_evals += n as u64;
         Ok(())
     }
 
-    /// The ideal denoiser in scaled coordinates (Karras et al. 2022, Eq. 3 with Tweedie's
-    /// formula): `D(x̃; σ̃) = x̃ + σ̃² s(t) ∇ₓ log p_t(s(t) x̃)` with `t = t(σ̃)`.
-    /// `scratch` and `out` have the shape of `xt`.
-    pub fn denoise_scaled(
+    /// The denoiser in scaled coordinates (Karras et al. 2022, Eq. 3 with Tweedie's formula):
+    /// `out ← D(x̃; σ̃) = x̃ + σ̃² s(t) ∇ₓ log p_t(s(t) x̃)` at the level `(σ̃, t)`, `σ̃ > 0`.
+    pub fn denoise(
         &mut self,
         xt: ArrayView2<'_, T>,
+        sigma: f64,
         t: f64,
-        scratch: &mut Array2<T>,
         out: &mut Array2<T>,
     ) -> Result<(), DiffusionError> {
-        let m = self.forward.mean_scale(t);
-        let st = self.forward.sigma_tilde(t);
-        ndarray::Zip::from(&mut *scratch)
+        let m = T::c(self.sde.mean_scale(t));
+        let mut scaled = std::mem::take(&mut self.scaled);
+        if scaled.dim() != xt.dim() {
+            scaled = Array2::zeros(xt.raw_dim());
+        }
+        ndarray::Zip::from(&mut scaled)
             .and(xt)
-            .for_each(|a, &b| *a = b * T::c(m));
-        self.score(scratch.view(), t, out.view_mut())?;
-        let c = T::c(st * st * m);
+            .for_each(|a, &b| *a = b * m);
+        if out.dim() != xt.dim() {
+            *out = Array2::zeros(xt.raw_dim());
+        }
+        let res = self.score(scaled.view(), t, out.view_mut());
+        self.scaled = scaled;
+        res?;
+        let c = T::c(sigma * sigma * self.sde.mean_scale(t));
         ndarray::Zip::from(&mut *out)
             .and(xt)
             .for_each(|o, &x| *o = x + c * *o);
         Ok(())
     }
 
-    /// Fills `out` `[rows, d]` with standard normals: row `r` gets positions
-    /// `k·d .. (k+1)·d` of the stream `(seed, first + r, tag)` (the values of
-    /// `RandomStream::fill_normals`; see [`TILE_BELOW_DIM`]).
-    pub fn normals(&mut self, tag: u32, k: usize, mut out: ArrayViewMut2<'_, T>) {
+    /// The draw number of the next `tag` draw (and counts it).
+    fn next_draw(&mut self, tag: u32) -> usize {
+        match self.draws.iter_mut().find(|(t, _)| *t == tag) {
+            Some((_, k)) => {
+                *k += 1;
+                *k - 1
+            }
+            None => {
+                self.draws.push((tag, 1));
+                0
+            }
+        }
+    }
+
+    /// The next draw of standard normals for `tag`: row `r` gets positions
+    /// `k·d .. (k+1)·d` of the stream `(seed, first + r, tag)`, `k` the number of earlier
+    /// draws of `tag` in this run (every sample makes the same sequence of draws).
+    pub fn normals(&mut self, tag: u32, out: ArrayViewMut2<'_, T>) {
+        let k = self.next_draw(tag);
+        self.fill_normals(tag, k, out);
+    }
+
+    /// The prior draw (positions `0..d` of [`tags::PRIOR`]).
+    pub fn prior_normals(&mut self, out: ArrayViewMut2<'_, T>) {
+        self.normals(tags::PRIOR, out);
+    }
+
+    /// The next draw of constraint noise ([`tags::CONSTRAINT`]).
+    pub fn constraint_normals(&mut self, out: ArrayViewMut2<'_, T>) {
+        self.normals(tags::CONSTRAINT, out);
+    }
+
+    fn fill_normals(&mut self, tag: u32, k: usize, mut out: ArrayViewMut2<'_, T>) {
         let d = out.ncols();
         if d >= TILE_BELOW_DIM {
             self.buf.resize(d, 0.0);
@@ -148,9 +201,27 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
         self.noise[i].1.fill(k, out);
     }
 
-    /// Reports progress to the caller, if it asked.
-    pub fn report(&mut self, step: usize, total: usize, t: f64) {
-        let nfe = self.nfe;
+    /// Starts a run of `total` steps (for progress).
+    pub fn begin(&mut self, total: usize) {
+        self.total = total;
+        self.done = 0;
+    }
+
+    /// After a step that reached noise level `sigma` at time `t` with state `x` (σ-space
+    /// coordinates when `scaled`, else model space): applies the constraint and reports
+    /// progress.
+    pub fn after_step(
+        &mut self,
+        x: &mut Array2<T>,
+        sigma: f64,
+        t: f64,
+        scaled: bool,
+    ) -> Result<(), DiffusionError> {
+        if let Some(c) = self.constraint {
+            c.project(self, x, sigma, t, scaled)?;
+        }
+        self.done += 1;
+        let (step, total, nfe) = (self.done, self.total, self.nfe);
         if let Some(p) = self.progress.as_mut() {
             p(SamplerProgress {
                 step,
@@ -159,41 +230,32 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
                 t,
             });
         }
+        Ok(())
+    }
+
+    /// Applies the constraint to `x` at level `(sigma, t)` without counting a step.
+    pub fn project_only(
+        &mut self,
+        x: &mut Array2<T>,
+        sigma: f64,
+        t: f64,
+        scaled: bool,
+    ) -> Result<(), DiffusionError> {
+        match self.constraint {
+            Some(c) => c.project(self, x, sigma, t, scaled),
+            None => Ok(()),
+        }
+    }
+
+    /// Step noise for the interval from `from` to `to` (the next draw of
+    /// [`tags::PREDICTOR`]).
+    pub fn step_noise(&mut self, _from: f64, _to: f64, out: ArrayViewMut2<'_, T>) {
+        self.normals(tags::PREDICTOR, out);
     }
 
     /// Hands the progress callback to a nested solver.
     pub fn take_progress(&mut self) -> Option<&'a mut dyn FnMut(SamplerProgress)> {
         self.progress.take()
-    }
-
-    /// The report of a fixed-step run of `steps` steps.
-    pub fn fixed_report(&self, steps: usize) -> SampleReport {
-        SampleReport {
-            nfe: self.nfe,
-            row_evals: self.row_evals,
-            model_calls: self.model_calls,
-            steps,
-            accepted: steps,
-            rejected: 0,
-        }
-    }
-}
-
-/// `n` evenly spaced values from `a` to `b` inclusive (`[a]` when `n = 1`), with the end points
-/// exact.
-pub(crate) fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
-    match n {
-        0 => Vec::new(),
-        1 => vec![a],
-        _ => (0..n)
-            .map(|i| {
-                if i + 1 == n {
-                    b
-                } else {
-                    a + (b - a) * i as f64 / (n - 1) as f64
-                }
-            })
-            .collect(),
     }
 }
 

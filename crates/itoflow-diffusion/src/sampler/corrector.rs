@@ -73,7 +73,7 @@ pub fn langevin_step<T: Real>(
 /// for the whole batch from the **batch means** of the norms,
 /// `ε = 2α (snr · mean_i ‖z_i‖ / mean_i ‖s_i‖)²`, `x ← x + ε s + √(2ε) z`.
 /// Robust in any dimension, but a sample then depends on the batch it is drawn in (select it
-/// with [`super::SamplerConfig::langevin_batch_norms`]).
+/// with [`super::Corrector::LangevinBatchNorms`]).
 ///
 /// ```
 /// use itoflow_diffusion::sampler::langevin_step_batch;

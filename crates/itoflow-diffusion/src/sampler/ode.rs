@@ -1,73 +1,76 @@
 //! Probability-flow ODE sampling (Song et al. 2021, §4.3): integrate
-//! `dx/dt = f(t) x − ½ g(t)² ∇ₓ log p_t(x)` from `T` to `ε` with the SciPy-faithful RK45 of the
-//! core crate — one step size for the whole batch (SciPy/score_sde semantics) or one per sample
-//! inside the same batched model calls (`per_row`).
+//! `dx/dt = f(t) x − ½ g(t)² ∇ₓ log p_t(x)` ([`ProbabilityFlow`]) from `T` to `ε` with the
+//! SciPy-faithful RK45 of the core crate ([`Dopri5`]) — one step size per sample inside the
+//! same batched model calls (`per_row`), or one for the whole batch (SciPy/score_sde
+//! semantics).
 
 use ndarray::{Array2, Zip};
 
 use super::common::Ctx;
-use super::{SampleReport, SamplerConfig, SamplerProgress};
+use super::{OdeSettings, SamplerProgress};
 use crate::forward::ForwardSde;
-use crate::likelihood::{LikelihoodOptions, LikelihoodProgress, flow};
+use crate::reverse::ProbabilityFlow;
 use crate::{DiffusionError, ScoreModel};
 use itoflow_sde::Real;
+use itoflow_sde::ode::{AdaptiveProgress, BatchMode, Dopri5, OdeSave};
 
+/// Returns the samples and the (accepted, accepted, rejected) step counts.
 pub(super) fn probability_flow<T: Real, M: ScoreModel<T> + ?Sized>(
     ctx: &mut Ctx<'_, T, M>,
-    config: &SamplerConfig,
+    o: &OdeSettings,
     x: Array2<T>,
-) -> Result<(Array2<T>, SampleReport), DiffusionError> {
-    let fwd = ctx.forward;
-    let eps = config.eps_for(fwd);
-    let options = LikelihoodOptions {
-        rtol: config.rtol,
-        atol: config.atol,
-        eps: Some(eps),
-        per_row: config.per_row,
-        max_steps: config.max_steps,
-        ..LikelihoodOptions::default()
-    };
+) -> Result<(Array2<T>, usize, usize, usize), DiffusionError> {
+    let sde = ctx.sde;
+    let eps = o.eps.unwrap_or_else(|| sde.sampling_eps());
+    let t_max = sde.t_max();
+    if !(eps > 0.0 && eps < t_max) {
+        return Err(DiffusionError::TimeOutOfRange {
+            t: eps,
+            lo: 0.0,
+            hi: t_max,
+        });
+    }
     let mut user = ctx.take_progress();
-    let out = {
-        let mut forward_progress = |p: LikelihoodProgress| {
+    let mut flow = ProbabilityFlow::new(sde, &ctx.model);
+    if let Some(c) = ctx.conditioning() {
+        flow = flow.with_conditioning(c);
+    }
+    let mut solver = Dopri5::<T>::new()
+        .rtol(T::c(o.rtol))
+        .atol(T::c(o.atol))
+        .mode(if o.per_row {
+            BatchMode::PerRow
+        } else {
+            BatchMode::WholeBatch
+        })
+        .save(OdeSave::Final);
+    if let Some(n) = o.max_steps {
+        solver = solver.max_steps(n);
+    }
+    let first = ctx.first as usize;
+    let sol = {
+        let mut report = |p: AdaptiveProgress<T>| {
             if let Some(cb) = user.as_mut() {
                 cb(SamplerProgress {
-                    step: p.finished,
+                    step: p.groups - p.active_groups,
                     total: 0,
-                    nfe: p.nfe,
-                    t: p.t,
+                    nfe: p.calls,
+                    t: p.t_min.f64(),
                 });
             }
         };
-        flow(
-            fwd,
-            ctx.model,
-            x.view(),
-            &options,
-            fwd.t_max(),
-            eps,
-            ctx.first,
-            Some(&mut forward_progress),
-        )?
+        solver
+            .solve_with(&flow, T::c(t_max), T::c(eps), x.view(), &mut report)
+            .map_err(|e| DiffusionError::from(e.offset_path(first)))?
     };
-    ctx.nfe += out.nfe;
-    ctx.model_calls += out.model_calls;
-    ctx.row_evals += out.nfev.iter().map(|&v| v as u64).sum::<u64>();
-    let mut x = out.x;
-    if config.denoise {
+    ctx.nfe += sol.stats.calls;
+    let accepted: usize = sol.stats.groups.iter().map(|g| g.naccepted).sum();
+    let rejected: usize = sol.stats.groups.iter().map(|g| g.nrejected).sum();
+    let mut x = sol.last().to_owned();
+    if o.denoise {
         tweedie(ctx, &mut x, eps)?;
     }
-    Ok((
-        x,
-        SampleReport {
-            nfe: ctx.nfe,
-            row_evals: ctx.row_evals,
-            model_calls: ctx.model_calls,
-            steps: out.accepted,
-            accepted: out.accepted,
-            rejected: out.rejected,
-        },
-    ))
+    Ok((x, accepted, accepted, rejected))
 }
 
 /// Tweedie's formula at `t`: `x ← (x + σ(t)² s_θ(x, t)) / s(t)` (one model call).
@@ -78,9 +81,9 @@ pub(super) fn tweedie<T: Real, M: ScoreModel<T> + ?Sized>(
 ) -> Result<(), DiffusionError> {
     let mut score = Array2::zeros(x.raw_dim());
     ctx.score(x.view(), t, score.view_mut())?;
-    let (sig, m) = (ctx.forward.std(t), ctx.forward.mean_scale(t));
+    let (sig, m) = (ctx.sde.std(t), ctx.sde.mean_scale(t));
     let (a, b) = (T::c(1.0 / m), T::c(sig * sig / m));
-    Zip::from(x)
+    Zip::from(&mut *x)
         .and(&score)
         .for_each(|x, &s| *x = a * *x + b * s);
     Ok(())
