@@ -187,7 +187,8 @@ def cmd_train_digits(args):
     from .digits_pipeline import run
 
     run(Path(args.out), steps=args.steps, seed=args.seed, threads=args.threads,
-        skip_train=args.skip_train, n_likelihood=args.n_likelihood)
+        skip_train=args.skip_train, n_likelihood=args.n_likelihood,
+        skip_guidance=args.skip_guidance)
 
 
 def main(argv=None):
@@ -259,12 +260,16 @@ def main(argv=None):
     i.add_argument("--allow-scatter", action="store_true")
     i.set_defaults(fn=cmd_inspect)
 
-    t = sub.add_parser("train-digits", help="train, export and document the demo digits model")
+    t = sub.add_parser("train-digits", help="train, export and document the demo digits model "
+                       "(class-conditional) and its two classifiers")
     t.add_argument("--out", default="models/digits")
     t.add_argument("--steps", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads for training and the reference likelihood (results are bitwise reproducible for a fixed thread count)")
-    t.add_argument("--skip-train", action="store_true", help="reuse OUT/digits.pt")
+    t.add_argument("--skip-train", action="store_true", help="reuse OUT/digits.pt, "
+                   "OUT/digits_classifier.pt and OUT/eval_classifier.pt")
+    t.add_argument("--skip-guidance", action="store_true", help="do not redo the guided-sampling "
+                   "measurements (guidance_quality.json, samples_guided.png)")
     t.add_argument("--n-likelihood", type=int, default=16)
     t.set_defaults(fn=cmd_train_digits)
 
