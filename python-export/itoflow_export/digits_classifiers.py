@@ -10,8 +10,9 @@ Recipe of both: Adam, lr 1e-3 with linear warm-up and cosine decay to 1e-4 (digi
 schedule), gradient-norm clip 1, batches drawn with replacement (256 noise-conditional, 128
 clean), EMA of the weights with decay
 min(0.999, (1+s)/(10+s)) (the EMA weights are exported), one torch.Generator(seed) for every
-random number, in this order per step: indices, dequantisation, [times, noise].
-Deterministic for a fixed seed and thread count.
+random number of the data, in this order per step: indices, dequantisation, [times, noise]; the
+evaluation classifier's dropout masks come from torch's global generator, seeded by
+torch.manual_seed(seed). Deterministic for a fixed seed and thread count.
 """
 
 from __future__ import annotations
