@@ -1,4 +1,5 @@
-"""Command line: ``python -m itoflow_export {export-module,export-diffusers,export-score-sde,inspect,train-digits}``."""
+"""Command line: ``python -m itoflow_export {export-module,export-diffusers,export-score-sde,
+export-classifier,inspect,train-digits}``."""
 
 from __future__ import annotations
 
@@ -57,6 +58,28 @@ def _common(p):
     p.add_argument("--report", default=None, help="write the export/verification report as JSON")
 
 
+def _conditioning(p, embedding_shape=True):
+    g = p.add_argument_group("conditioning (docs/onnx-format.md, format version 2)")
+    g.add_argument("--num-classes", type=int, default=None, help="class-conditional: the network "
+                   "takes an int64 label [batch] with classes 0..K-1 (itoflow.cond.num_classes)")
+    g.add_argument("--null-label", type=int, default=None, help="the label that means "
+                   "'unconditional' (trained with label dropout; conventionally K)")
+    if embedding_shape:
+        g.add_argument("--embedding-shape", default=None, help="embedding-conditional: the network "
+                       "takes a float32 embedding [batch, *shape]; JSON per-sample shape, e.g. [512]")
+    g.add_argument("--embedding-null", default=None, help="the null embedding: a JSON number (every "
+                   "entry) or a JSON list of the flattened per-sample values")
+
+
+def _conditioning_kwargs(args) -> dict:
+    out = {"num_classes": args.num_classes, "null_label": args.null_label,
+           "embedding_null": _json_arg(args.embedding_null, "--embedding-null")}
+    if hasattr(args, "embedding_shape"):
+        shape = _json_arg(args.embedding_shape, "--embedding-shape")
+        out["embedding_shape"] = None if shape is None else tuple(shape)
+    return out
+
+
 def _export_kwargs(args):
     from .verify import DEFAULT_TOL
 
@@ -81,7 +104,8 @@ def cmd_export_module(args):
                      prediction=args.prediction, time_input=args.time_input,
                      data_shape=tuple(_json_arg(args.data_shape, "--data-shape")),
                      data_range=_json_arg(args.data_range, "--range"), levels=args.levels,
-                     eps=args.eps, name=args.name, description=args.description)
+                     eps=args.eps, name=args.name, description=args.description,
+                     **_conditioning_kwargs(args))
     _finish(args, export_module(_load_module(args), args.out, spec, **_export_kwargs(args)))
 
 
@@ -99,7 +123,7 @@ def cmd_export_diffusers(args):
     levels = 256 if args.levels is None else (None if args.levels == 0 else args.levels)
     result = export_diffusers_unet(unet, scheduler, args.out, levels=levels, name=args.name,
                                    description=args.description, eps=args.eps,
-                                   **_export_kwargs(args))
+                                   **_conditioning_kwargs(args), **_export_kwargs(args))
     _finish(args, result)
 
 
@@ -116,6 +140,27 @@ def cmd_export_score_sde(args):
     _finish(args, result)
 
 
+def cmd_export_classifier(args):
+    from .export import export_classifier
+    from .metadata import ClassifierSpec
+    from .verify import DEFAULT_TOL
+
+    noisy = args.kind == "classifier"
+    if noisy and (args.sde is None or args.time_input is None):
+        raise SystemExit("--sde and --time-input are required for a noise-conditional classifier "
+                         "(--kind classifier)")
+    spec = ClassifierSpec(num_classes=args.num_classes,
+                          data_shape=tuple(_json_arg(args.data_shape, "--data-shape")),
+                          kind=args.kind, sde=args.sde, time_input=args.time_input,
+                          sde_params=_json_arg(args.sde_params, "--sde-params") or {},
+                          data_range=_json_arg(args.data_range, "--range"), eps=args.eps,
+                          name=args.name, description=args.description)
+    result = export_classifier(
+        _load_module(args), args.out, spec, verify_graphs=not args.no_verify,
+        tol=args.tol or DEFAULT_TOL, log=lambda m: print(f"[itoflow-export] {m}", file=sys.stderr))
+    _finish(args, result)
+
+
 def cmd_inspect(args):
     import onnx
 
@@ -126,8 +171,9 @@ def cmd_inspect(args):
     md = read_metadata(model)
     print(f"{args.file}: opset {[ (o.domain or 'ai.onnx', o.version) for o in model.opset_import]}")
     for which in ("input", "output"):
+        types = checks.io_types(model, which)
         for name, dims in checks.io_shapes(model, which).items():
-            print(f"  {which:6s} {name}: {dims}")
+            print(f"  {which:6s} {name}: {types[name]} {dims}")
     for k, v in sorted(md.items()):
         print(f"  {k} = {v}")
     bad = checks.reducing_scatters(model)
@@ -141,7 +187,8 @@ def cmd_train_digits(args):
     from .digits_pipeline import run
 
     run(Path(args.out), steps=args.steps, seed=args.seed, threads=args.threads,
-        skip_train=args.skip_train, n_likelihood=args.n_likelihood)
+        skip_train=args.skip_train, n_likelihood=args.n_likelihood,
+        skip_guidance=args.skip_guidance)
 
 
 def main(argv=None):
@@ -149,7 +196,8 @@ def main(argv=None):
                                 description="Export score networks to ONNX for itoflow.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    m = sub.add_parser("export-module", help="export a torch.nn.Module with forward(x, time)")
+    m = sub.add_parser("export-module", help="export a torch.nn.Module with forward(x, time), "
+                       "forward(x, time, label) or forward(x, time, embedding)")
     m.add_argument("--factory", required=True, help="package.module:callable returning the module")
     m.add_argument("--checkpoint", help="state_dict to load (torch.load)")
     m.add_argument("--state-key", help="key of the state_dict inside the checkpoint dict")
@@ -159,6 +207,7 @@ def main(argv=None):
                    choices=["score", "epsilon", "x0", "v", "edm_denoiser"])
     m.add_argument("--time-input", required=True, choices=["t", "index", "sigma", "edm_c_noise"])
     m.add_argument("--data-shape", required=True, help="JSON per-sample shape, e.g. [1, 8, 8]")
+    _conditioning(m)
     _common(m)
     m.set_defaults(fn=cmd_export_module)
 
@@ -166,6 +215,7 @@ def main(argv=None):
     d.add_argument("--pretrained", required=True, help="local pipeline folder (with unet/ and "
                    "scheduler/) or a UNet2DModel folder")
     d.add_argument("--scheduler", help="scheduler folder, if not inside --pretrained")
+    _conditioning(d, embedding_shape=False)
     _common(d)
     d.set_defaults(fn=cmd_export_diffusers)
 
@@ -182,17 +232,44 @@ def main(argv=None):
     _common(s)
     s.set_defaults(fn=cmd_export_score_sde)
 
+    c = sub.add_parser("export-classifier", help="export a classifier: noise-conditional "
+                       "(x, time) -> logits for classifier guidance (the file also returns "
+                       "grad = d/dx log softmax[label]), or a clean classifier-eval x -> logits")
+    c.add_argument("--factory", required=True, help="package.module:callable returning the module")
+    c.add_argument("--checkpoint", help="state_dict to load (torch.load)")
+    c.add_argument("--state-key", help="key of the state_dict inside the checkpoint dict")
+    c.add_argument("--kind", default="classifier", choices=["classifier", "classifier-eval"])
+    c.add_argument("--num-classes", type=int, required=True)
+    c.add_argument("--data-shape", required=True, help="JSON per-sample shape, e.g. [1, 8, 8]")
+    c.add_argument("--sde", choices=["vp", "subvp", "ve", "cosine", "edm"],
+                   help="the SDE of the noised inputs (noise-conditional classifiers)")
+    c.add_argument("--sde-params", help='JSON, e.g. \'{"beta_min": 0.1, "beta_max": 20}\'')
+    c.add_argument("--time-input", choices=["t", "index", "sigma", "edm_c_noise"])
+    c.add_argument("--out", required=True, help="classifier file to write (NAME.onnx)")
+    c.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
+    c.add_argument("--tol", type=float, default=None, help="relative verification tolerance")
+    c.add_argument("--range", dest="data_range", default=None, help="itoflow.data.range, JSON [lo, hi]")
+    c.add_argument("--eps", type=float, default=None, help="itoflow.eps")
+    c.add_argument("--name", default=None)
+    c.add_argument("--description", default=None)
+    c.add_argument("--report", default=None, help="write the export/verification report as JSON")
+    c.set_defaults(fn=cmd_export_classifier)
+
     i = sub.add_parser("inspect", help="print an ONNX file's inputs, outputs and itoflow metadata")
     i.add_argument("file")
     i.add_argument("--allow-scatter", action="store_true")
     i.set_defaults(fn=cmd_inspect)
 
-    t = sub.add_parser("train-digits", help="train, export and document the demo digits model")
+    t = sub.add_parser("train-digits", help="train, export and document the demo digits model "
+                       "(class-conditional) and its two classifiers")
     t.add_argument("--out", default="models/digits")
     t.add_argument("--steps", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads for training and the reference likelihood (results are bitwise reproducible for a fixed thread count)")
-    t.add_argument("--skip-train", action="store_true", help="reuse OUT/digits.pt")
+    t.add_argument("--skip-train", action="store_true", help="reuse OUT/digits.pt, "
+                   "OUT/digits_classifier.pt and OUT/eval_classifier.pt")
+    t.add_argument("--skip-guidance", action="store_true", help="do not redo the guided-sampling "
+                   "measurements (guidance_quality.json, samples_guided.png)")
     t.add_argument("--n-likelihood", type=int, default=16)
     t.set_defaults(fn=cmd_train_digits)
 

@@ -73,20 +73,76 @@ def use_plain_attention(model: torch.nn.Module) -> int:
 
 
 class DiffusersUNetWrapper(torch.nn.Module):
-    """forward(x, time) -> unet(x, time).sample, with exportable attention."""
+    """forward(x, time[, cond]) -> unet(x, time, class_labels=cond).sample, with exportable
+    attention. ``conditional`` says whether the UNet takes ``class_labels`` (class labels or,
+    for ``class_embed_type="identity"``, embeddings)."""
 
-    def __init__(self, unet: torch.nn.Module):
+    def __init__(self, unet: torch.nn.Module, conditional: bool = False):
         super().__init__()
-        cfg = getattr(unet, "config", {})
-        if cfg.get("class_embed_type") is not None or cfg.get("num_class_embeds") is not None:
-            raise MetadataError(
-                "class-conditional UNet2DModel (class_embed_type/num_class_embeds set) needs class "
-                "labels, which the itoflow contract has no input for; export an unconditional model")
         self.unet = unet
+        self.conditional = conditional
         use_plain_attention(unet)
 
-    def forward(self, x, time):
+    def forward(self, x, time, cond=None):
+        if self.conditional:
+            return self.unet(x, time, class_labels=cond, return_dict=False)[0]
         return self.unet(x, time, return_dict=False)[0]
+
+
+def _index(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def diffusers_conditioning(unet, num_classes: int | None = None, null_label: int | None = None,
+                           embedding_null=None) -> dict:
+    """The conditioning keywords of the :class:`ModelSpec` for a ``UNet2DModel``.
+
+    * ``class_embed_type=None`` with ``num_class_embeds = E``: class labels into an ``nn.Embedding``
+      of E rows. ``num_classes`` defaults to E; a model trained with label dropout whose null class
+      is the last row is ``num_classes = E - 1, null_label = E - 1``. Every label and the null
+      label must index the table.
+    * ``class_embed_type="timestep"``: labels through the sinusoidal time projection; the table
+      size is not in the config, so ``num_classes`` is required.
+    * ``class_embed_type="identity"``: the ``class_labels`` are float embeddings added to the time
+      embedding, shape ``[time_embed_dim]``; ``embedding_null`` is their optional null value.
+    * no class embedding: unconditional; conditioning arguments are an error.
+    """
+    cfg = unet.config
+    cet = cfg.get("class_embed_type")
+    if getattr(unet, "class_embedding", None) is None:
+        if num_classes is not None or null_label is not None or embedding_null is not None:
+            raise MetadataError("this UNet2DModel has no class embedding (class_embed_type and "
+                                "num_class_embeds unset): it is unconditional, so num_classes, "
+                                "null_label and embedding_null do not apply")
+        return {}
+    if cet == "identity":
+        if num_classes is not None or null_label is not None:
+            raise MetadataError("class_embed_type 'identity' takes float embeddings (added to the "
+                                "time embedding), not class labels: give embedding_null, not "
+                                "num_classes/null_label")
+        dim = int(unet.time_embedding.linear_2.out_features)
+        return {"embedding_shape": (dim,), "embedding_null": embedding_null}
+    if embedding_null is not None:
+        raise MetadataError(f"class_embed_type {cet!r} takes class labels, not embeddings: "
+                            "embedding_null does not apply")
+    if cet is None:
+        table = int(cfg.get("num_class_embeds"))
+        k = table if num_classes is None else num_classes
+        if not _index(k) or not 1 <= k <= table:
+            raise MetadataError(f"num_classes must be in 1..{table} (num_class_embeds = {table}: "
+                                f"the label table has {table} rows), got {num_classes!r}")
+        if null_label is not None and not (_index(null_label) and 0 <= null_label < table):
+            raise MetadataError(f"null_label must index the label table (0..{table - 1}; "
+                                f"num_class_embeds = {table}), got {null_label!r}")
+        return {"num_classes": k, "null_label": null_label}
+    if cet == "timestep":
+        if num_classes is None:
+            raise MetadataError("class_embed_type 'timestep' embeds labels with the sinusoidal "
+                                "time projection and has no label table in its config: give "
+                                "num_classes (and null_label if it was trained with one)")
+        return {"num_classes": num_classes, "null_label": null_label}
+    raise MetadataError(f"class_embed_type {cet!r} is not supported (UNet2DModel knows None with "
+                        "num_class_embeds, 'timestep' and 'identity')")
 
 
 def _get(cfg, key, default=None):
@@ -138,20 +194,26 @@ def diffusers_spec(unet, scheduler, **extra) -> ModelSpec:
 
 
 def export_diffusers_unet(unet, scheduler, path, *, levels: int | None = 256, name=None,
-                          description=None, eps=None, **kwargs) -> ExportResult:
+                          description=None, eps=None, num_classes: int | None = None,
+                          null_label: int | None = None, embedding_null=None,
+                          **kwargs) -> ExportResult:
     """Export a diffusers ``UNet2DModel`` trained with a DDPM scheduler.
 
     The ``time`` input receives diffusers timesteps t (N-1) (``itoflow.time_input = index``).
-    ``levels`` defaults to 256 (8-bit images); pass None for non-image data. Further keyword
-    arguments go to :func:`export_module`.
+    ``levels`` defaults to 256 (8-bit images); pass None for non-image data. Class-conditional
+    UNets get a ``label`` input (or an ``embedding`` input for ``class_embed_type="identity"``),
+    passed to the UNet as ``class_labels``; see :func:`diffusers_conditioning` for
+    ``num_classes``, ``null_label`` and ``embedding_null``. Further keyword arguments go to
+    :func:`export_module`.
     """
     if unet.config.out_channels != unet.config.in_channels:
         raise MetadataError(
             f"UNet2DModel has in_channels={unet.config.in_channels} but out_channels="
             f"{unet.config.out_channels}; learned-variance models (2x channels) are not supported")
+    cond = diffusers_conditioning(unet, num_classes, null_label, embedding_null)
     spec = diffusers_spec(unet, scheduler, levels=levels, name=name, description=description,
-                          eps=eps)
-    return export_module(DiffusersUNetWrapper(unet), path, spec, **kwargs)
+                          eps=eps, **cond)
+    return export_module(DiffusersUNetWrapper(unet, conditional=bool(cond)), path, spec, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -59,29 +59,51 @@ def io_shapes(model: onnx.ModelProto, which: str = "input") -> dict[str, list]:
     return out
 
 
-def check_io(model: onnx.ModelProto, inputs, outputs, data_shape, what: str) -> None:
-    """Names, float32 type, a symbolic batch dim and the fixed data dims of inputs/outputs."""
+ELEM_TYPES = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64}
+
+
+def io_types(model: onnx.ModelProto, which: str = "input") -> dict[str, str]:
+    """name -> element type (``float32``, ``int64``; other types by their ONNX name, lower case)."""
+    vals = model.graph.input if which == "input" else model.graph.output
+    known = {t: n for n, t in ELEM_TYPES.items()}
+    return {vi.name: known.get(vi.type.tensor_type.elem_type,
+                               onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type).lower())
+            for vi in vals}
+
+
+def check_io(model: onnx.ModelProto, inputs, outputs, what: str) -> None:
+    """Names, element types, a symbolic batch dim (one name for all) and the fixed per-sample dims.
+
+    ``inputs`` and ``outputs`` are sequences of (name, dtype, per-sample shape) with dtype
+    ``float32`` or ``int64``, in the order the contract gives them.
+    """
     shapes_in = io_shapes(model, "input")
     shapes_out = io_shapes(model, "output")
-    if list(shapes_in) != list(inputs):
-        raise ContractError(f"{what}: inputs are {list(shapes_in)}, the contract wants {list(inputs)}")
-    if list(shapes_out) != list(outputs):
-        raise ContractError(f"{what}: outputs are {list(shapes_out)}, the contract wants {list(outputs)}")
-    for vi in list(model.graph.input) + list(model.graph.output):
-        if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise ContractError(f"{what}: '{vi.name}' is not float32")
-    for name, dims in list(shapes_in.items()) + list(shapes_out.items()):
-        want_rank = 1 if name == "time" else 1 + len(data_shape)
+    want_in = [n for n, _, _ in inputs]
+    want_out = [n for n, _, _ in outputs]
+    if list(shapes_in) != want_in:
+        raise ContractError(f"{what}: inputs are {list(shapes_in)}, the contract wants {want_in}")
+    if list(shapes_out) != want_out:
+        raise ContractError(f"{what}: outputs are {list(shapes_out)}, the contract wants {want_out}")
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in list(model.graph.input) + list(model.graph.output)}
+    dims_of = {**shapes_in, **shapes_out}
+    for name, dtype, per_sample in list(inputs) + list(outputs):
+        if types[name] != ELEM_TYPES[dtype]:
+            got = onnx.TensorProto.DataType.Name(types[name]).lower()
+            raise ContractError(f"{what}: '{name}' is {got}, the contract wants {dtype}")
+        dims = dims_of[name]
+        want_rank = 1 + len(per_sample)
         if len(dims) != want_rank:
             raise ContractError(f"{what}: '{name}' has rank {len(dims)}, expected {want_rank}")
         if not isinstance(dims[0], str):
             raise ContractError(
                 f"{what}: the batch dim of '{name}' is {dims[0]!r}, not symbolic: the export "
                 "fixed the batch size (see docs/export-guide.md, 'symbolic batch')")
-        if name != "time" and list(dims[1:]) != list(data_shape):
+        if list(dims[1:]) != list(per_sample):
             raise ContractError(
-                f"{what}: '{name}' has data dims {dims[1:]}, expected {list(data_shape)}")
-    batch_names = {dims[0] for dims in list(shapes_in.values()) + list(shapes_out.values())}
+                f"{what}: '{name}' has per-sample dims {dims[1:]}, expected {list(per_sample)}")
+    batch_names = {dims[0] for dims in dims_of.values()}
     if len(batch_names) != 1:
         raise ContractError(f"{what}: inputs/outputs use different batch dims {sorted(batch_names)}")
 

@@ -13,22 +13,40 @@ LEVELS = 17
 DATA_SHAPE = (1, 8, 8)
 SPLIT_SEED = 20240601
 N_TEST = 300
+NUM_CLASSES = 10
+NULL_LABEL = NUM_CLASSES
+"""The conditional digits model's label for 'unconditional' (label dropout)."""
 
 
-def load_split(seed: int = SPLIT_SEED, n_test: int = N_TEST) -> tuple[np.ndarray, np.ndarray]:
-    """Return (train, test) raw digits as uint8 arrays of shape [n, 1, 8, 8], values 0..16.
+def load_split_labelled(seed: int = SPLIT_SEED, n_test: int = N_TEST):
+    """Return (train, train_labels, test, test_labels): raw digits as uint8 [n, 1, 8, 8] with
+    values 0..16 and their classes as uint8 [n] with values 0..9.
 
     The split is a seeded permutation of all 1797 images: the last ``n_test`` go to test.
     """
     from sklearn.datasets import load_digits
 
-    images = load_digits().images  # [1797, 8, 8] float64, integer values 0..16
+    data = load_digits()
+    images = data.images  # [1797, 8, 8] float64, integer values 0..16
     raw = np.rint(images).astype(np.uint8)
     if raw.min() < 0 or raw.max() >= LEVELS or not np.array_equal(raw, images):
         raise RuntimeError("scikit-learn digits are not integers in 0..16 any more")
+    labels = np.asarray(data.target)
+    if labels.shape != (raw.shape[0],) or labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        raise RuntimeError("scikit-learn digits labels are not 0..9 any more")
+    labels = labels.astype(np.uint8)
     perm = np.random.default_rng(seed).permutation(raw.shape[0])
     raw = raw[perm][:, None, :, :]
-    return raw[:-n_test].copy(), raw[-n_test:].copy()
+    labels = labels[perm]
+    return (raw[:-n_test].copy(), labels[:-n_test].copy(), raw[-n_test:].copy(),
+            labels[-n_test:].copy())
+
+
+def load_split(seed: int = SPLIT_SEED, n_test: int = N_TEST) -> tuple[np.ndarray, np.ndarray]:
+    """Return (train, test) raw digits as uint8 arrays of shape [n, 1, 8, 8], values 0..16
+    (:func:`load_split_labelled` without the labels)."""
+    train, _, test, _ = load_split_labelled(seed, n_test)
+    return train, test
 
 
 def midpoint(raw: np.ndarray) -> np.ndarray:

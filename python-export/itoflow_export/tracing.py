@@ -20,9 +20,6 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from .decompositions import DERIVATIVE_DECOMPOSITIONS
 
-INPUTS = ("x", "time")
-DERIV_INPUTS = ("x", "time", "v")
-
 
 class ExportError(RuntimeError):
     """Export failed; the message says what went wrong and how to fix it."""
@@ -58,14 +55,16 @@ def _fake_batch_inputs(*tensors):
 
 
 def forward_fn(module):
-    def fn(x, time):
-        return module(x, time)
+    """(x, time, *cond) -> module(x, time, *cond); cond are the conditioning inputs, if any."""
+    def fn(x, time, *cond):
+        return module(x, time, *cond)
     return fn
 
 
 def derivative_fn(module, jvp: bool):
-    def fn(x, time, v):
-        out, pullback = torch.func.vjp(lambda xx: module(xx, time), x)
+    """(x, time, v, *cond) -> (output, vjp[, jvp]), derivatives with respect to x only."""
+    def fn(x, time, v, *cond):
+        out, pullback = torch.func.vjp(lambda xx: module(xx, time, *cond), x)
         (vjp,) = pullback(v)
         if not jvp:
             return out, vjp
@@ -73,6 +72,36 @@ def derivative_fn(module, jvp: bool):
         _, pullback2 = torch.func.vjp(lambda u: pullback(u)[0], torch.zeros_like(out))
         (jv,) = pullback2(v)
         return out, vjp, jv
+    return fn
+
+
+def one_hot(label, num_classes: int):
+    """float32 one-hot rows of integer labels as a comparison with arange(K).
+
+    ``F.one_hot`` lowers to a scatter; the comparison is an Equal and a Cast in ONNX.
+    """
+    classes = torch.arange(num_classes, dtype=label.dtype, device=label.device)
+    return (label[:, None] == classes[None, :]).to(torch.float32)
+
+
+def classifier_fn(module, num_classes: int):
+    """(x, time, label) -> (logits, grad), grad = d/dx log softmax(logits)[label] per row.
+
+    grad is the vjp of x -> log_softmax(module(x, time)) with the one-hot labels as cotangent; rows
+    are independent as long as the network does not mix rows (eval-mode layers only).
+    """
+    def fn(x, time, label):
+        logits, pullback = torch.func.vjp(lambda xx: module(xx, time), x)
+        logp, pullback_lp = torch.func.vjp(lambda z: torch.log_softmax(z, dim=-1), logits)
+        (g_logits,) = pullback_lp(one_hot(label, num_classes))
+        (grad,) = pullback(g_logits)
+        return logits, grad
+    return fn
+
+
+def eval_classifier_fn(module):
+    def fn(x):
+        return module(x)
     return fn
 
 
@@ -148,5 +177,38 @@ def to_onnx(gm, example_inputs, input_names, output_names, path, opset: int | No
                 "If an aten op has no ONNX translation, add a decomposition for it to "
                 "itoflow_export.decompositions.DERIVATIVE_DECOMPOSITIONS (derivative graph) or "
                 "rewrite that layer with exportable ops.") from e
+    _free_io_names(prog.model)
     prog.save(str(path))
     return path
+
+
+def _free_io_names(model) -> list[str]:
+    """Give internal values that share a name with a graph input or output a fresh name.
+
+    The exporter names values after the FX nodes that produce them and renames the graph inputs
+    and outputs afterwards, so an input called ``embedding`` in a network with an ``nn.Embedding``
+    (an FX node ``embedding``) would leave two values of that name: an ONNX graph that is not in
+    SSA form. In the ONNX IR (``onnx_ir``) values are objects, so renaming the internal one keeps
+    every use intact. Returns the renamed names.
+    """
+    import onnx_ir as ir
+
+    graph = model.graph
+    io_values = {id(v) for v in list(graph.inputs) + list(graph.outputs)}
+    io_names = {v.name for v in list(graph.inputs) + list(graph.outputs)}
+    internal = list(graph.initializers.values())
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        internal.extend(node.outputs)
+    taken = {v.name for v in internal if v.name} | io_names
+    renamed = []
+    for value in internal:
+        if id(value) in io_values or value.name not in io_names:
+            continue
+        k = 1
+        while f"{value.name}_{k}" in taken:
+            k += 1
+        fresh = f"{value.name}_{k}"
+        renamed.append(value.name)
+        taken.add(fresh)
+        value.name = fresh
+    return renamed

@@ -261,7 +261,7 @@ def test_cli_export_module_and_inspect(tmp_path):
     r = subprocess.run([sys.executable, "-m", "itoflow_export", "inspect", str(out.with_name("cli.vjp.onnx"))],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "reducing scatters: none" in r.stdout and "input  v: ['batch', 2]" in r.stdout.replace('"', "'")
+    assert "reducing scatters: none" in r.stdout and "input  v: float32 ['batch', 2]" in r.stdout.replace('"', "'")
 
 
 def test_cli_reports_bad_prediction(tmp_path):

@@ -15,7 +15,7 @@ def test_every_prediction_and_time_convention_vp(prediction, time_input):
     spec = ModelSpec("vp", prediction, time_input, (3, 4, 4), sde_params={"beta_max": 10})
     md = spec.metadata()
     assert all(k in md for k in REQUIRED)
-    assert md["itoflow.format_version"] == "1"
+    assert md["itoflow.format_version"] == "2"
     assert md["itoflow.prediction"] == prediction
     assert md["itoflow.time_input"] == time_input
     assert json.loads(md["itoflow.data.shape"]) == [3, 4, 4]
@@ -120,3 +120,90 @@ def test_score_sde_kinds():
         "itoflow.data.range"]) == [0.0, 1.0]
     with pytest.raises(MetadataError, match="unknown score_sde kind 've_discrete'"):
         score_sde_spec("ve_discrete", (2,))
+
+
+# ---- format version 2: conditioning and classifier files ------------------------------------
+
+from itoflow_export.metadata import ClassifierSpec, DEFAULT_NAMES, null_embedding, tensor_names  # noqa: E402
+
+
+def test_conditioning_keys():
+    md = ModelSpec("vp", "epsilon", "t", (1, 8, 8), num_classes=10, null_label=10).metadata()
+    assert md["itoflow.cond.num_classes"] == "10" and md["itoflow.cond.null_label"] == "10"
+    assert not any(k.startswith("itoflow.cond.embedding") for k in md)
+    md = ModelSpec("vp", "epsilon", "t", (2,), embedding_shape=[2, 2],
+                   embedding_null=[0, 1, 2, 3]).metadata()
+    assert json.loads(md["itoflow.cond.embedding.shape"]) == [2, 2]
+    assert json.loads(md["itoflow.cond.embedding.null"]) == [0.0, 1.0, 2.0, 3.0]
+    assert "itoflow.cond.num_classes" not in md
+    md = ModelSpec("vp", "epsilon", "t", (2,), embedding_shape=[4], embedding_null=-1).metadata()
+    assert json.loads(md["itoflow.cond.embedding.null"]) == -1.0
+    plain = ModelSpec("vp", "epsilon", "t", (2,))
+    assert plain.conditioning() == [] and not any(k.startswith("itoflow.cond") for k in plain.metadata())
+    both = ModelSpec("vp", "epsilon", "t", (2,), num_classes=3, embedding_shape=[5])
+    assert both.conditioning() == [("label", "int64", ()), ("embedding", "float32", (5,))]
+
+
+def test_null_embedding_values():
+    np = pytest.importorskip("numpy")
+    assert null_embedding((2, 2), None) is None
+    assert null_embedding((2, 2), 0.5).tolist() == [[0.5, 0.5], [0.5, 0.5]]
+    assert null_embedding((2, 2), [0.0, 1.0, 2.0, 3.0]).dtype == np.float32
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(null_label=3), "null_label needs num_classes"),
+    (dict(num_classes=0), "num_classes must be an integer >= 1"),
+    (dict(num_classes=2.5), "num_classes must be an integer"),
+    (dict(num_classes=True), "num_classes must be an integer"),
+    (dict(num_classes=3, null_label=4), r"null_label must be an integer in 0\.\.3"),
+    (dict(num_classes=3, null_label=-1), r"null_label must be an integer in 0\.\.3"),
+    (dict(embedding_null=0.0), "embedding_null needs embedding_shape"),
+    (dict(embedding_shape=[]), "embedding_shape must be a non-empty list"),
+    (dict(embedding_shape=[3, 0]), "embedding_shape must be a non-empty list"),
+    (dict(embedding_shape=[3], embedding_null=[1, 2]), "embedding_null has 2 values"),
+    (dict(embedding_shape=[3], embedding_null=float("nan")), "must be finite"),
+    (dict(embedding_shape=[2], embedding_null=[1, float("inf")]), "must be finite"),
+    (dict(embedding_shape=[2], embedding_null="zero"), "a number or a list of 2 numbers"),
+])
+def test_bad_conditioning(kwargs, match):
+    with pytest.raises(MetadataError, match=match):
+        ModelSpec("vp", "epsilon", "t", (2,), **kwargs)
+
+
+def test_classifier_metadata():
+    md = ClassifierSpec(10, (1, 8, 8), sde="vp", time_input="t").metadata()
+    assert md == {"itoflow.format_version": "2", "itoflow.kind": "classifier",
+                  "itoflow.sde": "vp",
+                  "itoflow.sde.params": json.dumps({"N": 1000, "T": 1.0, "beta_max": 20.0,
+                                                    "beta_min": 0.1}),
+                  "itoflow.time_input": "t", "itoflow.data.shape": "[1, 8, 8]",
+                  "itoflow.cond.num_classes": "10"}
+    ev = ClassifierSpec(10, (1, 8, 8), kind="classifier-eval").metadata()
+    assert ev["itoflow.kind"] == "classifier-eval" and "itoflow.sde" not in ev
+    assert "itoflow.time_input" not in ev
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(), "needs sde and time_input"),
+    (dict(sde="vp"), "needs sde and time_input"),
+    (dict(sde="vp", time_input="timestep"), "unknown time_input"),
+    (dict(sde="ve", time_input="index"), "'index' is not defined"),
+    (dict(kind="classifier-eval", sde="vp"), "classifies clean data"),
+    (dict(kind="detector"), "unknown classifier kind"),
+    (dict(sde="vp", time_input="t", num_classes=1), "num_classes >= 2"),
+    (dict(sde="vp", time_input="t", data_shape=()), "data_shape"),
+])
+def test_bad_classifier_specs(kwargs, match):
+    kwargs.setdefault("num_classes", 10)
+    kwargs.setdefault("data_shape", (1, 8, 8))
+    with pytest.raises(MetadataError, match=match):
+        ClassifierSpec(**kwargs)
+
+
+def test_tensor_names_defaults_and_overrides():
+    assert tensor_names({}) == DEFAULT_NAMES
+    assert set(DEFAULT_NAMES) == {"x", "time", "output", "vjp", "jvp", "label", "embedding",
+                                  "logits", "grad"}
+    names = tensor_names({"itoflow.names.label": "class_labels", "itoflow.names.x": "sample"})
+    assert names["label"] == "class_labels" and names["x"] == "sample" and names["time"] == "time"
