@@ -13,7 +13,7 @@ use itoflow::diffusion::likelihood::{DataScaling, LikelihoodOptions, LikelihoodR
 use itoflow::diffusion::onnx::{OnnxOptions, OnnxScoreModel, init_runtime};
 use itoflow::diffusion::sampler::{OdeSettings, SampleRequest, Sampler};
 use itoflow::diffusion::schedule::Schedule;
-use itoflow::diffusion::{ProductSource, ScoreModel, TraceEstimator};
+use itoflow::diffusion::{Conditioning, ProductSource, ScoreModel, TraceEstimator};
 use ndarray::{Array2, Array4, Axis};
 use ndarray_npy::read_npy;
 
@@ -86,6 +86,28 @@ fn bits_per_dim_match_the_torch_reference() {
         reference["midpoint"]["nfev"]
     );
     assert!(worst < 0.01, "bits/dim differ from torch by {worst}");
+    // The conditional likelihood log p(x | y) with the true labels, and with wrong ones.
+    for key in ["conditional_midpoint", "wrong_label_midpoint"] {
+        let per = reference[key]["per_sample"].as_array().unwrap();
+        let labels: Vec<i64> = per.iter().map(|r| r["label"].as_i64().unwrap()).collect();
+        let cond = Conditioning::labels(labels);
+        let res = LikelihoodRequest::new(&model, x.view())
+            .options(options.clone())
+            .conditioning(&cond)
+            .run()
+            .expect("conditional likelihood");
+        let worst = per
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (res.bpd[i] - r["bpd"].as_f64().unwrap()).abs())
+            .fold(0.0, f64::max);
+        eprintln!(
+            "{key}: itoflow mean bpd {:.5}, torch {}; worst gap {worst:.2e}",
+            res.mean_bpd(),
+            reference[key]["bpd_mean"]
+        );
+        assert!(worst < 0.01, "{key}: bits/dim differ from torch by {worst}");
+    }
 }
 
 /// The exact trace from the derivative graph (vᵀJ with one-hot v) against central finite

@@ -17,6 +17,7 @@ use itoflow_diffusion::onnx::{
 use itoflow_diffusion::score::{Network, Prediction, ScoreModel, TimeInput};
 use itoflow_diffusion::{DiffusionError, ScoreError};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
+use ndarray_npy::read_npy;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -130,35 +131,28 @@ fn digits_matches_torch_reference() {
     let x = rows(npy(&dir.join("x.npy")));
     let t: Array1<f32> = npy(&dir.join("time.npy")).into_dimensionality().unwrap();
     let v = rows(npy(&dir.join("v.npy")));
+    // Class labels of the conditional model (rows 1 and 3 carry the null label 10).
+    let labels: Array1<i64> = read_npy(dir.join("label.npy")).unwrap();
+    let cond = Cond::labels(labels.view());
     let (net, info) = OnnxNetwork::open(digits(), &OnnxOptions::default()).unwrap();
     assert_eq!(info.time_input, TimeInput::T);
+    assert_eq!(info.cond.num_classes, Some(10));
+    assert_eq!(info.cond.null_label, Some(10));
     let mut out = Array2::<f32>::zeros(x.raw_dim());
-    net.forward(x.view(), t.view(), Cond::default(), out.view_mut())
+    net.forward(x.view(), t.view(), cond, out.view_mut())
         .unwrap();
     let e = max_abs_diff(&out, &rows(npy(&dir.join("output.npy"))));
     assert!(e < TOL, "output differs from torch by {e}");
 
     let mut vjp = Array2::<f32>::zeros(x.raw_dim());
-    net.vjp(
-        x.view(),
-        t.view(),
-        Cond::default(),
-        v.view(),
-        vjp.view_mut(),
-    )
-    .unwrap();
+    net.vjp(x.view(), t.view(), cond, v.view(), vjp.view_mut())
+        .unwrap();
     let e = max_abs_diff(&vjp, &rows(npy(&dir.join("vjp.npy"))));
     assert!(e < TOL, "vjp differs from torch by {e}");
 
     let mut jvp = Array2::<f32>::zeros(x.raw_dim());
-    net.jvp(
-        x.view(),
-        t.view(),
-        Cond::default(),
-        v.view(),
-        jvp.view_mut(),
-    )
-    .unwrap();
+    net.jvp(x.view(), t.view(), cond, v.view(), jvp.view_mut())
+        .unwrap();
     let e = max_abs_diff(&jvp, &rows(npy(&dir.join("jvp.npy"))));
     assert!(e < TOL, "jvp differs from torch by {e}");
 
@@ -166,7 +160,29 @@ fn digits_matches_torch_reference() {
     let model = OnnxScoreModel::open(digits(), &OnnxOptions::default()).unwrap();
     let mut score = Array2::<f32>::zeros(x.raw_dim());
     model
-        .score(x.view(), t.view(), Cond::default(), score.view_mut())
+        .score(x.view(), t.view(), cond, score.view_mut())
+        .unwrap();
+    // Without labels the model gets the null label: rows 1 and 3 are unchanged.
+    let mut uncond = Array2::<f32>::zeros(x.raw_dim());
+    model
+        .score(x.view(), t.view(), Cond::NONE, uncond.view_mut())
+        .unwrap();
+    assert_eq!(uncond.row(1), score.row(1));
+    assert_eq!(uncond.row(3), score.row(3));
+    assert_ne!(uncond.row(0), score.row(0));
+    // Labels out of range are refused with the row.
+    let bad = Array1::from(vec![0_i64, 1, 11, 2, 3]);
+    match model.score(
+        x.view(),
+        t.view(),
+        Cond::labels(bad.view()),
+        score.view_mut(),
+    ) {
+        Err(ScoreError::Condition { row: 2, .. }) => {}
+        other => panic!("expected a condition error for row 2, got {other:?}"),
+    }
+    model
+        .score(x.view(), t.view(), cond, score.view_mut())
         .unwrap();
     for (r, row) in score.outer_iter().enumerate() {
         let sigma = model.info().forward.std(f64::from(t[r])) as f32;
@@ -180,6 +196,76 @@ fn digits_matches_torch_reference() {
     }
     assert!(ScoreModel::<f32>::capabilities(&model).vjp);
     assert!(ScoreModel::<f32>::capabilities(&model).jvp);
+}
+
+/// The noise-conditional classifier (logits and ∇ₓ log p(y | x)) and the evaluation
+/// classifier against eager torch.
+#[test]
+fn digits_classifiers_match_torch_reference() {
+    require_runtime!();
+    use itoflow_diffusion::guidance::Classifier;
+    use itoflow_diffusion::onnx::{OnnxClassifier, OnnxEvalClassifier};
+    let dir = root().join("models/digits/reference_io");
+    let x = rows(npy(&dir.join("x.npy"))).mapv(f64::from);
+    let t: Array1<f64> = npy(&dir.join("time.npy"))
+        .into_dimensionality::<ndarray::Ix1>()
+        .unwrap()
+        .mapv(f64::from);
+    let labels: Array1<i64> = read_npy(dir.join("classifier_label.npy")).unwrap();
+    let c = OnnxClassifier::open(
+        root().join("models/digits/digits_classifier.onnx"),
+        &OnnxOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(c.num_classes(), 10);
+    let mut grad = Array2::<f64>::zeros(x.raw_dim());
+    c.grad_log_prob(x.view(), t.view(), labels.view(), grad.view_mut())
+        .unwrap();
+    let want = rows(npy(&dir.join("classifier_grad.npy"))).mapv(f64::from);
+    let e = (&grad - &want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(e < 1e-4, "classifier grad differs from torch by {e}");
+    let logp = c.log_probs(x.view(), t.view()).unwrap();
+    let logits = rows(npy(&dir.join("classifier_logits.npy"))).mapv(f64::from);
+    for r in 0..5 {
+        let m = logits
+            .row(r)
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + logits
+            .row(r)
+            .iter()
+            .map(|v| (v - m).exp())
+            .sum::<f64>()
+            .ln();
+        for k in 0..10 {
+            assert!((logp[[r, k]] - (logits[[r, k]] - lse)).abs() < 1e-4);
+        }
+    }
+    let bad = Array1::from(vec![0_i64, 1, 2, 3, 10]);
+    assert!(
+        c.grad_log_prob(x.view(), t.view(), bad.view(), grad.view_mut())
+            .is_err()
+    );
+    // The score model is no classifier, and the reverse.
+    assert!(OnnxClassifier::open(digits(), &OnnxOptions::default()).is_err());
+    assert!(
+        OnnxScoreModel::open(
+            root().join("models/digits/digits_classifier.onnx"),
+            &OnnxOptions::default()
+        )
+        .is_err()
+    );
+    let eval = OnnxEvalClassifier::open(
+        root().join("models/digits/eval_classifier.onnx"),
+        &OnnxOptions::default(),
+    )
+    .unwrap();
+    let ex = rows(npy(&dir.join("eval_x.npy"))).mapv(f64::from);
+    let got = eval.logits(ex.view()).unwrap();
+    let want = rows(npy(&dir.join("eval_logits.npy"))).mapv(f64::from);
+    let e = (&got - &want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(e < 1e-3, "eval logits differ from torch by {e}");
 }
 
 #[test]
@@ -620,7 +706,7 @@ fn inspect_digits() {
     require_runtime!();
     let s = inspect(digits()).unwrap();
     let names: Vec<&str> = s.graph.inputs.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["x", "time"]);
+    assert_eq!(names, ["x", "time", "label"]);
     assert_eq!(s.graph.inputs[0].shape, [-1, 1, 8, 8]);
     assert_eq!(s.graph.inputs[0].symbols[0], "batch");
     assert_eq!(s.metadata["itoflow.prediction"], "epsilon");

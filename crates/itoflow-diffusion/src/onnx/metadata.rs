@@ -52,7 +52,7 @@ pub struct TensorNames {
 }
 
 impl TensorNames {
-    fn from_metadata(metadata: &BTreeMap<String, String>) -> Result<Self, OnnxError> {
+    pub(crate) fn from_metadata(metadata: &BTreeMap<String, String>) -> Result<Self, OnnxError> {
         let name = |key: &'static str, default: &str| -> Result<String, OnnxError> {
             match metadata.get(key).map(|s| s.trim()) {
                 None | Some("") => Ok(default.to_string()),
@@ -212,10 +212,22 @@ impl ModelInfo {
         let kind = match metadata.get("itoflow.kind").map(|s| s.trim()) {
             None | Some("") | Some("score") => ModelKind::Score,
             Some("classifier") => ModelKind::Classifier,
+            Some("classifier-eval") => {
+                return Err(OnnxError::Metadata {
+                    key: "itoflow.kind",
+                    reason: format!(
+                        "{} is a clean-data evaluation classifier (classifier-eval), not a score \
+                         model or a noise-conditional classifier (open it with OnnxEvalClassifier)",
+                        model_path.display()
+                    ),
+                });
+            }
             Some(other) => {
                 return Err(OnnxError::Metadata {
                     key: "itoflow.kind",
-                    reason: format!("expected `score` or `classifier`, got `{other}`"),
+                    reason: format!(
+                        "expected `score`, `classifier` or `classifier-eval`, got `{other}`"
+                    ),
                 });
             }
         };

@@ -39,8 +39,8 @@ pub use metadata::{
     TensorNames,
 };
 pub use network::{
-    GraphSummary, ModelSummary, OnnxClassifier, OnnxNetwork, OnnxOptions, OnnxScoreModel,
-    TensorSummary, inspect, inspect_with,
+    GraphSummary, ModelSummary, OnnxClassifier, OnnxEvalClassifier, OnnxNetwork, OnnxOptions,
+    OnnxScoreModel, TensorSummary, inspect, inspect_with,
 };
 pub use runtime::{Runtime, RuntimeLocation, RuntimeSource, init_runtime, locate_runtime};
 

@@ -1088,6 +1088,145 @@ impl crate::guidance::Classifier for OnnxClassifier {
     }
 }
 
+/// A clean-data classifier in ONNX (`itoflow.kind = classifier-eval`): `x` `[batch, …data
+/// shape]` in model space → `logits` `[batch, K]` (metadata `itoflow.data.shape`,
+/// `itoflow.cond.num_classes`). It measures the class accuracy of generated samples.
+pub struct OnnxEvalClassifier {
+    pool: Pool,
+    data_shape: Vec<usize>,
+    classes: usize,
+    names: TensorNames,
+    max_batch: usize,
+}
+
+impl std::fmt::Debug for OnnxEvalClassifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxEvalClassifier")
+            .field("path", &self.pool.path)
+            .field("classes", &self.classes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OnnxEvalClassifier {
+    /// Opens an evaluation classifier and checks it against the contract.
+    pub fn open(path: impl AsRef<Path>, opts: &OnnxOptions) -> Result<Self, OnnxError> {
+        let path = path.as_ref();
+        opts.check()?;
+        let bytes: Arc<[u8]> = read_model(path)?.into();
+        let rt = init_runtime(opts.runtime.as_deref())?;
+        let (session, report) = build_session(&rt, &bytes, path, opts, opts.device)?;
+        let metadata = merge(read_metadata(path, &session)?, &opts.overrides);
+        let bad = |key: &'static str, reason: String| OnnxError::Metadata { key, reason };
+        let get = |k: &str| metadata.get(k).map(|s| s.trim()).unwrap_or("");
+        if get("itoflow.kind") != "classifier-eval" {
+            return Err(bad(
+                "itoflow.kind",
+                format!("{} is not a classifier-eval file", path.display()),
+            ));
+        }
+        let data_shape: Vec<usize> = serde_json::from_str(get("itoflow.data.shape"))
+            .map_err(|e| bad("itoflow.data.shape", format!("expected a JSON list: {e}")))?;
+        if data_shape.is_empty() || data_shape.contains(&0) {
+            return Err(bad(
+                "itoflow.data.shape",
+                format!("expected positive sizes, got {data_shape:?}"),
+            ));
+        }
+        let classes: usize = get("itoflow.cond.num_classes")
+            .parse()
+            .ok()
+            .filter(|&k| k >= 1)
+            .ok_or_else(|| bad("itoflow.cond.num_classes", "expected an integer ≥ 1".into()))?;
+        let names = TensorNames::from_metadata(&metadata)?;
+        let graph = graph_summary(path, &session);
+        check_signature(
+            &graph,
+            &[Port::f32(&names.x, &data_shape)],
+            &[Port::f32(&names.logits, &[classes])],
+        )?;
+        let pool = Pool {
+            sessions: Mutex::new(vec![Arc::new(Mutex::new(session))]),
+            cap: opts.sessions,
+            next: AtomicUsize::new(0),
+            rt,
+            bytes,
+            path: path.to_path_buf(),
+            opts: opts.clone(),
+            device: report.used,
+        };
+        Ok(OnnxEvalClassifier {
+            pool,
+            data_shape,
+            classes,
+            names,
+            max_batch: opts.max_batch,
+        })
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.classes
+    }
+
+    /// The logits `[rows, K]` of flattened samples `x` `[rows, d]` (model space).
+    pub fn logits(&self, x: ArrayView2<'_, f64>) -> Result<ndarray::Array2<f64>, ScoreError> {
+        let d: usize = self.data_shape.iter().product();
+        if x.ncols() != d {
+            return Err(ScoreError::shape("x", [x.nrows(), d], x.shape()));
+        }
+        let b = x.nrows();
+        let mut out = ndarray::Array2::zeros((b, self.classes));
+        let mut shape: Vec<i64> = vec![0];
+        shape.extend(self.data_shape.iter().map(|&s| s as i64));
+        let mut start = 0;
+        while start < b {
+            let end = (start + self.max_batch).min(b);
+            shape[0] = (end - start) as i64;
+            let mut inputs = Inputs::default();
+            inputs.f32(
+                &self.names.x,
+                &shape,
+                x.slice(ndarray::s![start..end, ..])
+                    .iter()
+                    .map(|&v| v as f32),
+            );
+            let mut chunk = out.slice_mut(ndarray::s![start..end, ..]);
+            self.pool.with(|session| {
+                let outputs = session.run(inputs.values()?).map_err(backend)?;
+                let value = outputs
+                    .get(self.names.logits.as_str())
+                    .ok_or_else(|| backend("the classifier returned no logits"))?;
+                let (_, data) = value.try_extract_tensor::<f32>().map_err(backend)?;
+                if data.len() != chunk.len() {
+                    return Err(ScoreError::shape("logits", chunk.shape(), [data.len()]));
+                }
+                for (o, &v) in chunk.iter_mut().zip(data) {
+                    *o = f64::from(v);
+                }
+                Ok(())
+            })?;
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// The most likely class of every row.
+    pub fn predict(&self, x: ArrayView2<'_, f64>) -> Result<Vec<usize>, ScoreError> {
+        let l = self.logits(x)?;
+        Ok(l.outer_iter()
+            .map(|r| {
+                r.iter()
+                    .enumerate()
+                    .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                        if v > bv { (i, v) } else { (bi, bv) }
+                    })
+                    .0
+            })
+            .collect())
+    }
+}
+
 /// Row-wise `log softmax`.
 fn log_softmax(mut a: ndarray::Array2<f64>) -> ndarray::Array2<f64> {
     for mut row in a.outer_iter_mut() {
