@@ -1,22 +1,41 @@
-//! Constraints on samples (Song et al. 2021, §5 and App. I; score_sde's
-//! `controllable_generation.py`): inpainting by replacement, optionally with RePaint's
-//! resampling (Lugmayr et al. 2022).
+//! Constraints on samples, i.e. inverse problems (Song et al. 2021, §5 and App. I; score_sde's
+//! `controllable_generation.py`): inpainting and colorization by replacement, RePaint's
+//! resampling (Lugmayr et al. 2022), and diffusion posterior sampling for linear measurements
+//! (Chung et al. 2023).
 //!
-//! **Replacement.** With a mask `m` (1 = known) and known data `y`, after every sampler step
-//! that reaches the noise level of time `t`, the known entries are replaced by the data
-//! forward-noised to that time, `x_known = s(t) y + σ(t) z` (`x̃_known = y + σ̃ z` in σ-space
+//! **Replacement (inpainting).** With a mask `m` (1 = known) and known data `y`, after every
+//! sampler step that reaches the noise level of time `t`, the known entries are replaced by the
+//! data forward-noised to that time, `x_known = s(t) y + σ(t) z` (`x̃_known = y + σ̃ z` in σ-space
 //! coordinates), with fresh per-sample noise ([`crate::sampler::tags::CONSTRAINT`]); the last
 //! step (σ̃ = 0) sets them to `y` exactly, so known entries are preserved **exactly**. The
 //! unknown entries follow the sampler. This approximates sampling `p(x_u | x_k = y)`: it is
-//! exact when the unknown entries are independent of the known ones given what the score sees
-//! (the docs measure its bias otherwise).
+//! exact when the unknown entries are independent of the known ones, and biased otherwise
+//! (docs/benchmarks.md measures the bias on a correlated Gaussian).
 //!
-//! **Resampling (RePaint).** The schedule is cut into segments of `jump` steps; each segment
-//! is run `count` times, and between runs the state is taken back up to the segment's first
-//! level by the forward kernel, `x̃ ← x̃ + √(σ̃_a² − σ̃_b²) z`, which lets the unknown part
-//! harmonise with the known part. Cost: `count` times the steps.
+//! **Colorization** of 3-channel data from its gray image `g` (the channel mean) is replacement
+//! in score_sde's decoupled basis: an orthonormal basis of the channel space whose first vector
+//! is `(1, 1, 1)/√3`. Its first coordinate `√3·mean` is known; replacing it shifts every
+//! channel of a pixel by `(target − mean)` and leaves the colour coordinates alone. The target
+//! mean is `s(t) g + σ(t) z/√3` (the noise of the first coordinate is `σ z`).
+//!
+//! **Resampling (RePaint).** The schedule is cut into segments of `jump` steps; each segment is
+//! run `count` times, and between runs the state is taken back up to the segment's first level by
+//! the forward kernel, `x̃ ← x̃ + √(σ̃_a² − σ̃_b²) z`, which lets the unknown part harmonise with
+//! the known part. Cost: `count` times the steps. Multistep samplers restart their history at
+//! every segment.
+//!
+//! **DPS** for `y = A x₀ + n`: after every step that reaches a level `σ̃ > 0`, with
+//! `x̂₀(x̃) = D(x̃; σ̃)` (Tweedie) and `r = y − A x̂₀`,
+//!
+//! ```text
+//!     x̃ ← x̃ − ζ ∇_x̃ ‖r‖ = x̃ + ζ (∂x̂₀/∂x̃)ᵀ Aᵀ r / ‖r‖,     ∂x̂₀/∂x̃ = I + σ̃² s² J,
+//! ```
+//!
+//! with `J = ∂∇log p_t/∂x` at `s x̃` from the model's vector–Jacobian product (its derivative
+//! graph). Two model calls per step (the score and the product); Chung et al.'s step size
+//! `ζ/‖r‖`.
 
-use ndarray::{Array2, Zip};
+use ndarray::{Array1, Array2, ArrayView1, Zip};
 
 use crate::DiffusionError;
 use crate::ScoreModel;
@@ -44,11 +63,166 @@ pub struct Inpaint {
     pub resample: Option<Resample>,
 }
 
+/// Colorization of `[3, H, W]` samples from their gray images (channel means).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Colorize {
+    /// Gray images `[rows, H·W]` in model space (the mean of the three channels), one row per
+    /// sample or a single row for all.
+    pub gray: Array2<f64>,
+}
+
+/// A linear measurement operator `A`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LinearOperator {
+    /// `A x = m ⊙ x` with a 0/1 mask of length `d` (inpainting as a measurement).
+    Mask(Array1<f64>),
+    /// Super-resolution: the mean over `factor × factor` blocks of each channel of
+    /// `[C, H, W]` samples (`H`, `W` multiples of `factor`), giving `[C, H/f, W/f]`.
+    BlockAverage {
+        /// `[C, H, W]`.
+        shape: [usize; 3],
+        /// The block size.
+        factor: usize,
+    },
+    /// A per-pixel channel mix `y[:, p] = M x[:, p]` of `[C, H·W]` samples (`M` `[C', C]`;
+    /// grayscale is the row `(⅓, ⅓, ⅓)`).
+    ChannelMix {
+        /// `M`.
+        matrix: Array2<f64>,
+        /// `H·W`.
+        pixels: usize,
+    },
+}
+
+impl LinearOperator {
+    /// Length of the measurement `A x` for samples of dimension `d`.
+    pub fn output_dim(&self, d: usize) -> Result<usize, DiffusionError> {
+        match self {
+            LinearOperator::Mask(m) => {
+                if m.len() != d {
+                    return Err(DiffusionError::shape("measurement mask", [d], [m.len()]));
+                }
+                Ok(d)
+            }
+            LinearOperator::BlockAverage { shape, factor } => {
+                let [c, h, w] = *shape;
+                if c * h * w != d || *factor == 0 || h % factor != 0 || w % factor != 0 {
+                    return Err(DiffusionError::invalid(
+                        "block average",
+                        format!(
+                            "samples of dimension {d} are not [{c}, {h}, {w}] with sides divisible by {factor}"
+                        ),
+                    ));
+                }
+                Ok(c * (h / factor) * (w / factor))
+            }
+            LinearOperator::ChannelMix { matrix, pixels } => {
+                if matrix.ncols() * pixels != d || matrix.nrows() == 0 {
+                    return Err(DiffusionError::invalid(
+                        "channel mix",
+                        format!(
+                            "a [{}, {}] matrix over {pixels} pixels does not fit samples of dimension {d}",
+                            matrix.nrows(),
+                            matrix.ncols()
+                        ),
+                    ));
+                }
+                Ok(matrix.nrows() * pixels)
+            }
+        }
+    }
+
+    /// `A x` of one sample.
+    pub fn apply(&self, x: ArrayView1<'_, f64>) -> Array1<f64> {
+        match self {
+            LinearOperator::Mask(m) => &x * m,
+            LinearOperator::BlockAverage { shape, factor } => {
+                let [c, h, w] = *shape;
+                let (ho, wo, f) = (h / factor, w / factor, *factor);
+                let mut y = Array1::zeros(c * ho * wo);
+                let inv = 1.0 / (f * f) as f64;
+                for ch in 0..c {
+                    for i in 0..h {
+                        for j in 0..w {
+                            y[ch * ho * wo + (i / f) * wo + j / f] +=
+                                inv * x[ch * h * w + i * w + j];
+                        }
+                    }
+                }
+                y
+            }
+            LinearOperator::ChannelMix { matrix, pixels } => {
+                let (co, ci) = matrix.dim();
+                let mut y = Array1::zeros(co * pixels);
+                for o in 0..co {
+                    for i in 0..ci {
+                        let m = matrix[[o, i]];
+                        for p in 0..*pixels {
+                            y[o * pixels + p] += m * x[i * pixels + p];
+                        }
+                    }
+                }
+                y
+            }
+        }
+    }
+
+    /// `Aᵀ r` for one measurement residual `r`.
+    pub fn adjoint(&self, r: ArrayView1<'_, f64>, d: usize) -> Array1<f64> {
+        match self {
+            LinearOperator::Mask(m) => &r * m,
+            LinearOperator::BlockAverage { shape, factor } => {
+                let [c, h, w] = *shape;
+                let (ho, wo, f) = (h / factor, w / factor, *factor);
+                let inv = 1.0 / (f * f) as f64;
+                let mut x = Array1::zeros(d);
+                for ch in 0..c {
+                    for i in 0..h {
+                        for j in 0..w {
+                            x[ch * h * w + i * w + j] =
+                                inv * r[ch * ho * wo + (i / f) * wo + j / f];
+                        }
+                    }
+                }
+                x
+            }
+            LinearOperator::ChannelMix { matrix, pixels } => {
+                let (co, ci) = matrix.dim();
+                let mut x = Array1::zeros(d);
+                for o in 0..co {
+                    for i in 0..ci {
+                        let m = matrix[[o, i]];
+                        for p in 0..*pixels {
+                            x[i * pixels + p] += m * r[o * pixels + p];
+                        }
+                    }
+                }
+                x
+            }
+        }
+    }
+}
+
+/// Diffusion posterior sampling for `y = A x₀ + n`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dps {
+    /// The measurements `[rows, m]`, one row per sample or a single row for all.
+    pub y: Array2<f64>,
+    /// `A`.
+    pub operator: LinearOperator,
+    /// The step size ζ (Chung et al. use 0.1–1 for images).
+    pub scale: f64,
+}
+
 /// A constraint on the samples of a request.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Constraint {
     /// Inpainting / imputation by replacement.
     Inpaint(Inpaint),
+    /// Colorization by replacement in the decoupled gray/colour basis.
+    Colorize(Colorize),
+    /// Diffusion posterior sampling for a linear inverse problem.
+    Dps(Dps),
 }
 
 impl Constraint {
@@ -65,22 +239,37 @@ impl Constraint {
     pub fn resample(&self) -> Option<Resample> {
         match self {
             Constraint::Inpaint(i) => i.resample,
+            _ => None,
         }
+    }
+
+    /// Whether the constraint needs the model's vector–Jacobian products.
+    pub fn needs_vjp(&self) -> bool {
+        matches!(self, Constraint::Dps(_))
     }
 
     /// Checks shapes against `count` samples of dimension `d`.
     pub fn validate(&self, d: usize, count: usize) -> Result<(), DiffusionError> {
+        let rows_ok = |what: &'static str, a: &Array2<f64>, cols: usize| {
+            if a.ncols() != cols || !(a.nrows() == 1 || a.nrows() == count) {
+                return Err(DiffusionError::shape(
+                    what,
+                    format!("[1 or {count}, {cols}]"),
+                    a.shape(),
+                ));
+            }
+            if let Some((r, j)) = find(a, |v| !v.is_finite()) {
+                return Err(DiffusionError::invalid(
+                    what,
+                    format!("not finite at row {r}, entry {j}"),
+                ));
+            }
+            Ok(())
+        };
         match self {
             Constraint::Inpaint(i) => {
-                for (what, a) in [("inpainting data", &i.data), ("inpainting mask", &i.mask)] {
-                    if a.ncols() != d || !(a.nrows() == 1 || a.nrows() == count) {
-                        return Err(DiffusionError::shape(
-                            what,
-                            format!("[1 or {count}, {d}]"),
-                            a.shape(),
-                        ));
-                    }
-                }
+                rows_ok("inpainting data", &i.data, d)?;
+                rows_ok("inpainting mask", &i.mask, d)?;
                 if let Some((r, j)) = find(&i.mask, |v| v != 0.0 && v != 1.0) {
                     return Err(DiffusionError::invalid(
                         "inpainting mask",
@@ -88,12 +277,6 @@ impl Constraint {
                             "must be 0 or 1, found {} at row {r}, entry {j}",
                             i.mask[[r, j]]
                         ),
-                    ));
-                }
-                if let Some((r, j)) = find(&i.data, |v| !v.is_finite()) {
-                    return Err(DiffusionError::invalid(
-                        "inpainting data",
-                        format!("not finite at row {r}, entry {j}"),
                     ));
                 }
                 if let Some(rs) = i.resample
@@ -109,11 +292,33 @@ impl Constraint {
                 }
                 Ok(())
             }
+            Constraint::Colorize(c) => {
+                if d % 3 != 0 {
+                    return Err(DiffusionError::invalid(
+                        "colorize",
+                        format!(
+                            "needs 3-channel samples [3, H, W]; dimension {d} is not a multiple of 3"
+                        ),
+                    ));
+                }
+                rows_ok("gray images", &c.gray, d / 3)
+            }
+            Constraint::Dps(p) => {
+                let m = p.operator.output_dim(d)?;
+                rows_ok("measurements", &p.y, m)?;
+                if !(p.scale >= 0.0 && p.scale.is_finite()) {
+                    return Err(DiffusionError::invalid(
+                        "dps scale",
+                        format!("must be finite and ≥ 0, got {}", p.scale),
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
-    /// Replaces the known entries of `x` (a state at noise level `sigma`, time `t`; σ-space
-    /// coordinates when `scaled`) by the forward-noised data.
+    /// Applies the constraint to `x` (a state at noise level `sigma`, time `t`; σ-space
+    /// coordinates when `scaled`) after a sampler step.
     pub(crate) fn project<T: Real, M: ScoreModel<T> + ?Sized>(
         &self,
         ctx: &mut Ctx<'_, T, M>,
@@ -122,24 +327,24 @@ impl Constraint {
         t: f64,
         scaled: bool,
     ) -> Result<(), DiffusionError> {
+        // The known part is `a y + b z` at this level.
+        let (a, b) = if sigma == 0.0 {
+            (1.0, 0.0)
+        } else if scaled {
+            (1.0, sigma)
+        } else {
+            (ctx.sde.mean_scale(t), ctx.sde.std(t))
+        };
         match self {
             Constraint::Inpaint(i) => {
-                let (a, b) = if sigma == 0.0 {
-                    (1.0, 0.0)
-                } else if scaled {
-                    (1.0, sigma)
-                } else {
-                    (ctx.sde.mean_scale(t), ctx.sde.std(t))
-                };
                 let mut z = Array2::<T>::zeros(x.raw_dim());
                 if b > 0.0 {
                     ctx.constraint_normals(z.view_mut());
                 }
                 let (a, b) = (T::c(a), T::c(b));
-                let (dr, mr) = (i.data.nrows(), i.mask.nrows());
                 for (r, (mut xr, zr)) in x.outer_iter_mut().zip(z.outer_iter()).enumerate() {
-                    let y = i.data.row(if dr == 1 { 0 } else { r });
-                    let m = i.mask.row(if mr == 1 { 0 } else { r });
+                    let y = row(&i.data, r);
+                    let m = row(&i.mask, r);
                     Zip::from(&mut xr)
                         .and(&y)
                         .and(&m)
@@ -152,8 +357,89 @@ impl Constraint {
                 }
                 Ok(())
             }
+            Constraint::Colorize(c) => {
+                let pixels = x.ncols() / 3;
+                let mut z = Array2::<T>::zeros((x.nrows(), pixels));
+                if b > 0.0 {
+                    ctx.constraint_normals(z.view_mut());
+                }
+                let third = T::c(1.0 / 3.0);
+                let (a, bz) = (T::c(a), T::c(b / 3f64.sqrt()));
+                for (r, (mut xr, zr)) in x.outer_iter_mut().zip(z.outer_iter()).enumerate() {
+                    let g = row(&c.gray, r);
+                    for p in 0..pixels {
+                        let mean = (xr[p] + xr[pixels + p] + xr[2 * pixels + p]) * third;
+                        let target = a * T::c(g[p]) + bz * zr[p];
+                        let shift = target - mean;
+                        for ch in 0..3 {
+                            xr[ch * pixels + p] += shift;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Constraint::Dps(p) => {
+                if sigma == 0.0 || p.scale == 0.0 {
+                    return Ok(());
+                }
+                dps_step(ctx, p, x, sigma, t, scaled)
+            }
         }
     }
+}
+
+/// One DPS correction of `x` at level `(σ̃, t)` (see the module documentation).
+fn dps_step<T: Real, M: ScoreModel<T> + ?Sized>(
+    ctx: &mut Ctx<'_, T, M>,
+    p: &Dps,
+    x: &mut Array2<T>,
+    sigma: f64,
+    t: f64,
+    scaled: bool,
+) -> Result<(), DiffusionError> {
+    let sde = ctx.sde;
+    let s = sde.mean_scale(t);
+    // Work on x̃ = x/s.
+    let xt: Array2<T> = if scaled {
+        x.clone()
+    } else {
+        x.mapv(|v| v / T::c(s))
+    };
+    let mut den = Array2::zeros(xt.raw_dim());
+    ctx.denoise(xt.view(), sigma, t, &mut den)?;
+    let d = xt.ncols();
+    let mut g = Array2::<T>::zeros(xt.raw_dim());
+    let mut norms = vec![0.0; xt.nrows()];
+    for (r, mut gr) in g.outer_iter_mut().enumerate() {
+        let x0 = den.row(r).mapv(|v| v.f64());
+        let y = row(&p.y, r);
+        let res = &y - &p.operator.apply(x0.view());
+        let n = res.dot(&res).sqrt();
+        norms[r] = n;
+        let back = p.operator.adjoint(res.view(), d);
+        gr.zip_mut_with(&back, |a, &b| *a = T::c(b));
+    }
+    // vᵀ(∂x̂₀/∂x̃) = v + σ̃² s² (vᵀJ)(s x̃).
+    let xs = xt.mapv(|v| v * T::c(s));
+    let mut jt = Array2::<T>::zeros(xt.raw_dim());
+    ctx.score_vjp(xs.view(), t, g.view(), jt.view_mut())?;
+    let c = T::c(sigma * sigma * s * s);
+    Zip::from(&mut g).and(&jt).for_each(|g, &j| *g += c * j);
+    for (r, (mut xr, gr)) in x.outer_iter_mut().zip(g.outer_iter()).enumerate() {
+        if norms[r] == 0.0 {
+            continue;
+        }
+        // In model space x = s x̃, so the step is s times the step in x̃.
+        let step = p.scale / norms[r] * if scaled { 1.0 } else { s };
+        let step = T::c(step);
+        Zip::from(&mut xr).and(&gr).for_each(|x, &g| *x += step * g);
+    }
+    Ok(())
+}
+
+/// Row `r` of a per-sample array, or its only row.
+fn row(a: &Array2<f64>, r: usize) -> ArrayView1<'_, f64> {
+    a.row(if a.nrows() == 1 { 0 } else { r })
 }
 
 fn find(a: &Array2<f64>, bad: impl Fn(f64) -> bool) -> Option<(usize, usize)> {

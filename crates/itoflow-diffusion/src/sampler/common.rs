@@ -113,6 +113,39 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
         Ok(())
     }
 
+    /// `out ← vᵀ J` per row, `J = ∂∇ₓ log p_t(x | c)/∂x` at the common time `t` (the guided
+    /// score's vector–Jacobian product; calls of at most `max_batch` rows).
+    pub fn score_vjp(
+        &mut self,
+        x: ArrayView2<'_, T>,
+        t: f64,
+        v: ArrayView2<'_, T>,
+        mut out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), DiffusionError> {
+        let n = x.nrows();
+        if self.times.len() != n {
+            self.times = Array1::zeros(n);
+        }
+        self.times.fill(T::c(t));
+        let chunk = self.model.max_batch().unwrap_or(n).max(1);
+        let all = self.cond.map(|c| c.view()).unwrap_or_default();
+        let mut start = 0;
+        while start < n {
+            let end = (start + chunk).min(n);
+            self.model
+                .score_vjp(
+                    x.slice(s![start..end, ..]),
+                    self.times.slice(s![start..end]),
+                    all.rows(start..end),
+                    v.slice(s![start..end, ..]),
+                    out.slice_mut(s![start..end, ..]),
+                )
+                .map_err(|e| DiffusionError::from_score(e, self.first as usize + start, |_| t))?;
+            start = end;
+        }
+        Ok(())
+    }
+
     /// The denoiser in scaled coordinates (Karras et al. 2022, Eq. 3 with Tweedie's formula):
     /// `out ← D(x̃; σ̃) = x̃ + σ̃² s(t) ∇ₓ log p_t(s(t) x̃)` at the level `(σ̃, t)`, `σ̃ > 0`.
     pub fn denoise(

@@ -730,10 +730,39 @@ impl<'a, M: ?Sized> SampleRequest<'a, M> {
         let d = model.dim();
         let spec = model.conditioning();
         let cond = cond.filter(|c| !c.is_none());
-        if let Some(c) = cond {
-            c.validate(spec, count, indices.start)?;
-        }
         guidance.validate(sde, spec, cond.is_some())?;
+        if let Some(c) = cond {
+            match guidance {
+                // An unconditional model guided by a classifier: the labels are the
+                // classifier's.
+                Guidance::Classifier { classifier, .. } if !spec.is_conditional() => {
+                    let k = classifier.num_classes() as i64;
+                    let labels = c.labels.as_ref().ok_or_else(|| {
+                        DiffusionError::invalid(
+                            "guidance",
+                            "classifier guidance needs a class label for every sample",
+                        )
+                    })?;
+                    if labels.len() != count {
+                        return Err(DiffusionError::shape("labels", [count], labels.shape()));
+                    }
+                    if let Some((r, y)) = labels
+                        .iter()
+                        .enumerate()
+                        .find(|(_, y)| !(0..k).contains(*y))
+                    {
+                        return Err(DiffusionError::Condition {
+                            sample: (indices.start + r as u64) as usize,
+                            reason: format!(
+                                "label {y} is not a class 0..{} of the classifier",
+                                k - 1
+                            ),
+                        });
+                    }
+                }
+                _ => c.validate(spec, count, indices.start)?,
+            }
+        }
         if let Some(c) = constraint {
             c.validate(d, count)?;
             if matches!(sampler, Sampler::Ode(_)) {
@@ -742,6 +771,13 @@ impl<'a, M: ?Sized> SampleRequest<'a, M> {
                      replace known entries between its steps)"
                         .into(),
                 ));
+            }
+            if c.needs_vjp() && !model.capabilities().vjp {
+                return Err(DiffusionError::Unsupported(format!(
+                    "diffusion posterior sampling needs the model's vector–Jacobian products \
+                     (a derivative graph), which {} lacks",
+                    model.describe()
+                )));
             }
             if c.resample().is_some() && sampler.is_score_sde() {
                 return Err(DiffusionError::Unsupported(format!(
