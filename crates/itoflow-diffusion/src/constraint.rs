@@ -106,7 +106,11 @@ impl LinearOperator {
             }
             LinearOperator::BlockAverage { shape, factor } => {
                 let [c, h, w] = *shape;
-                if c * h * w != d || *factor == 0 || h % factor != 0 || w % factor != 0 {
+                if c * h * w != d
+                    || *factor == 0
+                    || !h.is_multiple_of(*factor)
+                    || !w.is_multiple_of(*factor)
+                {
                     return Err(DiffusionError::invalid(
                         "block average",
                         format!(
@@ -293,7 +297,7 @@ impl Constraint {
                 Ok(())
             }
             Constraint::Colorize(c) => {
-                if d % 3 != 0 {
+                if !d.is_multiple_of(3) {
                     return Err(DiffusionError::invalid(
                         "colorize",
                         format!(
