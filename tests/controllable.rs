@@ -314,15 +314,14 @@ fn conditional_likelihood_matches_the_closed_form() {
         .conditioning(&cond)
         .run()
         .unwrap();
-    for r in 0..6 {
-        let class = model.class(labels[r] as usize).unwrap();
+    for (r, &label) in labels.iter().enumerate() {
+        let class = model.class(label as usize).unwrap();
         let exact = class.log_density(x.row(r), out.eps);
         let p_t = class.log_density(out.latents.row(r), out.t_end);
         let ode_err = (p_t + out.delta_logp[r] - exact).abs();
         let mismatch = (out.prior_logp[r] - p_t).abs();
         eprintln!(
-            "sample {r} (class {}): ODE error {ode_err:.1e}, prior mismatch {mismatch:.1e}",
-            labels[r]
+            "sample {r} (class {label}): ODE error {ode_err:.1e}, prior mismatch {mismatch:.1e}"
         );
         assert!(ode_err < 1e-3, "sample {r}: {ode_err}");
         assert!((out.logp[r] - exact).abs() < 1e-3 + mismatch);
