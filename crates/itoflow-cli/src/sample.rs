@@ -10,7 +10,8 @@ use itoflow_diffusion::constraint::{Constraint, Inpaint, Resample};
 use itoflow_diffusion::guidance::Guidance;
 use itoflow_diffusion::onnx::OnnxClassifier;
 use itoflow_diffusion::sampler::{
-    Ancestral, Corrector, SampleRequest, Sampler, SamplerProgress, SdeSolverType, Start,
+    Ancestral, Corrector, DdpmVariance, SampleRequest, Sampler, SamplerProgress, SdeSolverType,
+    Start, UniPcVariant,
 };
 use itoflow_diffusion::schedule::Schedule;
 use itoflow_diffusion::{Conditioning, ForwardSde, ScoreModel};
@@ -57,6 +58,22 @@ fn parse_corrector(s: &str) -> Result<Corrector, String> {
     }
 }
 
+fn parse_unipc_variant(s: &str) -> Result<UniPcVariant, String> {
+    match s {
+        "bh1" => Ok(UniPcVariant::Bh1),
+        "bh2" => Ok(UniPcVariant::Bh2),
+        _ => Err(format!("'{s}': expected bh1 or bh2")),
+    }
+}
+
+fn parse_variance(s: &str) -> Result<DdpmVariance, String> {
+    match s {
+        "fixed-small" => Ok(DdpmVariance::FixedSmall),
+        "fixed-large" => Ok(DdpmVariance::FixedLarge),
+        _ => Err(format!("'{s}': expected fixed-small or fixed-large")),
+    }
+}
+
 fn parse_solver_type(s: &str) -> Result<SdeSolverType, String> {
     match s {
         "midpoint" => Ok(SdeSolverType::Midpoint),
@@ -100,10 +117,10 @@ pub struct SampleArgs {
     /// else the SDE's).
     #[arg(long, allow_negative_numbers = true)]
     eps: Option<f64>,
-    /// Relative tolerance (ode).
+    /// Relative tolerance (ode, dpm-adaptive).
     #[arg(long, allow_negative_numbers = true)]
     rtol: Option<f64>,
-    /// Absolute tolerance (ode).
+    /// Absolute tolerance (ode, dpm-adaptive).
     #[arg(long, allow_negative_numbers = true)]
     atol: Option<f64>,
     /// Signal-to-noise ratio of the Langevin corrector (pc).
@@ -120,17 +137,31 @@ pub struct SampleArgs {
     /// default 1).
     #[arg(long, allow_negative_numbers = true)]
     eta: Option<f64>,
-    /// End a schedule of fewer than 15 levels with a first-order step (dpmpp-2m; diffusers'
-    /// `lower_order_final`).
+    /// Lower the order at the end of the schedule (dpmpp-2m: off by default, a first-order last
+    /// step on schedules shorter than 15 not ending at 0; dpm-solver, unipc, deis: on by
+    /// default). `--lower-order-final` alone means true.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    lower_order_final: Option<bool>,
+    /// UniPC's B(h): bh1 or bh2 (default bh2).
+    #[arg(long, value_parser = parse_unipc_variant)]
+    variant: Option<UniPcVariant>,
+    /// Without UniPC's corrector (UniP alone).
     #[arg(long)]
-    lower_order_final: bool,
+    no_corrector: bool,
+    /// DDPM's step variance: fixed-small (the posterior's, default) or fixed-large (β).
+    #[arg(long, value_parser = parse_variance)]
+    variance: Option<DdpmVariance>,
+    /// Clamp the denoised estimate to [−C, C] in the update (ddim, ddpm; diffusers'
+    /// `clip_sample`).
+    #[arg(long, allow_negative_numbers = true, value_name = "C")]
+    clip: Option<f64>,
     /// Total churn `S_churn` (euler, heun, dpm2; 0 = deterministic; Karras et al. 2022, Alg. 2).
     #[arg(long, allow_negative_numbers = true)]
     churn: Option<f64>,
     /// Noise inflation `S_noise` (churn, ancestral and SDE samplers; default 1).
     #[arg(long, allow_negative_numbers = true)]
     s_noise: Option<f64>,
-    /// Order (lms: 1–4).
+    /// Order (lms: 1–4; dpm-solver, unipc, deis: 1–3; dpm-adaptive: 2 or 3).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4))]
     order: Option<u64>,
     /// Second-order correction of dpmpp-2m-sde: midpoint or heun.
@@ -270,20 +301,90 @@ impl SampleArgs {
                     used.push("s-noise");
                 }
             }
-            Sampler::Ddim { eta } => {
+            Sampler::Ddim { eta, clip } => {
                 if let Some(v) = self.eta {
                     *eta = nonneg("eta", v)?;
                     used.push("eta");
                 }
+                if let Some(c) = self.clip {
+                    *clip = Some(positive("clip", c)?);
+                    used.push("clip");
+                }
+            }
+            Sampler::Ddpm { variance, clip } => {
+                if let Some(v) = self.variance {
+                    *variance = v;
+                    used.push("variance");
+                }
+                if let Some(c) = self.clip {
+                    *clip = Some(positive("clip", c)?);
+                    used.push("clip");
+                }
             }
             Sampler::DpmPp2m { lower_order_final } => {
-                *lower_order_final = self.lower_order_final;
-                used.push("lower-order-final");
+                if let Some(v) = self.lower_order_final {
+                    *lower_order_final = v;
+                    used.push("lower-order-final");
+                }
             }
             Sampler::Lms { order } => {
                 if let Some(v) = self.order {
                     *order = v as usize;
                     used.push("order");
+                }
+            }
+            Sampler::DpmSolver {
+                order,
+                lower_order_final,
+            }
+            | Sampler::Deis {
+                order,
+                lower_order_final,
+            } => {
+                if let Some(v) = self.order {
+                    *order = v as usize;
+                    used.push("order");
+                }
+                if let Some(v) = self.lower_order_final {
+                    *lower_order_final = v;
+                    used.push("lower-order-final");
+                }
+            }
+            Sampler::UniPc {
+                order,
+                variant,
+                corrector,
+                lower_order_final,
+            } => {
+                if let Some(v) = self.order {
+                    *order = v as usize;
+                    used.push("order");
+                }
+                if let Some(v) = self.lower_order_final {
+                    *lower_order_final = v;
+                    used.push("lower-order-final");
+                }
+                if let Some(v) = self.variant {
+                    *variant = v;
+                    used.push("variant");
+                }
+                if self.no_corrector {
+                    *corrector = false;
+                    used.push("no-corrector");
+                }
+            }
+            Sampler::DpmAdaptive(d) => {
+                if let Some(v) = self.order {
+                    d.order = v as usize;
+                    used.push("order");
+                }
+                if let Some(v) = self.rtol {
+                    d.rtol = positive("rtol", v)?;
+                    used.push("rtol");
+                }
+                if let Some(v) = self.atol {
+                    d.atol = positive("atol", v)?;
+                    used.push("atol");
                 }
             }
             Sampler::EulerAncestral(a)
@@ -304,7 +405,7 @@ impl SampleArgs {
             *solver = t;
             used.push("solver-type");
         }
-        let given: [(&str, bool); 12] = [
+        let given: [(&str, bool); 16] = [
             ("snr", self.snr.is_some()),
             ("corrector", self.corrector.is_some()),
             ("corrector-steps", self.corrector_steps.is_some()),
@@ -313,7 +414,11 @@ impl SampleArgs {
             ("churn", self.churn.is_some()),
             ("s-noise", self.s_noise.is_some()),
             ("eta", self.eta.is_some()),
-            ("lower-order-final", self.lower_order_final),
+            ("lower-order-final", self.lower_order_final.is_some()),
+            ("variant", self.variant.is_some()),
+            ("no-corrector", self.no_corrector),
+            ("variance", self.variance.is_some()),
+            ("clip", self.clip.is_some()),
             ("order", self.order.is_some()),
             ("solver-type", self.solver_type.is_some()),
             ("schedule", self.schedule.is_some() && !s.takes_schedule()),

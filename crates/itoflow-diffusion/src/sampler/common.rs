@@ -176,6 +176,63 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
         Ok(())
     }
 
+    /// The denoiser for rows at their own levels: row `k` of `xt` is request row `rows[k]` at
+    /// noise level `sigmas[k]` (σ̃ > 0). One score evaluation.
+    pub fn denoise_rows(
+        &mut self,
+        xt: ArrayView2<'_, T>,
+        sigmas: &[f64],
+        rows: &[usize],
+        out: &mut Array2<T>,
+    ) -> Result<(), DiffusionError> {
+        let n = xt.nrows();
+        let ts: Vec<f64> = sigmas.iter().map(|&s| self.sde.t_of_sigma_tilde(s)).collect();
+        let scale: Vec<f64> = ts.iter().map(|&t| self.sde.mean_scale(t)).collect();
+        let mut scaled = Array2::<T>::zeros(xt.raw_dim());
+        for (k, (mut r, x)) in scaled.outer_iter_mut().zip(xt.outer_iter()).enumerate() {
+            let m = T::c(scale[k]);
+            ndarray::Zip::from(&mut r).and(&x).for_each(|a, &b| *a = b * m);
+        }
+        if out.dim() != xt.dim() {
+            *out = Array2::zeros(xt.raw_dim());
+        }
+        let times: Array1<T> = ts.iter().map(|&t| T::c(t)).collect();
+        let selected = self.cond.map(|c| c.select(rows));
+        let all = selected.as_ref().map(|c| c.view()).unwrap_or_default();
+        let chunk = self.model.max_batch().unwrap_or(n).max(1);
+        let mut start = 0;
+        while start < n {
+            let end = (start + chunk).min(n);
+            self.model
+                .score(
+                    scaled.slice(s![start..end, ..]),
+                    times.slice(s![start..end]),
+                    all.rows(start..end),
+                    out.slice_mut(s![start..end, ..]),
+                )
+                .map_err(|e| match e {
+                    crate::ScoreError::NonFinite { row, t } => DiffusionError::NonFiniteScore {
+                        sample: self.first as usize + rows[start + row],
+                        t,
+                    },
+                    other => DiffusionError::from_score(
+                        other,
+                        self.first as usize + rows[start],
+                        |_| ts[start],
+                    ),
+                })?;
+            start = end;
+        }
+        for (k, (mut o, x)) in out.outer_iter_mut().zip(xt.outer_iter()).enumerate() {
+            let c = T::c(sigmas[k] * sigmas[k] * scale[k]);
+            ndarray::Zip::from(&mut o)
+                .and(&x)
+                .for_each(|o, &x| *o = x + c * *o);
+        }
+        self.nfe += 1;
+        Ok(())
+    }
+
     /// The draw number of the next `tag` draw (and counts it).
     fn next_draw(&mut self, tag: u32) -> usize {
         match self.draws.iter_mut().find(|(t, _)| *t == tag) {
@@ -284,6 +341,21 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
     /// [`tags::PREDICTOR`]).
     pub fn step_noise(&mut self, _from: f64, _to: f64, out: ArrayViewMut2<'_, T>) {
         self.normals(tags::PREDICTOR, out);
+    }
+
+    /// Reports the progress of an adaptive run: `done` samples (or step groups) finished, the
+    /// least advanced at noise level `sigma`.
+    pub fn progress_adaptive(&mut self, done: usize, sigma: f64) {
+        let nfe = self.nfe;
+        let t = self.sde.t_of_sigma_tilde(sigma);
+        if let Some(p) = self.progress.as_mut() {
+            p(SamplerProgress {
+                step: done,
+                total: 0,
+                nfe,
+                t,
+            });
+        }
     }
 
     /// Hands the progress callback to a nested solver.

@@ -267,22 +267,29 @@ pub(super) fn euler_ancestral<T: Real, M: ScoreModel<T> + ?Sized>(
 ///
 /// (the paper's `σ_t(η)` divided by `√ᾱ_{t−1}`; for VP identical to Eq. 12 and to diffusers'
 /// `DDIMScheduler`). η = 0 is the Euler method for the PF-ODE in σ̃ (first order); η = 1 is
-/// DDPM's posterior variance. The same update as [`euler_ancestral`] with `S_noise = 1`.
+/// DDPM's posterior variance. The same update as [`euler_ancestral`] with `S_noise = 1`. With
+/// `clip`, `x̂₀` is clamped to `[−c, c]` in the mean (diffusers' `clip_sample`; `ε̂` stays the
+/// model's).
 pub(super) fn ddim<T: Real, M: ScoreModel<T> + ?Sized>(
     ctx: &mut Ctx<'_, T, M>,
     levels: &Levels,
     eta: f64,
+    clip: Option<f64>,
     x: &mut Array2<T>,
 ) -> Result<(), DiffusionError> {
     let mut w = Work::new(x);
+    let (lo, hi) = clip.map_or((T::c(f64::NEG_INFINITY), T::c(f64::INFINITY)), |c| {
+        (T::c(-c), T::c(c))
+    });
     for i in 0..levels.steps() {
         let (s, next) = (levels.sigma[i], levels.sigma[i + 1]);
         ctx.denoise(x.view(), s, levels.t[i], &mut w.den)?;
         let c = eta * next * (s * s - next * next).max(0.0).sqrt() / s;
         let a = T::c((next * next - c * c).max(0.0).sqrt() / s);
+        // ε̂ from the model's x̂₀; the clamped x̂₀ (diffusers' clip_sample) in the mean.
         Zip::from(&mut *x)
             .and(&w.den)
-            .for_each(|x, &dn| *x = dn + a * (*x - dn));
+            .for_each(|x, &dn| *x = dn.max(lo).min(hi) + a * (*x - dn));
         if c > 0.0 {
             add_noise(ctx, x, &mut w.z, s, next, c);
         }
@@ -412,6 +419,56 @@ pub(super) fn dpmpp_sde<T: Real, M: ScoreModel<T> + ?Sized>(
             if su > 0.0 {
                 add_noise(ctx, x, &mut w.z, s, next, s_noise * su);
             }
+        }
+        ctx.after_step(x, next, levels.t[i + 1], true)?;
+    }
+    Ok(())
+}
+
+/// The variance of DDPM's reverse step (diffusers' `DDPMScheduler.variance_type`): between
+/// levels with `ᾱ_t`, `ᾱ_prev` (`β = 1 − ᾱ_t/ᾱ_prev`), the posterior variance
+/// `β̃ = (1 − ᾱ_prev)/(1 − ᾱ_t) β` (`FixedSmall`, Ho et al.'s σ² = β̃) or `β` (`FixedLarge`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DdpmVariance {
+    /// `β̃`, the true posterior variance given `x₀` (diffusers' default).
+    #[default]
+    FixedSmall,
+    /// `β`.
+    FixedLarge,
+}
+
+/// DDPM ancestral sampling (Ho et al. 2020, Alg. 2; diffusers' `DDPMScheduler`) between the
+/// schedule's levels, in scaled coordinates: with `r = σ̃_{i+1}²/σ̃_i²` the posterior mean is
+/// `x̃ ← (1 − r) x̂₀ + r x̃` (`x̂₀ = D(x̃_i; σ̃_i)`, clamped to `[−c, c]` with `clip`, as diffusers'
+/// `clip_sample`), plus noise of variance `β̃/ᾱ_{i+1} = σ̃_{i+1}² (1 − r)` (`FixedSmall`) or
+/// `β/ᾱ_{i+1} = (σ̃_i² − σ̃_{i+1}²)(1 + σ̃_{i+1}²)/(1 + σ̃_i²)` (`FixedLarge`), none on the step to
+/// σ̃ = 0. N model calls.
+pub(super) fn ddpm<T: Real, M: ScoreModel<T> + ?Sized>(
+    ctx: &mut Ctx<'_, T, M>,
+    levels: &Levels,
+    variance: DdpmVariance,
+    clip: Option<f64>,
+    x: &mut Array2<T>,
+) -> Result<(), DiffusionError> {
+    let mut w = Work::new(x);
+    for i in 0..levels.steps() {
+        let (s, next) = (levels.sigma[i], levels.sigma[i + 1]);
+        ctx.denoise(x.view(), s, levels.t[i], &mut w.den)?;
+        if let Some(c) = clip {
+            let (lo, hi) = (T::c(-c), T::c(c));
+            w.den.mapv_inplace(|v| v.max(lo).min(hi));
+        }
+        let r = (next * next) / (s * s);
+        let (a, b) = (T::c(1.0 - r), T::c(r));
+        Zip::from(&mut *x)
+            .and(&w.den)
+            .for_each(|x, &d| *x = a * d + b * *x);
+        if next > 0.0 {
+            let var = match variance {
+                DdpmVariance::FixedSmall => next * next * (1.0 - r),
+                DdpmVariance::FixedLarge => (s * s - next * next) * (1.0 + next * next) / (1.0 + s * s),
+            };
+            add_noise(ctx, x, &mut w.z, s, next, var.max(0.0).sqrt());
         }
         ctx.after_step(x, next, levels.t[i + 1], true)?;
     }

@@ -68,6 +68,7 @@
 
 pub(crate) mod common;
 mod corrector;
+mod dpm_solver;
 mod euler;
 mod multistep;
 mod ode;
@@ -91,7 +92,9 @@ use common::Ctx;
 pub use corrector::{
     annealed_langevin_step, expected_normal_norm, langevin_step, langevin_step_batch,
 };
-pub use multistep::SdeSolverType;
+pub use dpm_solver::DpmAdaptive;
+pub use euler::DdpmVariance;
+pub use multistep::{SdeSolverType, UniPcVariant};
 
 /// Random-stream tags of the samplers (see the module documentation).
 pub mod tags {
@@ -249,6 +252,8 @@ pub enum Sampler {
     Ddim {
         /// η.
         eta: f64,
+        /// Clamp the denoised estimate to `[−c, c]` in the update (diffusers' `clip_sample`).
+        clip: Option<f64>,
     },
     /// DPM-Solver++(2M) (`dpmpp-2m`).
     DpmPp2m {
@@ -285,6 +290,40 @@ pub enum Sampler {
     },
     /// DPM-Solver++(3M) SDE (`dpmpp-3m-sde`).
     DpmPp3mSde(Ancestral),
+    /// DPM-Solver-1/2/3, singlestep (`dpm-solver`).
+    DpmSolver {
+        /// Order of every step, 1–3 (3).
+        order: usize,
+        /// A first-order last step (k-diffusion's `dpm_fast` allocation ends so).
+        lower_order_final: bool,
+    },
+    /// Adaptive DPM-Solver-12/23 (`dpm-adaptive`).
+    DpmAdaptive(DpmAdaptive),
+    /// UniPC (`unipc`).
+    UniPc {
+        /// Order 1–3 (2).
+        order: usize,
+        /// `B(h)`.
+        variant: UniPcVariant,
+        /// The UniC corrector (on).
+        corrector: bool,
+        /// Lower the order at the end (on, diffusers' default).
+        lower_order_final: bool,
+    },
+    /// DEIS-tAB (`deis`).
+    Deis {
+        /// Order 1–3 (2).
+        order: usize,
+        /// Orders 1 and 2 on the last two steps of schedules shorter than 15 (on).
+        lower_order_final: bool,
+    },
+    /// DDPM ancestral sampling (`ddpm`).
+    Ddpm {
+        /// The step's variance.
+        variance: DdpmVariance,
+        /// Clamp the denoised estimate to `[−c, c]` (diffusers' `clip_sample`).
+        clip: Option<f64>,
+    },
 }
 
 /// The stochasticity of an ancestral or SDE sampler: `η` scales the noise injected per step
@@ -327,7 +366,7 @@ impl Ancestral {
 
 impl Sampler {
     /// Every sampler's command-line name, in the order of the module table.
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 22] = [
         "em",
         "reverse-diffusion",
         "ancestral",
@@ -345,6 +384,11 @@ impl Sampler {
         "dpmpp-sde",
         "dpmpp-2m-sde",
         "dpmpp-3m-sde",
+        "dpm-solver",
+        "dpm-adaptive",
+        "unipc",
+        "deis",
+        "ddpm",
     ];
 
     /// The sampler called `name` (or an alias: `edm-heun`, `euler-maruyama`, `rk45`, …) with
@@ -364,7 +408,10 @@ impl Sampler {
             "ode" | "pf-ode" | "probability-flow" | "rk45" => Sampler::Ode(OdeSettings::default()),
             "euler" => Sampler::Euler(Churn::default()),
             "heun" | "edm-heun" | "edm" => Sampler::Heun(Churn::default()),
-            "ddim" => Sampler::Ddim { eta: 0.0 },
+            "ddim" => Sampler::Ddim {
+                eta: 0.0,
+                clip: None,
+            },
             "dpmpp-2m" | "dpm++2m" | "dpmpp2m" | "dpm-solver++" => Sampler::DpmPp2m {
                 lower_order_final: false,
             },
@@ -382,6 +429,25 @@ impl Sampler {
                 solver: SdeSolverType::Midpoint,
             },
             "dpmpp-3m-sde" => Sampler::DpmPp3mSde(Ancestral::default()),
+            "dpm-solver" | "dpm-fast" => Sampler::DpmSolver {
+                order: 3,
+                lower_order_final: true,
+            },
+            "dpm-adaptive" => Sampler::DpmAdaptive(DpmAdaptive::default()),
+            "unipc" => Sampler::UniPc {
+                order: 2,
+                variant: UniPcVariant::Bh2,
+                corrector: true,
+                lower_order_final: true,
+            },
+            "deis" => Sampler::Deis {
+                order: 2,
+                lower_order_final: true,
+            },
+            "ddpm" => Sampler::Ddpm {
+                variance: DdpmVariance::FixedSmall,
+                clip: None,
+            },
             _ => {
                 return Err(DiffusionError::invalid(
                     "sampler",
@@ -414,6 +480,11 @@ impl Sampler {
             Sampler::DpmPpSde { .. } => "dpmpp-sde",
             Sampler::DpmPp2mSde { .. } => "dpmpp-2m-sde",
             Sampler::DpmPp3mSde(_) => "dpmpp-3m-sde",
+            Sampler::DpmSolver { .. } => "dpm-solver",
+            Sampler::DpmAdaptive(_) => "dpm-adaptive",
+            Sampler::UniPc { .. } => "unipc",
+            Sampler::Deis { .. } => "deis",
+            Sampler::Ddpm { .. } => "ddpm",
         }
     }
 
@@ -424,9 +495,16 @@ impl Sampler {
             | Sampler::ReverseDiffusion { .. }
             | Sampler::Ancestral { .. }
             | Sampler::Pc { .. } => true,
-            Sampler::Ode(_) | Sampler::DpmPp2m { .. } | Sampler::Lms { .. } => false,
+            Sampler::Ode(_)
+            | Sampler::DpmPp2m { .. }
+            | Sampler::Lms { .. }
+            | Sampler::DpmSolver { .. }
+            | Sampler::DpmAdaptive(_)
+            | Sampler::UniPc { .. }
+            | Sampler::Deis { .. } => false,
+            Sampler::Ddpm { .. } => true,
             Sampler::Euler(c) | Sampler::Heun(c) | Sampler::Dpm2(c) => c.is_stochastic(),
-            Sampler::Ddim { eta } => eta > 0.0,
+            Sampler::Ddim { eta, .. } => eta > 0.0,
             Sampler::EulerAncestral(a)
             | Sampler::Dpm2Ancestral(a)
             | Sampler::DpmPp2sAncestral(a)
@@ -467,6 +545,11 @@ impl Sampler {
             Sampler::Ddim { .. } if edm => Schedule::karras(50),
             Sampler::Ddim { .. } => Schedule::uniform(50),
             Sampler::DpmPp2m { .. } => Schedule::exponential(20),
+            // k-diffusion's dpm_fast and dpm_adaptive step uniformly in λ.
+            Sampler::DpmSolver { .. } => Schedule::exponential(10),
+            Sampler::DpmAdaptive(_) => Schedule::exponential(2),
+            Sampler::Ddpm { .. } if edm => Schedule::karras(1000),
+            Sampler::Ddpm { .. } => Schedule::uniform(1000),
             _ => Schedule::karras(if edm { 18 } else { 25 }),
         })
     }
@@ -534,7 +617,8 @@ impl Sampler {
                     ))
                 }
             }
-            Sampler::Ddim { eta } => {
+            Sampler::Ddim { eta, clip } => {
+                check_clip(clip)?;
                 if eta >= 0.0 && eta.is_finite() {
                     Ok(())
                 } else {
@@ -544,8 +628,32 @@ impl Sampler {
                     ))
                 }
             }
+            Sampler::Ddpm { clip, .. } => check_clip(clip),
+            Sampler::DpmSolver { order, .. }
+            | Sampler::UniPc { order, .. }
+            | Sampler::Deis { order, .. } => {
+                if (1..=3).contains(&order) {
+                    Ok(())
+                } else {
+                    Err(DiffusionError::invalid(
+                        "order",
+                        format!("{} takes orders 1 to 3, got {order}", self.name()),
+                    ))
+                }
+            }
+            Sampler::DpmAdaptive(a) => a.validate(),
             _ => Ok(()),
         }
+    }
+}
+
+fn check_clip(clip: Option<f64>) -> Result<(), DiffusionError> {
+    match clip {
+        Some(c) if !(c > 0.0 && c.is_finite()) => Err(DiffusionError::invalid(
+            "clip",
+            format!("the clipping range must be positive and finite, got {c}"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -802,8 +910,8 @@ impl<'a, M: ?Sized> SampleRequest<'a, M> {
                 (score_sde::run(&mut ctx, &s, lv, x0)?, n, n, 0)
             }
             (s, Some(lv)) => {
-                let n = lv.steps();
-                (run_sigma(&mut ctx, &s, lv, x0)?, n, n, 0)
+                let (x, accepted, rejected) = run_sigma(&mut ctx, &s, lv, x0)?;
+                (x, accepted + rejected, accepted, rejected)
             }
             (_, None) => unreachable!("every fixed-step sampler has levels"),
         };
@@ -945,17 +1053,20 @@ fn initial_states<T: Real, M: ScoreModel<T> + ?Sized>(
 
 /// Runs a σ-space sampler on `x̃` (with RePaint's resampling when the constraint asks for it)
 /// and returns model-space samples.
+/// Returns the samples and the (accepted, rejected) step counts.
 fn run_sigma<T: Real, M: ScoreModel<T> + ?Sized>(
     ctx: &mut Ctx<'_, T, M>,
     sampler: &Sampler,
     levels: &Levels,
     mut x: Array2<T>,
-) -> Result<Array2<T>, DiffusionError> {
+) -> Result<(Array2<T>, usize, usize), DiffusionError> {
     let n = levels.steps();
+    let (mut accepted, mut rejected) = (0, 0);
     match ctx.constraint().and_then(|c| c.resample()) {
         None => {
             ctx.begin(n);
-            run_levels(ctx, sampler, levels, &mut x)?;
+            let (a, r) = run_levels(ctx, sampler, levels, &mut x)?;
+            (accepted, rejected) = (a, r);
         }
         Some(rs) => {
             let segments = n.div_ceil(rs.jump);
@@ -965,7 +1076,9 @@ fn run_sigma<T: Real, M: ScoreModel<T> + ?Sized>(
                 let (a, b) = (seg * rs.jump, ((seg + 1) * rs.jump).min(n));
                 let part = levels.slice(a..=b);
                 for rep in 0..rs.count {
-                    run_levels(ctx, sampler, &part, &mut x)?;
+                    let (a, r) = run_levels(ctx, sampler, &part, &mut x)?;
+                    accepted += a;
+                    rejected += r;
                     if rep + 1 < rs.count {
                         // Back up to σ_a by the forward kernel: x̃_a = x̃_b + √(σ_a² − σ_b²) z.
                         let (sa, sb) = (levels.sigma[a], levels.sigma[b]);
@@ -984,20 +1097,38 @@ fn run_sigma<T: Real, M: ScoreModel<T> + ?Sized>(
         let m = T::c(ctx.sde.mean_scale(levels.t[last]));
         x.mapv_inplace(|v| v * m);
     }
-    Ok(x)
+    Ok((x, accepted, rejected))
 }
 
-/// One pass of a σ-space sampler over `levels`.
+/// One pass of a σ-space sampler over `levels`; the (accepted, rejected) step counts.
 fn run_levels<T: Real, M: ScoreModel<T> + ?Sized>(
     ctx: &mut Ctx<'_, T, M>,
     sampler: &Sampler,
     levels: &Levels,
     x: &mut Array2<T>,
-) -> Result<(), DiffusionError> {
-    match *sampler {
+) -> Result<(usize, usize), DiffusionError> {
+    let steps = levels.steps();
+    let fixed = |r: Result<(), DiffusionError>| r.map(|()| (steps, 0));
+    fixed(match *sampler {
+        Sampler::DpmAdaptive(a) => return dpm_solver::dpm_adaptive(ctx, levels, &a, x),
         Sampler::Euler(c) => euler::euler(ctx, levels, &c, x),
         Sampler::Heun(c) => euler::heun(ctx, levels, &c, x),
-        Sampler::Ddim { eta } => euler::ddim(ctx, levels, eta, x),
+        Sampler::Ddim { eta, clip } => euler::ddim(ctx, levels, eta, clip, x),
+        Sampler::Ddpm { variance, clip } => euler::ddpm(ctx, levels, variance, clip, x),
+        Sampler::DpmSolver {
+            order,
+            lower_order_final,
+        } => dpm_solver::dpm_solver(ctx, levels, order, lower_order_final, x),
+        Sampler::UniPc {
+            order,
+            variant,
+            corrector,
+            lower_order_final,
+        } => multistep::unipc(ctx, levels, order, variant, corrector, lower_order_final, x),
+        Sampler::Deis {
+            order,
+            lower_order_final,
+        } => multistep::deis(ctx, levels, order, lower_order_final, x),
         Sampler::DpmPp2m { lower_order_final } => {
             multistep::dpmpp_2m(ctx, levels, lower_order_final, x)
         }
@@ -1014,5 +1145,5 @@ fn run_levels<T: Real, M: ScoreModel<T> + ?Sized>(
         }
         Sampler::DpmPp3mSde(a) => multistep::dpmpp_3m_sde(ctx, levels, a.eta, a.s_noise, x),
         _ => unreachable!("not a σ-space sampler"),
-    }
+    })
 }

@@ -273,12 +273,274 @@ pub(super) fn lms_coefficient(t: &[f64], i: usize, j: usize, p: usize) -> f64 {
     (anti(t[i + 1]) - anti(t[i])) / denom
 }
 
+/// UniPC's `B(h)` (Zhao et al. 2023, "UniPC", §3.2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UniPcVariant {
+    /// `B(h) = h`.
+    Bh1,
+    /// `B(h) = e^h − 1` (diffusers' default).
+    #[default]
+    Bh2,
+}
+
+/// Solves the small system `A ρ = b` (order ≤ 3) by Gaussian elimination with partial pivoting.
+fn solve_small(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+    let n = b.len();
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
+            .unwrap_or(c);
+        a.swap(c, p);
+        b.swap(c, p);
+        for r in c + 1..n {
+            let f = a[r][c] / a[c][c];
+            for k in c..n {
+                a[r][k] -= f * a[c][k];
+            }
+            b[r] -= f * b[c];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for r in (0..n).rev() {
+        let s: f64 = (r + 1..n).map(|k| a[r][k] * x[k]).sum();
+        x[r] = (b[r] - s) / a[r][r];
+    }
+    x
+}
+
+/// UniPC's coefficients for order `p` at step `h` (in `λ`) with the ratios `rks` of the earlier
+/// outputs (`r_k = (λ_{s_k} − λ_{s_0})/h`, `k = 1 … p−1`): the predictor's `ρ` (from the first
+/// `p − 1` equations; ½ for `p = 2`), the corrector's (all `p`; ½ for `p = 1`), `h φ₁ = e^{−h} −
+/// 1` and `B(h)`, as in Zhao et al. 2023, Alg. 2 (data prediction, `hh = −h`).
+fn unipc_coefficients(
+    rks: &[f64],
+    p: usize,
+    h: f64,
+    variant: UniPcVariant,
+) -> (Vec<f64>, Vec<f64>, f64, f64) {
+    let hh = -h;
+    let h_phi_1 = hh.exp_m1();
+    let mut h_phi_k = h_phi_1 / hh - 1.0;
+    let b_h = match variant {
+        UniPcVariant::Bh1 => hh,
+        UniPcVariant::Bh2 => hh.exp_m1(),
+    };
+    let mut r: Vec<f64> = rks.to_vec();
+    r.push(1.0);
+    let mut rows = Vec::with_capacity(p);
+    let mut b = Vec::with_capacity(p);
+    let mut factorial = 1.0;
+    for i in 1..=p {
+        rows.push(r.iter().map(|v| v.powi(i as i32 - 1)).collect::<Vec<f64>>());
+        b.push(h_phi_k * factorial / b_h);
+        factorial *= (i + 1) as f64;
+        h_phi_k = h_phi_k / hh - 1.0 / factorial;
+    }
+    let predictor = match p {
+        1 => Vec::new(),
+        2 => vec![0.5],
+        _ => solve_small(
+            rows[..p - 1].iter().map(|row| row[..p - 1].to_vec()).collect(),
+            b[..p - 1].to_vec(),
+        ),
+    };
+    let corrector = if p == 1 {
+        vec![0.5]
+    } else {
+        solve_small(rows, b)
+    };
+    (predictor, corrector, h_phi_1, b_h)
+}
+
+/// UniPC (Zhao et al. 2023; diffusers' `UniPCMultistepScheduler` with data prediction): the
+/// predictor UniP-p from the last `p` denoiser outputs,
+///
+/// `x̃_{i+1} = (σ̃_{i+1}/σ̃_i) x̃_i − (e^{−h} − 1) D_i − B(h) Σ_k ρ_k (D_{i−k} − D_i)/r_k`,
+///
+/// and, with `corrector`, the corrector UniC-p applied to `x̃_i` once `D_i` is known (it reuses
+/// that evaluation: no extra model call) from the state before the last predictor. The order
+/// warms up over the first steps and, with `lower_order_final`, drops to the steps left at the
+/// end (diffusers' default); a step to σ̃ = 0 returns `D_i`. N model calls.
+pub(super) fn unipc<T: Real, M: ScoreModel<T> + ?Sized>(
+    ctx: &mut Ctx<'_, T, M>,
+    levels: &Levels,
+    order: usize,
+    variant: UniPcVariant,
+    corrector: bool,
+    lower_order_final: bool,
+    x: &mut Array2<T>,
+) -> Result<(), DiffusionError> {
+    let n = levels.steps();
+    let lam = |s: f64| -s.ln();
+    // Denoiser outputs of the last `order` levels, newest first, with their level index.
+    let mut hist: Vec<(usize, Array2<T>)> = Vec::with_capacity(order + 1);
+    let mut last: Option<Array2<T>> = None;
+    let mut last_order = 1;
+    let mut den = Array2::zeros(x.raw_dim());
+    for i in 0..n {
+        let (s, next) = (levels.sigma[i], levels.sigma[i + 1]);
+        ctx.denoise(x.view(), s, levels.t[i], &mut den)?;
+        if let (true, Some(prev)) = (corrector, last.as_ref()) {
+            // UniC-p: from the state at level i − 1 to level i, with D_i.
+            let p = last_order;
+            let (i0, m0) = (&hist[0].0, &hist[0].1);
+            let s0 = levels.sigma[*i0];
+            let h = lam(s) - lam(s0);
+            let rks: Vec<f64> = (1..p)
+                .map(|k| (lam(levels.sigma[hist[k].0]) - lam(s0)) / h)
+                .collect();
+            let (_, rho, h_phi_1, b_h) = unipc_coefficients(&rks, p, h, variant);
+            let ratio = T::c(s / s0);
+            let c0 = T::c(-h_phi_1);
+            let mut corr = Array2::<T>::zeros(x.raw_dim());
+            Zip::from(&mut corr)
+                .and(prev)
+                .and(m0)
+                .for_each(|c, &xp, &m| *c = ratio * xp + c0 * m);
+            for k in 1..p {
+                let w = T::c(-b_h * rho[k - 1] / rks[k - 1]);
+                Zip::from(&mut corr)
+                    .and(&hist[k].1)
+                    .and(m0)
+                    .for_each(|c, &mk, &m| *c += w * (mk - m));
+            }
+            let w = T::c(-b_h * rho[p - 1]);
+            Zip::from(&mut corr)
+                .and(&den)
+                .and(m0)
+                .for_each(|c, &mt, &m| *c += w * (mt - m));
+            *x = corr;
+        }
+        let done = hist.len();
+        hist.insert(0, (i, den.clone()));
+        hist.truncate(order);
+        let mut p = if lower_order_final {
+            order.min(n - i)
+        } else {
+            order
+        };
+        p = p.min(done + 1);
+        last = Some(x.clone());
+        last_order = p;
+        if next == 0.0 {
+            x.assign(&hist[0].1);
+        } else {
+            let h = lam(next) - lam(s);
+            let rks: Vec<f64> = (1..p)
+                .map(|k| (lam(levels.sigma[hist[k].0]) - lam(s)) / h)
+                .collect();
+            let (rho, _, h_phi_1, b_h) = unipc_coefficients(&rks, p, h, variant);
+            let ratio = T::c(next / s);
+            let c0 = T::c(-h_phi_1);
+            let m0 = hist[0].1.clone();
+            Zip::from(&mut *x)
+                .and(&m0)
+                .for_each(|x, &m| *x = ratio * *x + c0 * m);
+            for k in 1..p {
+                let w = T::c(-b_h * rho[k - 1] / rks[k - 1]);
+                Zip::from(&mut *x)
+                    .and(&hist[k].1)
+                    .and(&m0)
+                    .for_each(|x, &mk, &m| *x += w * (mk - m));
+            }
+        }
+        ctx.after_step(x, next, levels.t[i + 1], true)?;
+    }
+    Ok(())
+}
+
+/// DEIS-tAB (Zhang & Chen 2023, "Fast sampling of diffusion models with exponential
+/// integrator"; diffusers' `DEISMultistepScheduler`, `logrho`): the noise prediction
+/// `ε_i = (x̃_i − D_i)/σ̃_i` is extrapolated by the Lagrange polynomial in `ln σ̃` through the last
+/// `p` levels and integrated exactly over `σ̃`:
+/// `x̃_{i+1} = x̃_i + Σ_j c_{ij} ε_{i−j}`, `c_{ij} = ∫_{σ̃_i}^{σ̃_{i+1}} ℓ_j(ln σ) dσ`.
+/// Order 1 is Euler (DDIM). The order warms up, and with `lower_order_final` and fewer than 15
+/// steps the last two steps drop to orders 1 and 2 (diffusers); a step to σ̃ = 0 is first order
+/// (it returns `D_i`). N model calls.
+pub(super) fn deis<T: Real, M: ScoreModel<T> + ?Sized>(
+    ctx: &mut Ctx<'_, T, M>,
+    levels: &Levels,
+    order: usize,
+    lower_order_final: bool,
+    x: &mut Array2<T>,
+) -> Result<(), DiffusionError> {
+    let n = levels.steps();
+    let mut den = Array2::zeros(x.raw_dim());
+    // ε of the last levels, newest first, with their σ̃.
+    let mut hist: Vec<(f64, Array2<T>)> = Vec::with_capacity(order);
+    for i in 0..n {
+        let (s, next) = (levels.sigma[i], levels.sigma[i + 1]);
+        ctx.denoise(x.view(), s, levels.t[i], &mut den)?;
+        let inv = T::c(1.0 / s);
+        let mut eps = if hist.len() == order {
+            hist.pop().expect("order ≥ 1").1
+        } else {
+            Array2::zeros(x.raw_dim())
+        };
+        Zip::from(&mut eps)
+            .and(&*x)
+            .and(&den)
+            .for_each(|e, &x, &d| *e = (x - d) * inv);
+        let warm = hist.len();
+        hist.insert(0, (s, eps));
+        let final_low = lower_order_final && n < 15;
+        let p = if order == 1 || warm < 1 || (final_low && i + 1 == n) || next == 0.0 {
+            1
+        } else if order == 2 || warm < 2 || (final_low && i + 2 == n) {
+            2
+        } else {
+            3
+        };
+        let coefs: Vec<f64> = match p {
+            1 => vec![next - s],
+            2 => {
+                let (r0, r1) = (hist[0].0, hist[1].0);
+                let f = |t: f64, b: f64, c: f64| t * (-c.ln() + t.ln() - 1.0) / (b.ln() - c.ln());
+                vec![
+                    f(next, r0, r1) - f(r0, r0, r1),
+                    f(next, r1, r0) - f(r0, r1, r0),
+                ]
+            }
+            _ => {
+                let (r0, r1, r2) = (hist[0].0, hist[1].0, hist[2].0);
+                let g = |t: f64, b: f64, c: f64, d: f64| {
+                    let (lt, lc, ld) = (t.ln(), c.ln(), d.ln());
+                    t * (lc * (ld - lt + 1.0) - ld * lt + ld + lt * lt - 2.0 * lt + 2.0)
+                        / ((b.ln() - lc) * (b.ln() - ld))
+                };
+                vec![
+                    g(next, r0, r1, r2) - g(r0, r0, r1, r2),
+                    g(next, r1, r2, r0) - g(r0, r1, r2, r0),
+                    g(next, r2, r0, r1) - g(r0, r2, r0, r1),
+                ]
+            }
+        };
+        for (c, (_, e)) in coefs.iter().zip(&hist) {
+            let c = T::c(*c);
+            Zip::from(&mut *x).and(e).for_each(|x, &e| *x += c * e);
+        }
+        ctx.after_step(x, next, levels.t[i + 1], true)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The coefficients integrate polynomials of degree < p exactly: Σ_j c_j f(t_{i−j}) =
     /// ∫ f for f = 1 and f = τ² (p = 3), against the closed forms.
+    #[test]
+    fn small_systems_are_solved() {
+        let x = solve_small(
+            vec![vec![2.0, 1.0, 0.0], vec![1.0, 3.0, 1.0], vec![0.0, 1.0, 4.0]],
+            vec![3.0, 5.0, 5.0],
+        );
+        for (a, b) in x.iter().zip([1.0, 1.0, 1.0]) {
+            assert!((a - b).abs() < 1e-14);
+        }
+    }
+
     #[test]
     fn lms_coefficients_integrate_polynomials() {
         let t = [10.0, 6.0, 3.5, 1.2, 0.4];
