@@ -493,10 +493,15 @@ def diffusers_cases(digits: DigitsDenoiser, banks: dict, cases: list) -> None:
                                    "alpha_prod_t_prev": float(a_prev), "sigma_from": s_from, "sigma_to": s_to})
             sigma_init = ddim_steps[0]["sigma_from"]
             sigma_final = ddim_steps[-1]["sigma_to"]
+            consistent = all(ddim_steps[i]["prev_timestep"] == ddim_steps[i + 1]["timestep"]
+                             for i in range(len(ddim_steps) - 1))
+            # the solver's σ list exists only where each step ends where the next one starts
+            solver_sigmas = [st["sigma_from"] for st in ddim_steps] + [sigma_final] if consistent else None
         else:
             ddim_steps = None
             sigma_init = sched_sigmas[0]
             sigma_final = sched_sigmas[-1]
+            solver_sigmas = sched_sigmas
 
         latents = torch.from_numpy(latents0.copy()) * sched.init_noise_sigma
         digits.reset()
@@ -532,6 +537,7 @@ def diffusers_cases(digits: DigitsDenoiser, banks: dict, cases: list) -> None:
             "model_sigma_mode": mode,
             "timesteps": timesteps,
             "scheduler_sigmas": sched_sigmas,
+            "sigmas": solver_sigmas,
             "order_list": list(getattr(sched, "order_list", []) or []) or None,
             "ddim_steps": ddim_steps,
             "sigma_init": sigma_init,
