@@ -132,7 +132,10 @@ impl SamplerConfig {
                 denoise,
             }),
             SamplerKind::EdmHeun => Sampler::Heun(self.edm),
-            SamplerKind::Ddim => Sampler::Ddim { eta: self.eta },
+            SamplerKind::Ddim => Sampler::Ddim {
+                eta: self.eta,
+                clip: None,
+            },
             SamplerKind::DpmSolverPp2m => Sampler::DpmPp2m {
                 lower_order_final: self.lower_order_final,
             },
@@ -759,7 +762,7 @@ fn errors_name_the_problem() {
     ));
     // Zero steps, bad tolerances, bad snr.
     assert!(matches!(
-        SampleRequest::new(&gmm, Sampler::Ddim { eta: 0.0 })
+        SampleRequest::new(&gmm, Sampler::from_name("ddim").unwrap())
             .schedule(Schedule::uniform(0))
             .indices(0..4)
             .run::<f64>(),

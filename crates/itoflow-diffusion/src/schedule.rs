@@ -27,6 +27,12 @@ use crate::forward::{Forward, ForwardSde};
 /// The most noise levels a schedule may have (a bound on what a user's numbers allocate).
 pub const MAX_LEVELS: usize = 10_000_000;
 
+/// Explicit and discrete schedules may start above the SDE's `σ̃(T)`, up to the level of time
+/// `MAX_OVERSHOOT · T` (the model is then evaluated a little past `T`): a DDPM's discrete table
+/// ends above the continuous SDE's last level (σ̃ = 157.4 at τ = 999 against σ̃(1) = 152.2 for the
+/// default VP), and diffusers' schedules start there.
+pub const MAX_OVERSHOOT: f64 = 1.1;
+
 /// diffusers' `timestep_spacing` (as `DDIMScheduler.set_timesteps` defines it) over the
 /// model's `N` discrete training timesteps, for `n` inference steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -363,13 +369,20 @@ impl Schedule {
                         ),
                     ));
                 }
+                // (The top discrete level can lie a little above the continuous σ̃(T): 157.4
+                // against 152.2 for the default VP; it is kept, see `check_explicit`.)
                 ts.iter()
                     .map(|&tau| ((1.0 - alphas[tau]) / alphas[tau]).sqrt())
-                    .filter(|&s| s <= top * (1.0 + 1e-12))
+                    .filter(|&s| t_top >= t_max || s <= top * (1.0 + 1e-12))
                     .collect()
             }
             Schedule::Explicit(ref v) => {
-                check_explicit(v, top)?;
+                let limit = if t_top >= t_max {
+                    sde.sigma_tilde(MAX_OVERSHOOT * t_max)
+                } else {
+                    top
+                };
+                check_explicit(v, limit)?;
                 let t = v
                     .iter()
                     .map(|&s| {
@@ -392,9 +405,11 @@ impl Schedule {
                 "no noise level lies below the start level",
             ));
         }
-        // The SDE's top level is its own (exact) time, not a round trip through the inverse.
+        // The SDE's top level is its own (exact) time, not a round trip through the inverse
+        // (discrete tables may start above it).
+        let discrete = matches!(self, Schedule::Discrete { .. });
         let mut t: Vec<f64> = sigma.iter().map(|&s| sde.t_of_sigma_tilde(s)).collect();
-        if sigma[0] >= top {
+        if sigma[0] >= top && !(discrete && sigma[0] > top * (1.0 + 1e-12)) {
             sigma[0] = sigma[0].min(top);
             t[0] = t_top;
         }
@@ -442,7 +457,8 @@ fn check_explicit(v: &[f64], top: f64) -> Result<(), DiffusionError> {
         return Err(DiffusionError::invalid(
             "schedule",
             format!(
-                "the first level {} exceeds the model's largest noise level σ̃(T) = {top}",
+                "the first level {} exceeds the largest noise level the model can be evaluated \
+                 at, {top} (σ̃ at {MAX_OVERSHOOT}·T)",
                 v[0]
             ),
         ));

@@ -186,12 +186,17 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
         out: &mut Array2<T>,
     ) -> Result<(), DiffusionError> {
         let n = xt.nrows();
-        let ts: Vec<f64> = sigmas.iter().map(|&s| self.sde.t_of_sigma_tilde(s)).collect();
+        let ts: Vec<f64> = sigmas
+            .iter()
+            .map(|&s| self.sde.t_of_sigma_tilde(s))
+            .collect();
         let scale: Vec<f64> = ts.iter().map(|&t| self.sde.mean_scale(t)).collect();
         let mut scaled = Array2::<T>::zeros(xt.raw_dim());
         for (k, (mut r, x)) in scaled.outer_iter_mut().zip(xt.outer_iter()).enumerate() {
             let m = T::c(scale[k]);
-            ndarray::Zip::from(&mut r).and(&x).for_each(|a, &b| *a = b * m);
+            ndarray::Zip::from(&mut r)
+                .and(&x)
+                .for_each(|a, &b| *a = b * m);
         }
         if out.dim() != xt.dim() {
             *out = Array2::zeros(xt.raw_dim());
@@ -215,11 +220,11 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
                         sample: self.first as usize + rows[start + row],
                         t,
                     },
-                    other => DiffusionError::from_score(
-                        other,
-                        self.first as usize + rows[start],
-                        |_| ts[start],
-                    ),
+                    other => {
+                        DiffusionError::from_score(other, self.first as usize + rows[start], |_| {
+                            ts[start]
+                        })
+                    }
                 })?;
             start = end;
         }

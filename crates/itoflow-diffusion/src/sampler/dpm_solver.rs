@@ -80,7 +80,10 @@ impl DpmAdaptive {
         }
         let (p, i, d) = self.pid;
         if ![p, i, d].iter().all(|v| v.is_finite()) {
-            return Err(DiffusionError::invalid("pid", "coefficients must be finite"));
+            return Err(DiffusionError::invalid(
+                "pid",
+                "coefficients must be finite",
+            ));
         }
         if self.max_steps == 0 {
             return Err(DiffusionError::invalid("max_steps", "must be at least 1"));
@@ -140,7 +143,8 @@ fn stages<T: Real, M: ScoreModel<T> + ?Sized>(
     let h: Vec<f64> = (0..n).map(|k| tau1[k] - tau0[k]).collect();
     let s_next: Vec<f64> = (0..n).map(|k| sigma(tau1[k])).collect();
     // Order 1: x − σ' (e^h − 1) ε₀.
-    let first = |c: &[f64]| -> Vec<f64> { (0..n).map(|k| -s_next[k] * h[k].exp_m1() * c[k]).collect() };
+    let first =
+        |c: &[f64]| -> Vec<f64> { (0..n).map(|k| -s_next[k] * h[k].exp_m1() * c[k]).collect() };
     let ones = vec![1.0; n];
     let order1 = || combine(x, &[(eps0, first(&ones))]);
     if high == 1 {
@@ -194,9 +198,7 @@ fn stages<T: Real, M: ScoreModel<T> + ?Sized>(
             (
                 &d1,
                 (0..n)
-                    .map(|k| {
-                        -sigma(s2[k]) * (r2 / r1) * ((r2 * h[k]).exp_m1() / (r2 * h[k]) - 1.0)
-                    })
+                    .map(|k| -sigma(s2[k]) * (r2 / r1) * ((r2 * h[k]).exp_m1() / (r2 * h[k]) - 1.0))
                     .collect(),
             ),
         ],
@@ -244,7 +246,11 @@ pub(super) fn dpm_solver<T: Real, M: ScoreModel<T> + ?Sized>(
             Zip::from(&mut eps0)
                 .and(&*x)
                 .for_each(|e, &x| *e = (x - *e) * inv);
-            let k = if lower_order_final && i + 1 == n { 1 } else { order };
+            let k = if lower_order_final && i + 1 == n {
+                1
+            } else {
+                order
+            };
             let (t0, t1) = (vec![-s.ln(); b], vec![-next.ln(); b]);
             let (_, out) = stages(ctx, x, &rows, &t0, &t1, &eps0, 0, k)?;
             *x = out;
@@ -358,19 +364,23 @@ pub(super) fn dpm_adaptive<T: Real, M: ScoreModel<T> + ?Sized>(
             let error = sum.sqrt() / (count as f64).sqrt();
             attempts[g] += 1;
             if attempts[g] > a.max_steps {
-                return Err(DiffusionError::Solve(itoflow_sde::SolveError::MaxStepsExceeded {
-                    path: a.per_row.then_some(ctx.first as usize + g),
-                    t: (-s[g]).exp(),
-                    max_steps: a.max_steps,
-                }));
+                return Err(DiffusionError::Solve(
+                    itoflow_sde::SolveError::MaxStepsExceeded {
+                        path: a.per_row.then_some(ctx.first as usize + g),
+                        t: (-s[g]).exp(),
+                        max_steps: a.max_steps,
+                    },
+                ));
             }
             let ok = pid[g].propose(error);
             if !pid[g].h.is_finite() || pid[g].h <= 0.0 {
-                return Err(DiffusionError::Solve(itoflow_sde::SolveError::StepSizeUnderflow {
-                    path: a.per_row.then_some(ctx.first as usize + g),
-                    t: (-s[g]).exp(),
-                    h: pid[g].h,
-                }));
+                return Err(DiffusionError::Solve(
+                    itoflow_sde::SolveError::StepSizeUnderflow {
+                        path: a.per_row.then_some(ctx.first as usize + g),
+                        t: (-s[g]).exp(),
+                        h: pid[g].h,
+                    },
+                ));
             }
             if ok {
                 accepted += 1;

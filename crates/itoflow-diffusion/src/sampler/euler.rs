@@ -466,7 +466,9 @@ pub(super) fn ddpm<T: Real, M: ScoreModel<T> + ?Sized>(
         if next > 0.0 {
             let var = match variance {
                 DdpmVariance::FixedSmall => next * next * (1.0 - r),
-                DdpmVariance::FixedLarge => (s * s - next * next) * (1.0 + next * next) / (1.0 + s * s),
+                DdpmVariance::FixedLarge => {
+                    (s * s - next * next) * (1.0 + next * next) / (1.0 + s * s)
+                }
             };
             add_noise(ctx, x, &mut w.z, s, next, var.max(0.0).sqrt());
         }

@@ -340,7 +340,10 @@ fn unipc_coefficients(
         1 => Vec::new(),
         2 => vec![0.5],
         _ => solve_small(
-            rows[..p - 1].iter().map(|row| row[..p - 1].to_vec()).collect(),
+            rows[..p - 1]
+                .iter()
+                .map(|row| row[..p - 1].to_vec())
+                .collect(),
             b[..p - 1].to_vec(),
         ),
     };
@@ -533,7 +536,11 @@ mod tests {
     #[test]
     fn small_systems_are_solved() {
         let x = solve_small(
-            vec![vec![2.0, 1.0, 0.0], vec![1.0, 3.0, 1.0], vec![0.0, 1.0, 4.0]],
+            vec![
+                vec![2.0, 1.0, 0.0],
+                vec![1.0, 3.0, 1.0],
+                vec![0.0, 1.0, 4.0],
+            ],
             vec![3.0, 5.0, 5.0],
         );
         for (a, b) in x.iter().zip([1.0, 1.0, 1.0]) {
