@@ -292,10 +292,11 @@ fn solve_small(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
             .unwrap_or(c);
         a.swap(c, p);
         b.swap(c, p);
+        let pivot = a[c].clone();
         for r in c + 1..n {
-            let f = a[r][c] / a[c][c];
-            for k in c..n {
-                a[r][k] -= f * a[c][k];
+            let f = a[r][c] / pivot[c];
+            for (v, p) in a[r].iter_mut().zip(&pivot).skip(c) {
+                *v -= f * p;
             }
             b[r] -= f * b[c];
         }
