@@ -1043,7 +1043,7 @@ where
 /// The absolute path index an error names, if any.
 fn error_path(e: &SolveError) -> Option<usize> {
     match e {
-        SolveError::NonFinite { path, .. } => Some(*path),
+        SolveError::NonFinite { path, .. } | SolveError::BrownianTime { path, .. } => Some(*path),
         SolveError::StepSizeUnderflow { path, .. }
         | SolveError::MaxStepsExceeded { path, .. }
         | SolveError::Problem { path, .. } => *path,
