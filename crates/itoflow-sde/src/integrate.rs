@@ -284,6 +284,7 @@ where
         signs.fill(k, sz.view_mut());
         let noise_k = StepNoise {
             dw: dw.view(),
+            levy: ez.slice(ndarray::s![.., ..0]),
             extra: ez.view(),
             signs: sz.view(),
         };
