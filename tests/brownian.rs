@@ -191,14 +191,21 @@ fn sde_solutions_are_independent_of_batch_split() {
     );
     let x0 = Array2::from_shape_fn((24, 2), |(r, j)| 1.0 + 0.1 * r as f64 + j as f64);
     let grid = TimeGrid::uniform(0.0, 2.0, 50).unwrap();
-    let whole = solve_sde(&sde, &EulerMaruyama, x0.view(), &grid, &SdeOptions::new(8)).unwrap();
+    let whole = solve(
+        &sde,
+        &EulerMaruyama,
+        x0.view(),
+        &SolveOptions::grid(grid.clone()).seed(8),
+    )
+    .unwrap();
     for (start, len) in [(0, 1), (5, 7), (12, 12)] {
-        let part = solve_sde(
+        let part = solve(
             &sde,
             &EulerMaruyama,
             x0.slice(ndarray::s![start..start + len, ..]),
-            &grid,
-            &SdeOptions::new(8).first_path(start as u64),
+            &SolveOptions::grid(grid.clone())
+                .seed(8)
+                .first_path(start as u64),
         )
         .unwrap();
         assert_eq!(

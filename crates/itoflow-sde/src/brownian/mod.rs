@@ -27,7 +27,7 @@ mod cpu;
 mod increments;
 mod path;
 mod stream;
-mod tree;
+pub mod tree;
 mod ziggurat;
 
 pub use ars::{ARS_ROUNDS, ars4x32};

@@ -96,7 +96,7 @@ impl LevyArea {
 const MAX_DEPTH: u32 = 62;
 
 /// A virtual Brownian tree over a time span, for a family of paths (see the
-/// [module documentation](self)).
+/// [module documentation](crate::brownian::tree)).
 ///
 /// ```
 /// use itoflow_sde::brownian::{BrownianTree, LevyArea};
@@ -376,7 +376,7 @@ enum Normals {
 }
 
 /// Queries of a [`BrownianTree`] for a group of consecutive paths at common times, keeping the
-/// last split of every level (see the [module documentation](self)): the same bits as
+/// last split of every level (see the [module documentation](crate::brownian::tree)): the same bits as
 /// [`BrownianTree::increment`], with consecutive queries costing a few splits each. Holds
 /// `2·depth·rows·dim` numbers (twice that with the Lévy area).
 ///
