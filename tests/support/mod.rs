@@ -147,6 +147,28 @@ impl<'a> Study<'a> {
         }
     }
 
+    /// A study against a numerical reference: the solution of `reference` on the grid of
+    /// `finest` steps, on the same Brownian paths (and Lévy areas) as the solves — for
+    /// problems without a closed form. `finest` must be a multiple of every step count and
+    /// fine enough that the reference's error is far below the smallest error measured.
+    pub fn against<R: SdeStepper<f64>>(
+        problem: &'a Problem,
+        steps: &[usize],
+        paths: usize,
+        seed: u64,
+        finest: usize,
+        reference: &R,
+    ) -> Self {
+        Self {
+            problem,
+            steps: steps.to_vec(),
+            paths,
+            seed,
+            finest,
+            exact: numerical_final(problem, reference, seed, paths, finest, finest),
+        }
+    }
+
     /// Strong error `E‖X_N − X(T)‖₂` (Euclidean norm over the components, mean over the paths)
     /// at each step count, and its fitted order.
     pub fn strong<S: SdeStepper<f64>>(&self, stepper: &S) -> Convergence {
