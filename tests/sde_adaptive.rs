@@ -42,10 +42,11 @@ fn additive_exact(t: f64, w: f64) -> f64 {
     (1.0 + 0.05 * (t + 0.1 * w)) / (1.0 + t).sqrt()
 }
 
-/// `W(0, t)` of paths `0 … n − 1` on the tree an adaptive solve over `[0, 1]` uses.
-fn tree_w(seed: u64, t: f64, n: usize, levy: LevyArea) -> Vec<f64> {
+/// `W(0, t)` of paths `0 … n − 1` on the tree an adaptive solve over `[0, 1]` uses (the
+/// solvers' trees carry the Lévy area, whatever the method).
+fn tree_w(seed: u64, t: f64, n: usize) -> Vec<f64> {
     let tol = (-(DEFAULT_TREE_DEPTH as f64)).exp2();
-    let tree = BrownianTree::new(seed, 0.0, 1.0, tol, 1, levy).unwrap();
+    let tree = BrownianTree::new(seed, 0.0, 1.0, tol, 1, LevyArea::SpaceTime).unwrap();
     let mut w = Array2::<f64>::zeros((n, 1));
     tree.increments(0, 0.0, t, w.view_mut()).unwrap();
     w.column(0).to_vec()
@@ -82,8 +83,7 @@ fn the_error_follows_the_tolerance() {
         x0: f64,
         exact: &dyn Fn(f64) -> f64,
     ) {
-        let levy = method.levy_area(sde.noise());
-        let w = tree_w(SEED, 1.0, PATHS, levy);
+        let w = tree_w(SEED, 1.0, PATHS);
         let x = Array2::from_elem((PATHS, 1), x0);
         let mut last: Option<(f64, usize)> = None;
         for &rtol in rtols {
@@ -121,7 +121,7 @@ fn euler_heun_pair_converges_to_the_stratonovich_solution() {
         |_t: f64, _x, mut f| f[0] = 0.0,
         |_t: f64, x, mut g| g[0] = x[0],
     );
-    let w = tree_w(SEED, 1.0, PATHS, LevyArea::None);
+    let w = tree_w(SEED, 1.0, PATHS);
     let x = Array2::from_elem((PATHS, 1), 1.0);
     let e: Vec<f64> = [1e-2, 1e-3]
         .iter()
@@ -179,7 +179,7 @@ fn save_times_are_stepped_to_exactly() {
     assert_eq!(sol.t, times);
     assert_eq!(sol.x.slice(s![0, .., ..]), x);
     for (k, &t) in times.iter().enumerate().skip(1) {
-        let w = tree_w(SEED, t, PATHS, LevyArea::SpaceTime);
+        let w = tree_w(SEED, t, PATHS);
         let e = mean_error(sol.x.slice(s![k, .., ..]), &w, |w| additive_exact(t, w));
         assert!(e < 1e-6, "t = {t}: mean error {e:e}");
     }

@@ -74,6 +74,6 @@ pub mod prelude {
     };
     pub use crate::{
         BatchMode, BrownianSource, Ensemble, NoiseKind, OdeFn, OdeSystem, ProblemError, Real, Save,
-        SaveAt, Sde, SdeFn, SolveError, SolveOptions, TimeGrid, solve, solve_with,
+        SaveAt, Sde, SdeFn, Solution, SolveError, SolveOptions, TimeGrid, solve, solve_with,
     };
 }

@@ -9,6 +9,12 @@
 //! | [`StratonovichHeun`] | Stratonovich | 1.0 (0.5 general) | 1 | all | 2 f, 2 g |
 //! | [`PredictorCorrectorEuler`] | Itô | 0.5 (1.0 additive, or η = ½ with commutative noise) | 1 | all (general only with η = 0) | up to 2 f, 2 g, 2 (∂g/∂x)·g |
 //! | [`PredictorCorrector`] | predictor's | — (MCMC corrector) | — | predictor's | predictor + `steps` scores |
+//! | [`Sra1`], [`Sra3`] | Itô | 1.5 | 2 | additive | 2 f, 2 g / 3 f, 2 g |
+//! | [`Sriw1`] | Itô | 1.5 | 2 | scalar, diagonal, additive | 2 f, 4 g |
+//!
+//! Methods with an embedded error estimate ([`SdeStepper::error_order`]) also take adaptive
+//! steps: [`Milstein`] (Euler–Maruyama pair), [`StratonovichHeun`] (Euler–Heun pair), [`Sra1`],
+//! [`Sra3`], [`Sriw1`] (order-1.0 partners; see [`srk`]).
 //!
 //! Strong orders for diagonal noise assume `g_i` depends on `x_i` only (commutative noise).
 //! Steps may go backward in time (`Δt < 0`); the increments then have variance `h = |Δt|`,
@@ -20,7 +26,9 @@
 //! 0.48–0.58 (multiplicative noise) and 1.01 (additive); Milstein 0.94–1.02 (analytic and
 //! derivative-free); Roberts' Heun 0.91–1.06 (0.48 with general noise); Stratonovich Heun
 //! 0.97–1.06 (Stratonovich problems, including commutative general noise); predictor–corrector
-//! Euler 0.93–1.04 (η = ½), 0.46–0.49 (η ∈ {0, 1}), 1.01 (additive). Weak orders (8000 paths,
+//! Euler 0.93–1.04 (η = ½), 0.46–0.49 (η ∈ {0, 1}), 1.01 (additive); SRA1/SRA3 1.56–1.61
+//! (nonlinear drifts, against a fine-grid reference on the same path and Lévy areas; 2.0–2.3
+//! on the linear SciML additive problems); SRIW1 1.43–1.54. Weak orders (8000 paths,
 //! control variate): Euler–Maruyama 0.98, Roberts' Heun 0.91 (torchsde Ex2; 2.0 for the mean of
 //! a linear SDE, where it is exactly Heun's method on the mean), predictor–corrector (θ = η = 1)
 //! 0.90.

@@ -187,7 +187,9 @@ where
             ));
         }
     };
-    let tree = BrownianTree::new(opts.seed, t0.f64(), t1.f64(), tol, m, levy)?;
+    // The solvers' trees always carry the Lévy area, so that every method sees the same
+    // Brownian motion for a seed (a tree without it is another realisation).
+    let tree = BrownianTree::new(opts.seed, t0.f64(), t1.f64(), tol, m, LevyArea::SpaceTime)?;
 
     let rows = x0.nrows();
     let span = (t1 - t0).abs();

@@ -221,7 +221,9 @@ where
         BrownianSource::Tree { tol } => {
             let (t0, t1) = (grid.t0().f64(), grid.t1().f64());
             let tol = tol.unwrap_or_else(|| super::adaptive::default_tree_tol(t0, t1));
-            let tree = BrownianTree::new(opts.seed, t0, t1, tol, m, levy)?;
+            // With the Lévy area whatever the method needs: one Brownian motion per seed
+            // (see the adaptive driver).
+            let tree = BrownianTree::new(opts.seed, t0, t1, tol, m, LevyArea::SpaceTime)?;
             Noise::Tree(tree.path(opts.first_path, rows))
         }
     };

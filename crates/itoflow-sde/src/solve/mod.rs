@@ -140,7 +140,11 @@ impl<T: Real> Adaptive<T> {
 
 /// Where the Brownian motion of an SDE solve comes from (see
 /// [`brownian::path`](crate::brownian::BrownianPath) for both sources). Either way path `p`'s
-/// noise is a pure function of `(seed, p)`.
+/// noise is a pure function of `(seed, p)`, and every method sees the same Brownian motion for
+/// a seed: the grid's increments do not depend on whether Lévy areas are generated beside
+/// them, and the solvers' trees always carry the space–time Lévy area (a tree without it,
+/// [`LevyArea::None`](crate::brownian::LevyArea::None), is another realisation). The two
+/// sources are the same Brownian motion in law, different realisations.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum BrownianSource {
     /// The fixed-grid increments on a grid ([`GridPath`](crate::brownian::GridPath)); a virtual
