@@ -57,7 +57,7 @@ fn reverse_em(c: &mut Criterion) {
     let eps = fwd.sampling_eps();
     let t_max = fwd.t_max();
     let grid = TimeGrid::uniform(t_max, eps, STEPS).unwrap();
-    let opts = SdeOptions::new(5);
+    let opts = SolveOptions::grid(grid).seed(5);
     for dim in [2usize, 64] {
         let x0 = Array2::<f64>::zeros((SAMPLES, dim));
         let trivial = StdNormalScore {
@@ -66,12 +66,12 @@ fn reverse_em(c: &mut Criterion) {
         };
         let rev = ReverseSde::new(&fwd, &trivial);
         g.bench_function(format!("gaussian_d{dim}"), |b| {
-            b.iter(|| solve_sde(&rev, &EulerMaruyama, x0.view(), &grid, &opts).unwrap())
+            b.iter(|| solve(&rev, &EulerMaruyama, x0.view(), &opts).unwrap())
         });
         let gmm = GaussianMixture::standard_normal(dim, fwd.clone());
         let rev = ReverseSde::new(&fwd, &gmm);
         g.bench_function(format!("gmm_standard_normal_d{dim}"), |b| {
-            b.iter(|| solve_sde(&rev, &EulerMaruyama, x0.view(), &grid, &opts).unwrap())
+            b.iter(|| solve(&rev, &EulerMaruyama, x0.view(), &opts).unwrap())
         });
     }
     g.finish();
@@ -94,12 +94,12 @@ fn pf_ode_and_likelihood(c: &mut Criterion) {
             sde: fwd.clone(),
         };
         let flow = ProbabilityFlow::new(&fwd, &trivial);
-        let solver = Dopri5::new()
+        let solver = SolveOptions::adaptive(fwd.t_max(), eps)
             .rtol(1e-5)
             .atol(1e-5)
             .per_row()
-            .save(OdeSave::Final);
-        let run = || solver.solve(&flow, fwd.t_max(), eps, x0.view()).unwrap();
+            .save(SaveAt::Final);
+        let run = || solve(&flow, &Dopri5, x0.view(), &solver).unwrap();
         let row_evals = run().stats.row_evals as u64;
         g.throughput(Throughput::Elements(row_evals));
         g.bench_function(format!("gaussian_per_row_d{dim}"), |b| b.iter(run));

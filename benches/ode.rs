@@ -18,17 +18,17 @@ fn vdp(c: &mut Criterion) {
     g.sample_size(50).measurement_time(Duration::from_secs(3));
     let sys = VanDerPol { mu: VDP_MU };
     let y0 = array![[2.0, 0.0]];
-    let solver = Dopri5::new()
+    let solver = SolveOptions::adaptive(0.0, VDP_T1)
         .rtol(VDP_RTOL)
         .atol(VDP_ATOL)
-        .save(OdeSave::Final);
+        .save(SaveAt::Final);
     g.bench_function("mu1_t10", |b| {
-        b.iter(|| solver.solve(&sys, 0.0, VDP_T1, y0.view()).unwrap())
+        b.iter(|| solve(&sys, &Dopri5, y0.view(), &solver).unwrap())
     });
     // SciPy's default output (every accepted step) for the like-for-like comparison.
-    let steps = solver.clone().save(OdeSave::Steps);
+    let steps = solver.clone().save(SaveAt::Steps);
     g.bench_function("mu1_t10_save_steps", |b| {
-        b.iter(|| steps.solve(&sys, 0.0, VDP_T1, y0.view()).unwrap())
+        b.iter(|| solve(&sys, &Dopri5, y0.view(), &steps).unwrap())
     });
     g.finish();
 }
@@ -40,20 +40,19 @@ fn linear(c: &mut Criterion) {
         .throughput(Throughput::Elements(LIN_ROWS as u64));
     let y0 = linear_y0(LIN_ROWS);
     for mode in [BatchMode::WholeBatch, BatchMode::PerRow] {
-        let solver = Dopri5::new()
+        let solver = SolveOptions::adaptive(0.0, LIN_T1)
             .rtol(LIN_RTOL)
             .atol(LIN_ATOL)
             .mode(mode)
-            .save(OdeSave::Final);
+            .save(SaveAt::Final);
         g.bench_function(format!("{mode:?}"), |b| {
-            b.iter(|| solver.solve(&Linear2, 0.0, LIN_T1, y0.view()).unwrap())
+            b.iter(|| solve(&Linear2, &Dopri5, y0.view(), &solver).unwrap())
         });
     }
     let grid = TimeGrid::uniform(0.0, LIN_T1, 1000).unwrap();
+    let fixed = SolveOptions::grid(grid).save(SaveAt::Final);
     g.bench_function("rk4_fixed_1000_steps", |b| {
-        b.iter(|| {
-            solve_ode_fixed(&Linear2, &ExplicitRk::RK4, y0.view(), &grid, &SaveAt::Final).unwrap()
-        })
+        b.iter(|| solve(&Linear2, &ExplicitRk::RK4, y0.view(), &fixed).unwrap())
     });
     g.finish();
 }

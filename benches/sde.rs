@@ -25,14 +25,14 @@ fn gbm(c: &mut Criterion) {
     let grid = TimeGrid::uniform(0.0, 1.0, GBM_STEPS).unwrap();
     let sde = Gbm::default();
     for check in [true, false] {
-        let opts = SdeOptions::new(1).check_finite(check);
+        let opts = SolveOptions::grid(grid.clone()).seed(1).check_finite(check);
         let name = if check {
             "10k_x_1000"
         } else {
             "10k_x_1000_nocheck"
         };
         g.bench_function(name, |b| {
-            b.iter(|| solve_sde(&sde, &EulerMaruyama, x0.view(), &grid, &opts).unwrap())
+            b.iter(|| solve(&sde, &EulerMaruyama, x0.view(), &opts).unwrap())
         });
     }
     // The per-row closure adapter on the same problem.
@@ -41,9 +41,9 @@ fn gbm(c: &mut Criterion) {
         |_t: f64, x, mut f| f[0] = GBM_MU * x[0],
         |_t: f64, x, mut g| g[0] = GBM_SIGMA * x[0],
     );
-    let opts = SdeOptions::new(1);
+    let opts = SolveOptions::grid(grid).seed(1);
     g.bench_function("10k_x_1000_sdefn", |b| {
-        b.iter(|| solve_sde(&closure, &EulerMaruyama, x0.view(), &grid, &opts).unwrap())
+        b.iter(|| solve(&closure, &EulerMaruyama, x0.view(), &opts).unwrap())
     });
     g.finish();
 }
@@ -56,16 +56,16 @@ fn ou(c: &mut Criterion) {
     let sde = Ou::<f32>::default();
     let x0 = Array2::<f32>::from_elem((OU_PATHS, OU_DIM), 1.0);
     let grid = TimeGrid::uniform(0.0f32, 1.0, OU_STEPS).unwrap();
-    let opts = SdeOptions::new(2);
+    let opts = SolveOptions::grid(grid).seed(2);
     g.bench_function("em_4096_x_1000", |b| {
-        b.iter(|| solve_sde(&sde, &EulerMaruyama, x0.view(), &grid, &opts).unwrap())
+        b.iter(|| solve(&sde, &EulerMaruyama, x0.view(), &opts).unwrap())
     });
     // Additive noise: the Stratonovich and Itô solutions coincide.
     g.bench_function("stratonovich_heun_4096_x_1000", |b| {
-        b.iter(|| solve_sde(&sde, &StratonovichHeun, x0.view(), &grid, &opts).unwrap())
+        b.iter(|| solve(&sde, &StratonovichHeun, x0.view(), &opts).unwrap())
     });
     g.bench_function("roberts_heun_4096_x_1000", |b| {
-        b.iter(|| solve_sde(&sde, &RobertsHeun, x0.view(), &grid, &opts).unwrap())
+        b.iter(|| solve(&sde, &RobertsHeun, x0.view(), &opts).unwrap())
     });
     g.finish();
 }

@@ -42,14 +42,14 @@ fn cases() -> Vec<Case> {
     {
         let x0 = Array2::from_elem((GBM_PATHS, 1), 1.0);
         let grid = TimeGrid::uniform(0.0, 1.0, GBM_STEPS).unwrap();
-        let opts = SdeOptions::new(1);
+        let opts = SolveOptions::grid(grid).seed(1);
         v.push(Case {
             id: "gbm_em_f64",
             work: (GBM_PATHS * GBM_STEPS) as f64,
             unit: "path-steps",
             note: "Gbm (batched Sde impl), EulerMaruyama, NaN check on".into(),
             run: Box::new(move || {
-                let s = solve_sde(&Gbm::default(), &EulerMaruyama, x0.view(), &grid, &opts);
+                let s = solve(&Gbm::default(), &EulerMaruyama, x0.view(), &opts);
                 s.unwrap().last()[[0, 0]]
             }),
         });
@@ -57,20 +57,14 @@ fn cases() -> Vec<Case> {
     {
         let x0 = Array2::<f32>::from_elem((OU_PATHS, OU_DIM), 1.0);
         let grid = TimeGrid::uniform(0.0f32, 1.0, OU_STEPS).unwrap();
-        let opts = SdeOptions::new(2);
+        let opts = SolveOptions::grid(grid).seed(2);
         v.push(Case {
             id: "ou64_em_f32",
             work: (OU_PATHS * OU_STEPS) as f64,
             unit: "path-steps",
             note: "Ou<f32> (batched Sde impl), EulerMaruyama".into(),
             run: Box::new(move || {
-                let s = solve_sde(
-                    &Ou::<f32>::default(),
-                    &EulerMaruyama,
-                    x0.view(),
-                    &grid,
-                    &opts,
-                );
+                let s = solve(&Ou::<f32>::default(), &EulerMaruyama, x0.view(), &opts);
                 s.unwrap().last()[[0, 0]] as f64
             }),
         });
@@ -78,39 +72,31 @@ fn cases() -> Vec<Case> {
     {
         let x0 = Array2::<f32>::from_elem((OU_PATHS, OU_DIM), 1.0);
         let grid = TimeGrid::uniform(0.0f32, 1.0, OU_STEPS).unwrap();
-        let opts = SdeOptions::new(2);
+        let opts = SolveOptions::grid(grid).seed(2);
         v.push(Case {
             id: "ou64_heun_f32",
             work: (OU_PATHS * OU_STEPS) as f64,
             unit: "path-steps",
             note: "Ou<f32> (batched Sde impl), StratonovichHeun (= Itô for additive noise)".into(),
             run: Box::new(move || {
-                let s = solve_sde(
-                    &Ou::<f32>::default(),
-                    &StratonovichHeun,
-                    x0.view(),
-                    &grid,
-                    &opts,
-                );
+                let s = solve(&Ou::<f32>::default(), &StratonovichHeun, x0.view(), &opts);
                 s.unwrap().last()[[0, 0]] as f64
             }),
         });
     }
     {
         let y0 = array![[2.0, 0.0]];
-        let solver = Dopri5::new()
+        let solver = SolveOptions::adaptive(0.0, VDP_T1)
             .rtol(VDP_RTOL)
             .atol(VDP_ATOL)
-            .save(OdeSave::Final);
+            .save(SaveAt::Final);
         let sys = VanDerPol { mu: VDP_MU };
         v.push(Case {
             id: "vdp_rk45",
             work: 1.0,
             unit: "solves",
             note: "Dopri5, save final".into(),
-            run: Box::new(move || {
-                solver.solve(&sys, 0.0, VDP_T1, y0.view()).unwrap().last()[[0, 0]]
-            }),
+            run: Box::new(move || solve(&sys, &Dopri5, y0.view(), &solver).unwrap().last()[[0, 0]]),
         });
     }
     for (id, mode) in [
@@ -118,21 +104,18 @@ fn cases() -> Vec<Case> {
         ("lin2_10k_rk45_perrow", BatchMode::PerRow),
     ] {
         let y0 = linear_y0(LIN_ROWS);
-        let solver = Dopri5::new()
+        let solver = SolveOptions::adaptive(0.0, LIN_T1)
             .rtol(LIN_RTOL)
             .atol(LIN_ATOL)
             .mode(mode)
-            .save(OdeSave::Final);
+            .save(SaveAt::Final);
         v.push(Case {
             id,
             work: LIN_ROWS as f64,
             unit: "systems",
             note: format!("Dopri5 {mode:?}, save final"),
             run: Box::new(move || {
-                solver
-                    .solve(&Linear2, 0.0, LIN_T1, y0.view())
-                    .unwrap()
-                    .last()[[0, 0]]
+                solve(&Linear2, &Dopri5, y0.view(), &solver).unwrap().last()[[0, 0]]
             }),
         });
     }

@@ -38,8 +38,8 @@ fn main() {
     for p in 4..=9u32 {
         let steps = 1usize << p;
         let grid = TimeGrid::uniform(0.0, 1.0, steps).unwrap();
-        let opts = SdeOptions::new(SEED).refine(FINE / steps);
-        let sol = solve_sde(&gbm, &EulerMaruyama, x0.view(), &grid, &opts).unwrap();
+        let opts = SolveOptions::grid(grid).seed(SEED).refine(FINE / steps);
+        let sol = solve(&gbm, &EulerMaruyama, x0.view(), &opts).unwrap();
         let errs: Vec<f64> = sol
             .last()
             .column(0)

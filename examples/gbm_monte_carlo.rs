@@ -18,7 +18,6 @@
 use std::time::Instant;
 
 use itoflow::sde::catalog::{CatalogEntry, Gbm};
-use itoflow::sde::ensemble::{EnsembleOptions, InitialState, solve_ensemble};
 use itoflow::sde::prelude::*;
 use statrs::distribution::{ContinuousCDF, Normal};
 
@@ -40,8 +39,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (t0, t1) = gbm.default_time_span();
     let grid = TimeGrid::uniform(t0, t1, steps)?;
     let every = (steps / 4).max(1);
-    let opts = EnsembleOptions::new(paths, 2024)
-        .save(SaveAt::Every(every))
+    let opts = SolveOptions::grid(grid)
+        .seed(2024)
+        .save(SaveAt::Every(every));
+    let init = InitialState::constant(vec![x0]);
+    let ensemble = Ensemble::new(paths, &init)
         .min_max(true)
         .collect_final(true);
 
@@ -52,13 +54,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rayon::current_num_threads()
     );
     let start = Instant::now();
-    let summary = solve_ensemble(
-        &gbm,
-        &EulerMaruyama,
-        &InitialState::constant(vec![x0]),
-        &grid,
-        &opts,
-    )?;
+    let sol = solve(&gbm, &EulerMaruyama, ensemble, &opts)?;
+    let summary = sol.summary.ok_or("an ensemble returns statistics")?;
     let secs = start.elapsed().as_secs_f64();
     let path_steps = summary.stats().path_steps as f64;
 

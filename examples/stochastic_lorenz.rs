@@ -25,7 +25,6 @@
 use std::time::Instant;
 
 use itoflow::sde::catalog::{CatalogEntry, StochasticLorenz};
-use itoflow::sde::ensemble::{EnsembleOptions, InitialState, solve_ensemble};
 use itoflow::sde::prelude::*;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,17 +51,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rayon::current_num_threads()
     );
 
-    let opts = EnsembleOptions::new(paths, 1)
-        .save(SaveAt::Every(every))
-        .min_max(true);
+    let opts = SolveOptions::grid(grid).seed(1).save(SaveAt::Every(every));
+    let init = InitialState::constant(u0.clone());
     let start = Instant::now();
-    let s = solve_ensemble(
+    let sol = solve(
         &lorenz,
         &EulerMaruyama,
-        &InitialState::constant(u0.clone()),
-        &grid,
+        Ensemble::new(paths, &init).min_max(true),
         &opts,
     )?;
+    let s = sol.summary.ok_or("an ensemble returns statistics")?;
     let secs = start.elapsed().as_secs_f64();
 
     let (mean, std) = (s.mean(), s.std());
@@ -94,15 +92,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.stats().path_steps as f64 / secs
     );
 
-    // One path, as solve_sde computes it (the same as path 0 of the ensemble).
+    // One path as a batch of one (the same as path 0 of the ensemble).
     let x0 = u0.insert_axis(ndarray::Axis(0));
-    let sol = solve_sde(
-        &lorenz,
-        &EulerMaruyama,
-        x0.view(),
-        &grid,
-        &SdeOptions::new(1).save(SaveAt::Every(every)),
-    )?;
+    let sol = solve(&lorenz, &EulerMaruyama, x0.view(), &opts)?;
     println!("\npath 0:");
     for (k, t) in sol.t.iter().enumerate() {
         let u = sol.x.index_axis(ndarray::Axis(0), k);

@@ -35,11 +35,15 @@ fn main() -> Result<(), SolveError> {
         (1e-10, 1e-12, 6446, 1035, 39),
     ];
     for (rtol, atol, nfev, acc, rej) in cases {
-        let sol = Dopri5::new()
-            .rtol(rtol)
-            .atol(atol)
-            .save(OdeSave::Final)
-            .solve(&vdp, t0, t1, y0.view())?;
+        let sol = solve(
+            &vdp,
+            &Dopri5,
+            y0.view(),
+            &SolveOptions::adaptive(t0, t1)
+                .rtol(rtol)
+                .atol(atol)
+                .save(SaveAt::Final),
+        )?;
         let g = &sol.stats.groups[0];
         let y = sol.last();
         println!(
@@ -54,18 +58,22 @@ fn main() -> Result<(), SolveError> {
 
     // Dense output at chosen times (SciPy's t_eval).
     let t_eval: Vec<f64> = (0..=10).map(|k| 2.0 * k as f64).collect();
-    let sol = Dopri5::new()
-        .rtol(1e-6)
-        .atol(1e-9)
-        .t_eval(t_eval)
-        .solve(&vdp, t0, t1, y0.view())?;
+    let sol = solve(
+        &vdp,
+        &Dopri5,
+        y0.view(),
+        &SolveOptions::adaptive(t0, t1)
+            .rtol(1e-6)
+            .atol(1e-9)
+            .save(SaveAt::Times(t_eval)),
+    )?;
     println!("\nrtol = 1e-6, atol = 1e-9, dense output:");
     println!("{:>6} {:>13} {:>13}", "t", "y1", "y2");
     for (k, t) in sol.t.iter().enumerate() {
         println!(
             "{t:>6.1} {:>13.9} {:>13.9}",
-            sol.y[[k, 0, 0]],
-            sol.y[[k, 0, 1]]
+            sol.x[[k, 0, 0]],
+            sol.x[[k, 0, 1]]
         );
     }
 
@@ -76,12 +84,16 @@ fn main() -> Result<(), SolveError> {
         row[0] = -3.0 + 6.0 * (r % 40) as f64 / 39.0;
         row[1] = -3.0 + 6.0 * (r / 40) as f64 / 24.0;
     }
-    let sol = Dopri5::new()
-        .rtol(1e-6)
-        .atol(1e-9)
-        .per_row()
-        .save(OdeSave::Final)
-        .solve(&vdp, t0, t1, batch.view())?;
+    let sol = solve(
+        &vdp,
+        &Dopri5,
+        batch.view(),
+        &SolveOptions::adaptive(t0, t1)
+            .rtol(1e-6)
+            .atol(1e-9)
+            .per_row()
+            .save(SaveAt::Final),
+    )?;
     let amplitude = sol
         .last()
         .outer_iter()

@@ -191,14 +191,21 @@ fn sde_solutions_are_independent_of_batch_split() {
     );
     let x0 = Array2::from_shape_fn((24, 2), |(r, j)| 1.0 + 0.1 * r as f64 + j as f64);
     let grid = TimeGrid::uniform(0.0, 2.0, 50).unwrap();
-    let whole = solve_sde(&sde, &EulerMaruyama, x0.view(), &grid, &SdeOptions::new(8)).unwrap();
+    let whole = solve(
+        &sde,
+        &EulerMaruyama,
+        x0.view(),
+        &SolveOptions::grid(grid.clone()).seed(8),
+    )
+    .unwrap();
     for (start, len) in [(0, 1), (5, 7), (12, 12)] {
-        let part = solve_sde(
+        let part = solve(
             &sde,
             &EulerMaruyama,
             x0.slice(ndarray::s![start..start + len, ..]),
-            &grid,
-            &SdeOptions::new(8).first_path(start as u64),
+            &SolveOptions::grid(grid.clone())
+                .seed(8)
+                .first_path(start as u64),
         )
         .unwrap();
         assert_eq!(
@@ -206,4 +213,85 @@ fn sde_solutions_are_independent_of_batch_split() {
             whole.last().slice(ndarray::s![start..start + len, ..])
         );
     }
+}
+
+/// The fixed-grid Lévy areas: a refined step's area is the one assembled from its fine steps
+/// (`A = A₁ + A₂ + (h₂W₁ − h₁W₂)/2`, `A = hH`), so refined grids see the same areas; an area
+/// has variance `h/12` and is uncorrelated with its increment; the increments themselves do
+/// not change when areas are generated.
+#[test]
+fn grid_levy_areas_refine_consistently_and_have_variance_h_over_12() {
+    let (rows, m, dt) = (20_000, 2, 0.01f64);
+    let fine = BrownianPaths::new(9).first_path(3);
+    let coarse = fine.refine(4);
+    let mut gf = IncrementGenerator::with_levy_area(&fine, rows, m);
+    let mut gc = IncrementGenerator::with_levy_area(&coarse, rows, m);
+    let mut plain = IncrementGenerator::new(&coarse, rows, m);
+    let (mut wf, mut hf) = (Array2::zeros((rows, m)), Array2::zeros((rows, m)));
+    let (mut wc, mut hc) = (Array2::zeros((rows, m)), Array2::zeros((rows, m)));
+    let mut wp = Array2::zeros((rows, m));
+    let (mut w_acc, mut a_acc) = (
+        Array2::<f64>::zeros((rows, m)),
+        Array2::<f64>::zeros((rows, m)),
+    );
+    for k in 0..8 {
+        gf.fill(k, dt, wf.view_mut());
+        gf.fill_area(k, dt, hf.view_mut());
+        let done = (k % 4) as f64 * dt;
+        for ((wa, aa), (w, h)) in w_acc
+            .iter_mut()
+            .zip(a_acc.iter_mut())
+            .zip(wf.iter().zip(&hf))
+        {
+            *aa = (*aa + dt * h) + 0.5 * (dt * *wa - done * w);
+            *wa += w;
+        }
+        if k % 4 == 3 {
+            gc.fill(k / 4, 4.0 * dt, wc.view_mut());
+            gc.fill_area(k / 4, 4.0 * dt, hc.view_mut());
+            plain.fill(k / 4, 4.0 * dt, wp.view_mut());
+            assert_eq!(wc, wp, "areas change no increment");
+            for ((a, b), (w, wc)) in a_acc.iter().zip(&hc).zip(w_acc.iter().zip(&wc)) {
+                assert!((a / (4.0 * dt) - b).abs() < 1e-13, "{a} vs {b}");
+                assert!((w - wc).abs() < 1e-14);
+            }
+            let n = (rows * m) as f64;
+            let h = 4.0 * dt;
+            let var = hc.iter().map(|v| v * v).sum::<f64>() / n;
+            assert!(
+                (var / (h / 12.0) - 1.0).abs() < 5.0 * (2.0 / n).sqrt(),
+                "Var H = {var}, h/12 = {}",
+                h / 12.0
+            );
+            let cov = hc.iter().zip(&wc).map(|(a, b)| a * b).sum::<f64>() / n;
+            assert!(cov.abs() < 5.0 * (h * h / 12.0 / n).sqrt(), "E HW = {cov}");
+            w_acc.fill(0.0);
+            a_acc.fill(0.0);
+        }
+    }
+}
+
+/// The two `BrownianPath` sources behind one trait: the grid answers its own steps (and
+/// refuses other intervals), the tree any interval.
+#[test]
+fn brownian_path_sources() {
+    use itoflow::sde::brownian::{BrownianPath, BrownianTree, GridPath, LevyArea};
+    let grid = TimeGrid::uniform(0.0, 1.0, 4).unwrap();
+    let paths = BrownianPaths::new(2).first_path(10);
+    let mut src = GridPath::new(&paths, &grid, 3, 2, LevyArea::SpaceTime);
+    let mut g = IncrementGenerator::with_levy_area(&paths, 3, 2);
+    let (mut w, mut h) = (Array2::zeros((3, 2)), Array2::zeros((3, 2)));
+    let (mut w2, mut h2) = (Array2::zeros((3, 2)), Array2::zeros((3, 2)));
+    for k in [0usize, 1, 3, 2] {
+        let (s, t) = (grid.times()[k], grid.times()[k + 1]);
+        src.fill(s, t, w.view_mut(), Some(h.view_mut())).unwrap();
+        g.fill(k, grid.dt(k), w2.view_mut());
+        g.fill_area(k, grid.dt(k), h2.view_mut());
+        assert_eq!((&w, &h), (&w2, &h2));
+    }
+    assert!(src.fill(0.1, 0.2, w.view_mut(), None).is_err());
+    let tree = BrownianTree::new(2, 0.0, 1.0, 1e-3, 2, LevyArea::SpaceTime).unwrap();
+    let mut tp = tree.path(10, 3);
+    BrownianPath::<f64>::fill(&mut tp, 0.1, 0.2, w.view_mut(), Some(h.view_mut())).unwrap();
+    assert_eq!(BrownianPath::<f64>::rows(&tp), 3);
 }

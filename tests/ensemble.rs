@@ -5,8 +5,7 @@
 use itoflow::sde::brownian::{RandomStream, tags};
 use itoflow::sde::catalog::{Gbm, MultivariateOu};
 use itoflow::sde::ensemble::{
-    ChunkOutputError, EnsembleOptions, EnsembleSummary, InitialState, LEAF_PATHS, solve_ensemble,
-    solve_ensemble_with,
+    ChunkOutputError, ChunkView, EnsembleSummary, InitialState, LEAF_PATHS,
 };
 use itoflow::sde::prelude::*;
 use itoflow::sde::{CholeskyFactor, ProblemError};
@@ -40,6 +39,16 @@ fn fingerprint(s: &EnsembleSummary<f64>) -> Vec<Vec<u64>> {
     v
 }
 
+/// An ensemble solve through the one entry point, returning its statistics.
+fn ensemble<T: Real, P: Sde<T> + Sync + ?Sized, M: SdeStepper<T> + Sync>(
+    problem: &P,
+    method: &M,
+    ens: Ensemble<'_, T>,
+    opts: &SolveOptions<T>,
+) -> Result<EnsembleSummary<T>, SolveError> {
+    solve(problem, method, ens, opts).map(|s| s.summary.expect("an ensemble's statistics"))
+}
+
 fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -64,13 +73,13 @@ fn mvou_setup() -> (MultivariateOu, TimeGrid<f64>, CholeskyFactor<f64>) {
 fn mvou_run(chunk: Option<usize>) -> EnsembleSummary<f64> {
     let (ou, grid, l0) = mvou_setup();
     let init = InitialState::gaussian(array![1.0, -1.0], &l0).unwrap();
-    let mut opts = EnsembleOptions::new(N, SEED)
-        .save(SaveAt::Every(10))
+    let mut ens = Ensemble::new(N, &init)
         .min_max(true)
         .covariance(true)
         .collect_final(true);
-    opts.chunk_size = chunk;
-    solve_ensemble(&ou, &EulerMaruyama, &init, &grid, &opts).unwrap()
+    ens.chunk_size = chunk;
+    let opts = SolveOptions::grid(grid).seed(SEED).save(SaveAt::Every(10));
+    ensemble(&ou, &EulerMaruyama, ens, &opts).unwrap()
 }
 
 #[test]
@@ -107,7 +116,7 @@ fn bitwise_identical_for_any_thread_count_and_chunk_size() {
 fn paths_and_statistics_match_a_direct_batched_solve() {
     let (ou, grid, l0) = mvou_setup();
     let s = mvou_run(Some(64));
-    // The same paths in one solve_sde call: initial states rebuilt from the INITIAL streams.
+    // The same paths in one batch solve: initial states rebuilt from the INITIAL streams.
     let l = l0.matrix();
     let x0 = Array2::from_shape_fn((N, 2), |(p, i)| {
         let stream = RandomStream::new(SEED, p as u64, tags::INITIAL);
@@ -119,8 +128,8 @@ fn paths_and_statistics_match_a_direct_batched_solve() {
         }
         x
     });
-    let opts = SdeOptions::new(SEED).save(SaveAt::Every(10));
-    let sol = solve_sde(&ou, &EulerMaruyama, x0.view(), &grid, &opts).unwrap();
+    let opts = SolveOptions::grid(grid).seed(SEED).save(SaveAt::Every(10));
+    let sol = solve(&ou, &EulerMaruyama, x0.view(), &opts).unwrap();
     assert_eq!(sol.t, s.times());
     // Paths are bitwise the same whatever batch they are solved in.
     assert_bitwise(
@@ -181,11 +190,11 @@ fn per_path_initial_states_and_streaming_chunks() {
     // Path p starts at p (absolute index, so first_path shifts it); with σ = μ = 0 it stays.
     let init = InitialState::per_path(|p, mut row| row[0] = p as f64);
     let seen = std::sync::Mutex::new(vec![0u32; 100]);
-    let opts = EnsembleOptions::new(100, 1)
+    let opts = SolveOptions::grid(grid)
+        .seed(1)
         .first_path(1000)
-        .chunk_size(9)
-        .save(SaveAt::All);
-    let s = solve_ensemble_with(&gbm, &EulerMaruyama, &init, &grid, &opts, |chunk| {
+        .save(SaveAt::Steps);
+    let on_chunk = |chunk: ChunkView<'_, f64>| {
         assert!(chunk.rows() <= 9);
         assert_eq!(chunk.t.len(), 4);
         // Never straddles a leaf.
@@ -197,8 +206,9 @@ fn per_path_initial_states_and_streaming_chunks() {
             seen[first + r] += 1;
         }
         Ok(())
-    })
-    .unwrap();
+    };
+    let ens = Ensemble::new(100, &init).chunk_size(9).on_chunk(&on_chunk);
+    let s = ensemble(&gbm, &EulerMaruyama, ens, &opts).unwrap();
     assert!(seen.into_inner().unwrap().iter().all(|&c| c == 1));
     // Mean of 1000..1099 and its exact sample variance n(n + 1)/12 with n = 100.
     // Welford rounds at about 1 ulp of 1049.5 per path: 1e-10 is a generous bound.
@@ -213,15 +223,17 @@ fn shards_reproduce_the_paths_and_merge_to_the_whole() {
     let gbm = Gbm::default();
     let grid = TimeGrid::uniform(0.0, 1.0, 20).unwrap();
     let init = InitialState::constant(vec![0.5]);
-    let opts = |n, first| {
-        EnsembleOptions::new(n, 5)
+    let shard = |n, first| {
+        let opts = SolveOptions::grid(grid.clone())
+            .seed(5)
             .first_path(first)
-            .collect_final(true)
-            .save(SaveAt::Every(10))
+            .save(SaveAt::Every(10));
+        let ens = Ensemble::new(n, &init).collect_final(true);
+        ensemble(&gbm, &EulerMaruyama, ens, &opts).unwrap()
     };
-    let whole = solve_ensemble(&gbm, &EulerMaruyama, &init, &grid, &opts(3000, 0)).unwrap();
-    let mut a = solve_ensemble(&gbm, &EulerMaruyama, &init, &grid, &opts(1000, 0)).unwrap();
-    let b = solve_ensemble(&gbm, &EulerMaruyama, &init, &grid, &opts(2000, 1000)).unwrap();
+    let whole = shard(3000, 0);
+    let mut a = shard(1000, 0);
+    let b = shard(2000, 1000);
     // Paths 1000..2999 of the whole are the second shard, bit for bit.
     assert_eq!(
         bits(b.finals().unwrap().iter().copied()),
@@ -259,12 +271,11 @@ fn quantiles_of_collected_finals() {
     );
     let grid = TimeGrid::uniform(0.0, 4.0, 4).unwrap();
     let n = 40_000;
-    let s = solve_ensemble(
+    let s = ensemble(
         &bm,
         &EulerMaruyama,
-        &InitialState::constant(vec![0.0]),
-        &grid,
-        &EnsembleOptions::new(n, 11).collect_final(true),
+        Ensemble::new(n, &InitialState::constant(vec![0.0])).collect_final(true),
+        &SolveOptions::grid(grid.clone()).seed(11),
     )
     .unwrap();
     let probs = [0.25, 0.5, 0.75];
@@ -280,12 +291,11 @@ fn quantiles_of_collected_finals() {
         );
     }
     assert!(s.final_quantiles(&[1.5]).is_err());
-    let no_finals = solve_ensemble(
+    let no_finals = ensemble(
         &bm,
         &EulerMaruyama,
-        &InitialState::constant(vec![0.0]),
-        &grid,
-        &EnsembleOptions::new(10, 11),
+        Ensemble::new(10, &InitialState::constant(vec![0.0])),
+        &SolveOptions::grid(grid.clone()).seed(11),
     )
     .unwrap();
     let e = no_finals.final_quantiles(&[0.5]).unwrap_err();
@@ -301,37 +311,44 @@ fn invalid_options_are_typed_errors() {
     let gbm = Gbm::default();
     let grid = TimeGrid::uniform(0.0, 1.0, 10).unwrap();
     let init = InitialState::constant(vec![0.5]);
-    let run =
-        |opts: EnsembleOptions<f64>| solve_ensemble(&gbm, &EulerMaruyama, &init, &grid, &opts);
+    let opts = SolveOptions::grid(grid.clone()).seed(1);
+    let run = |ens: Ensemble<'_, f64>, opts: &SolveOptions<f64>| {
+        ensemble(&gbm, &EulerMaruyama, ens, opts)
+    };
     assert!(matches!(
-        run(EnsembleOptions::new(0, 1)),
+        run(Ensemble::new(0, &init), &opts),
         Err(SolveError::InvalidOption { name: "paths", .. })
     ));
     assert!(matches!(
-        run(EnsembleOptions::new(10, 1).chunk_size(0)),
+        run(Ensemble::new(10, &init).chunk_size(0), &opts),
         Err(SolveError::InvalidOption {
             name: "chunk_size",
             ..
         })
     ));
     assert!(matches!(
-        run(EnsembleOptions::new(10, 1).save(SaveAt::Times(vec![0.55]))),
+        run(
+            Ensemble::new(10, &init),
+            &opts.clone().save(SaveAt::Times(vec![0.55]))
+        ),
         Err(SolveError::InvalidOption { name: "save", .. })
     ));
     assert!(matches!(
-        run(EnsembleOptions::new(10, 1).first_path(usize::MAX - 3)),
+        run(
+            Ensemble::new(10, &init),
+            &opts.clone().first_path(u64::MAX - 3)
+        ),
         Err(SolveError::InvalidOption {
             name: "first_path",
             ..
         })
     ));
     let two = InitialState::constant(vec![0.5, 1.0]);
-    let e = solve_ensemble(
+    let e = ensemble(
         &gbm,
         &EulerMaruyama,
-        &two,
-        &grid,
-        &EnsembleOptions::new(10, 1),
+        Ensemble::new(10, &two),
+        &SolveOptions::grid(grid.clone()).seed(1),
     );
     assert!(matches!(e, Err(SolveError::Shape { .. })), "{e:?}");
     assert!(InitialState::normal(array![0.0, 1.0], array![1.0]).is_err());
@@ -374,11 +391,16 @@ fn blow_up_reports_the_lowest_failing_absolute_path_whatever_the_batching() {
     assert!(em_blow_up_step(50.0, h, 100).unwrap() < k);
     for threads in [1, 2] {
         for chunk in [1, 7, 1000] {
-            let opts = EnsembleOptions::new(600, 3)
-                .first_path(first)
-                .chunk_size(chunk);
+            let opts = SolveOptions::grid(grid.clone())
+                .seed(3)
+                .first_path(first as u64);
             let e = in_pool(threads, || {
-                solve_ensemble(&sq, &EulerMaruyama, &init, &grid, &opts)
+                ensemble(
+                    &sq,
+                    &EulerMaruyama,
+                    Ensemble::new(600, &init).chunk_size(chunk),
+                    &opts,
+                )
             })
             .unwrap_err();
             match e {
@@ -403,12 +425,11 @@ fn non_finite_initial_state_names_its_path() {
     let gbm = Gbm::default();
     let grid = TimeGrid::uniform(0.0, 1.0, 10).unwrap();
     let init = InitialState::per_path(|p, mut row| row[0] = if p == 42 { f64::NAN } else { 1.0 });
-    let e = solve_ensemble(
+    let e = ensemble(
         &gbm,
         &EulerMaruyama,
-        &init,
-        &grid,
-        &EnsembleOptions::new(100, 1),
+        Ensemble::new(100, &init),
+        &SolveOptions::grid(grid.clone()).seed(1),
     )
     .unwrap_err();
     assert!(
@@ -465,8 +486,9 @@ fn problem_errors_carry_the_absolute_path() {
     // (t = 0.3) sees −0.05.
     let init = InitialState::per_path(|p, mut row| row[0] = if p == 77 { 0.25 } else { 2.0 });
     for chunk in [7, 100] {
-        let opts = EnsembleOptions::new(100, 1).chunk_size(chunk);
-        let e = solve_ensemble(&Countdown, &EulerMaruyama, &init, &grid, &opts).unwrap_err();
+        let opts = SolveOptions::grid(grid.clone()).seed(1);
+        let ens = Ensemble::new(100, &init).chunk_size(chunk);
+        let e = ensemble(&Countdown, &EulerMaruyama, ens, &opts).unwrap_err();
         match &e {
             SolveError::Problem { path, t, step, .. } => {
                 assert_eq!((*path, *step), (Some(77), 3));
@@ -483,15 +505,18 @@ fn callback_errors_stop_the_ensemble() {
     let gbm = Gbm::default();
     let grid = TimeGrid::uniform(0.0, 1.0, 10).unwrap();
     let init = InitialState::constant(vec![0.5]);
-    let opts = EnsembleOptions::new(1000, 1).chunk_size(50);
-    let e = solve_ensemble_with(&gbm, &EulerMaruyama, &init, &grid, &opts, |chunk| {
+    let opts = SolveOptions::grid(grid.clone()).seed(1);
+    let on_chunk = |chunk: ChunkView<'_, f64>| {
         if chunk.first_path + chunk.rows() > 500 {
             Err("disk full".into())
         } else {
             Ok(())
         }
-    })
-    .unwrap_err();
+    };
+    let ens = Ensemble::new(1000, &init)
+        .chunk_size(50)
+        .on_chunk(&on_chunk);
+    let e = ensemble(&gbm, &EulerMaruyama, ens, &opts).unwrap_err();
     let SolveError::Problem { path, source, .. } = &e else {
         panic!("expected Problem, got {e}");
     };
@@ -519,12 +544,12 @@ fn f32_ensembles_accumulate_in_f64() {
     );
     let grid = TimeGrid::uniform(0.0f32, 1.0, 2).unwrap();
     let n = 100_000;
-    let s = solve_ensemble(
+    let init = InitialState::per_path(|p, mut row| row[0] = p as f32);
+    let s = ensemble(
         &still,
         &EulerMaruyama,
-        &InitialState::per_path(|p, mut row| row[0] = p as f32),
-        &grid,
-        &EnsembleOptions::new(n, 1),
+        Ensemble::new(n, &init),
+        &SolveOptions::grid(grid.clone()).seed(1),
     )
     .unwrap();
     let nf = n as f64;

@@ -8,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use itoflow::sde::catalog::Gbm;
-use itoflow::sde::ensemble::{EnsembleOptions, InitialState, solve_ensemble};
+use itoflow::sde::ensemble::InitialState;
 use itoflow::sde::prelude::*;
 
 /// The system allocator, counting live bytes and their peak.
@@ -74,15 +74,15 @@ fn solve_counting(
         sigma: 0.3,
     };
     let grid = TimeGrid::uniform(0.0, 1.0, STEPS).unwrap();
-    let opts = EnsembleOptions::new(paths, 77)
-        .chunk_size(CHUNK)
-        .save(SaveAt::Every(5))
-        .min_max(true);
+    let opts = SolveOptions::grid(grid).seed(77).save(SaveAt::Every(5));
     let init = InitialState::constant(vec![1.0]);
+    let ens = Ensemble::new(paths, &init).chunk_size(CHUNK).min_max(true);
     let baseline = LIVE.load(Ordering::SeqCst);
     PEAK.store(baseline, Ordering::SeqCst);
     let summary = pool
-        .install(|| solve_ensemble(&gbm, &EulerMaruyama, &init, &grid, &opts))
+        .install(|| solve(&gbm, &EulerMaruyama, ens, &opts))
+        .unwrap()
+        .summary
         .unwrap();
     let peak = PEAK.load(Ordering::SeqCst) - baseline;
     (peak, summary)

@@ -20,7 +20,6 @@
 //! `E X^k = x0^k exp(kμt + k(k − 1)σ²t/2)` for GBM.
 
 use itoflow::sde::catalog::{Gbm, OrnsteinUhlenbeck};
-use itoflow::sde::ensemble::{EnsembleOptions, InitialState, solve_ensemble};
 use itoflow::sde::prelude::*;
 
 /// `|got − want| ≤ 4 se`, with a message naming what and where.
@@ -47,15 +46,12 @@ fn ornstein_uhlenbeck_mean_and_variance() {
     let ou = OrnsteinUhlenbeck::diagonal(theta.clone(), mu.clone(), sigma.clone()).unwrap();
     let grid = TimeGrid::uniform(0.0, 1.0, STEPS).unwrap();
     let h = 1.0 / STEPS as f64;
-    let opts = EnsembleOptions::new(PATHS, 20_240_601).save(SaveAt::Every(250));
-    let s = solve_ensemble(
-        &ou,
-        &EulerMaruyama,
-        &InitialState::constant(x0.to_vec()),
-        &grid,
-        &opts,
-    )
-    .unwrap();
+    let opts = SolveOptions::grid(grid)
+        .seed(20_240_601)
+        .save(SaveAt::Every(250));
+    let init = InitialState::constant(x0.to_vec());
+    let sol = solve(&ou, &EulerMaruyama, Ensemble::new(PATHS, &init), &opts).unwrap();
+    let s = sol.summary.unwrap();
     assert_eq!(s.times(), &[0.0, 0.25, 0.5, 0.75, 1.0]);
     let n = PATHS as f64;
     for (i, &t) in s.times().iter().enumerate().skip(1) {
@@ -116,15 +112,12 @@ fn geometric_brownian_motion_mean_and_variance() {
     let x0 = 1.0;
     let grid = TimeGrid::uniform(0.0, 1.0, STEPS).unwrap();
     let h = 1.0 / STEPS as f64;
-    let opts = EnsembleOptions::new(PATHS, 31_415).save(SaveAt::Every(250));
-    let s = solve_ensemble(
-        &gbm,
-        &EulerMaruyama,
-        &InitialState::constant(vec![x0]),
-        &grid,
-        &opts,
-    )
-    .unwrap();
+    let opts = SolveOptions::grid(grid)
+        .seed(31_415)
+        .save(SaveAt::Every(250));
+    let init = InitialState::constant(vec![x0]);
+    let sol = solve(&gbm, &EulerMaruyama, Ensemble::new(PATHS, &init), &opts).unwrap();
+    let s = sol.summary.unwrap();
     let n = PATHS as f64;
     for (i, &t) in s.times().iter().enumerate().skip(1) {
         let k = (t / h).round() as i32;

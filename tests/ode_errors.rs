@@ -4,8 +4,10 @@
 //! (The step-size underflow of `y' = y²` is checked against SciPy's failure time in
 //! `rk45_scipy.rs`.)
 
-use itoflow::sde::ode::{Dopri5, ExplicitRk, OdeSave};
-use itoflow::sde::{OdeFn, OdeSystem, ProblemError, SaveAt, SolveError, TimeGrid, solve_ode_fixed};
+use itoflow::sde::ode::{Dopri5, ExplicitRk};
+use itoflow::sde::{
+    OdeFn, OdeSystem, ProblemError, SaveAt, SolveError, SolveOptions, TimeGrid, solve,
+};
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, array};
 
 fn decay() -> OdeFn<impl Fn(f64, ArrayView1<'_, f64>, ndarray::ArrayViewMut1<'_, f64>)> {
@@ -100,7 +102,7 @@ fn nan_from_the_rhs_names_path_time_and_step() {
     };
     // Row 2 is poisoned; rows 0, 1 and 3 are fine.
     let y0 = array![[1.0, 0.0], [2.0, 0.0], [3.0, 1.0], [4.0, 0.0]];
-    let err = Dopri5::new().solve(&sys, 0.0, 1.0, y0.view()).unwrap_err();
+    let err = solve(&sys, &Dopri5, y0.view(), &SolveOptions::adaptive(0.0, 1.0)).unwrap_err();
     let SolveError::NonFinite {
         path,
         t,
@@ -116,7 +118,12 @@ fn nan_from_the_rhs_names_path_time_and_step() {
     // `t` is the start of the failing step, whose stages reach beyond t_bad.
     assert!(t <= 0.5 && t > 0.0, "t = {t}");
     assert!(step > 0, "step {step}");
-    let msg = err_string(Dopri5::new().solve(&sys, 0.0, 1.0, y0.view()));
+    let msg = err_string(solve(
+        &sys,
+        &Dopri5,
+        y0.view(),
+        &SolveOptions::adaptive(0.0, 1.0),
+    ));
     assert!(msg.contains("path 2") && msg.contains("step"), "{msg}");
 }
 
@@ -129,12 +136,16 @@ fn infinity_from_the_rhs_in_per_row_mode_names_the_original_row_after_compaction
         value: f64::INFINITY,
     };
     let y0 = array![[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 1.0]];
-    let err = Dopri5::new()
-        .rtol(1e-8)
-        .save(OdeSave::Final)
-        .per_row()
-        .solve(&sys, 0.0, 10.0, y0.view())
-        .unwrap_err();
+    let err = solve(
+        &sys,
+        &Dopri5,
+        y0.view(),
+        &SolveOptions::adaptive(0.0, 10.0)
+            .rtol(1e-8)
+            .save(SaveAt::Final)
+            .per_row(),
+    )
+    .unwrap_err();
     match err {
         SolveError::NonFinite { path, t, .. } => {
             assert_eq!(path, 3);
@@ -152,8 +163,13 @@ fn nan_in_a_fixed_step_solve_names_path_time_and_step() {
     };
     let y0 = array![[1.0, 0.0], [3.0, 1.0]];
     let grid = TimeGrid::uniform(0.0, 1.0, 10).unwrap();
-    let err =
-        solve_ode_fixed(&sys, &ExplicitRk::RK4, y0.view(), &grid, &SaveAt::Final).unwrap_err();
+    let err = solve(
+        &sys,
+        &ExplicitRk::RK4,
+        y0.view(),
+        &SolveOptions::grid(grid.clone()).save(SaveAt::Final),
+    )
+    .unwrap_err();
     match err {
         // The stages of step 4 ([0.4, 0.5]) stay at t ≤ 0.5; step 5 evaluates at t > 0.5.
         SolveError::NonFinite {
@@ -174,7 +190,7 @@ fn problem_error_at_row_is_reported_with_the_original_path() {
     // Whole batch.
     let sys = Refusing { t_bad: 0.5 };
     let y0 = array![[1.0, 1.0, 0.0], [1.0, 2.0, 1.0], [1.0, 3.0, 0.0]];
-    let err = Dopri5::new().solve(&sys, 0.0, 1.0, y0.view()).unwrap_err();
+    let err = solve(&sys, &Dopri5, y0.view(), &SolveOptions::adaptive(0.0, 1.0)).unwrap_err();
     match &err {
         SolveError::Problem {
             path, t, source, ..
@@ -196,11 +212,15 @@ fn problem_error_at_row_is_reported_with_the_original_path() {
         [1.0, 30.0, 0.0],
         [1.0, 30.0, 1.0]
     ];
-    let err = Dopri5::new()
-        .save(OdeSave::Final)
-        .per_row()
-        .solve(&Refusing { t_bad: 1.5 }, 0.0, 2.0, y0.view())
-        .unwrap_err();
+    let err = solve(
+        &Refusing { t_bad: 1.5 },
+        &Dopri5,
+        y0.view(),
+        &SolveOptions::adaptive(0.0, 2.0)
+            .save(SaveAt::Final)
+            .per_row(),
+    )
+    .unwrap_err();
     match err {
         SolveError::Problem { path, t, step, .. } => {
             assert_eq!(path, Some(3));
@@ -212,7 +232,7 @@ fn problem_error_at_row_is_reported_with_the_original_path() {
 
     // An error without a row has no path.
     let y0 = array![[1.0, 1.0, 2.0]];
-    match Dopri5::new().solve(&sys, 0.0, 1.0, y0.view()).unwrap_err() {
+    match solve(&sys, &Dopri5, y0.view(), &SolveOptions::adaptive(0.0, 1.0)).unwrap_err() {
         SolveError::Problem { path, .. } => assert_eq!(path, None),
         other => panic!("expected Problem, got {other:?}"),
     }
@@ -236,8 +256,13 @@ fn problem_error_with_an_out_of_range_row_does_not_panic() {
         }
     }
     let y0 = array![[1.0], [2.0]];
-    for solver in [Dopri5::new(), Dopri5::new().per_row().save(OdeSave::Final)] {
-        match solver.solve(&Liar, 0.0, 1.0, y0.view()).unwrap_err() {
+    for solver in [
+        SolveOptions::adaptive(0.0, 1.0),
+        SolveOptions::adaptive(0.0, 1.0)
+            .per_row()
+            .save(SaveAt::Final),
+    ] {
+        match solve(&Liar, &Dopri5, y0.view(), &solver).unwrap_err() {
             SolveError::Problem { path, t, step, .. } => {
                 assert_eq!(path, None, "no such path");
                 assert_eq!((t, step), (0.0, 0));
@@ -246,7 +271,14 @@ fn problem_error_with_an_out_of_range_row_does_not_panic() {
         }
     }
     let grid = TimeGrid::uniform(0.0, 1.0, 4).unwrap();
-    match solve_ode_fixed(&Liar, &ExplicitRk::HEUN, y0.view(), &grid, &SaveAt::Final).unwrap_err() {
+    match solve(
+        &Liar,
+        &ExplicitRk::HEUN,
+        y0.view(),
+        &SolveOptions::grid(grid.clone()).save(SaveAt::Final),
+    )
+    .unwrap_err()
+    {
         SolveError::Problem { path, .. } => assert_eq!(path, None, "no such path"),
         other => panic!("expected Problem, got {other:?}"),
     }
@@ -257,12 +289,11 @@ fn problem_error_in_a_fixed_step_solve() {
     let sys = Refusing { t_bad: 0.5 };
     let y0 = array![[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]];
     let grid = TimeGrid::uniform(0.0, 1.0, 4).unwrap();
-    match solve_ode_fixed(
+    match solve(
         &sys,
         &ExplicitRk::MIDPOINT,
         y0.view(),
-        &grid,
-        &SaveAt::Final,
+        &SolveOptions::grid(grid.clone()).save(SaveAt::Final),
     )
     .unwrap_err()
     {
@@ -280,8 +311,13 @@ fn problem_error_in_a_fixed_step_solve() {
 fn non_finite_initial_state() {
     let mut y0 = y0();
     y0[[1, 0]] = f64::NAN;
-    for solver in [Dopri5::new(), Dopri5::new().per_row().save(OdeSave::Final)] {
-        match solver.solve(&decay(), 0.0, 1.0, y0.view()).unwrap_err() {
+    for solver in [
+        SolveOptions::adaptive(0.0, 1.0),
+        SolveOptions::adaptive(0.0, 1.0)
+            .per_row()
+            .save(SaveAt::Final),
+    ] {
+        match solve(&decay(), &Dopri5, y0.view(), &solver).unwrap_err() {
             SolveError::NonFinite { path, what, .. } => {
                 assert_eq!((path, what), (1, "initial state"))
             }
@@ -289,8 +325,13 @@ fn non_finite_initial_state() {
         }
     }
     let grid = TimeGrid::uniform(0.0, 1.0, 4).unwrap();
-    let err =
-        solve_ode_fixed(&decay(), &ExplicitRk::RK4, y0.view(), &grid, &SaveAt::Final).unwrap_err();
+    let err = solve(
+        &decay(),
+        &ExplicitRk::RK4,
+        y0.view(),
+        &SolveOptions::grid(grid.clone()).save(SaveAt::Final),
+    )
+    .unwrap_err();
     assert!(
         matches!(err, SolveError::NonFinite { path: 1, .. }),
         "{err:?}"
@@ -308,10 +349,13 @@ fn max_steps_exceeded() {
         dy[1] = (1.0 - y[0] * y[0]) * y[1] - y[0];
     });
     let y0 = array![[2.0, 0.0], [0.1, 0.0]];
-    match Dopri5::new()
-        .max_steps(10)
-        .solve(&vdp, 0.0, 20.0, y0.view())
-        .unwrap_err()
+    match solve(
+        &vdp,
+        &Dopri5,
+        y0.view(),
+        &SolveOptions::adaptive(0.0, 20.0).max_steps(10),
+    )
+    .unwrap_err()
     {
         SolveError::MaxStepsExceeded { max_steps, t, path } => {
             assert_eq!((max_steps, path), (10, None));
@@ -320,28 +364,39 @@ fn max_steps_exceeded() {
         other => panic!("expected MaxStepsExceeded, got {other:?}"),
     }
     // Per row: both rows hit the limit in the same round; the first is reported.
-    match Dopri5::new()
-        .max_steps(10)
-        .per_row()
-        .save(OdeSave::Final)
-        .solve(&vdp, 0.0, 20.0, y0.view())
-        .unwrap_err()
+    match solve(
+        &vdp,
+        &Dopri5,
+        y0.view(),
+        &SolveOptions::adaptive(0.0, 20.0)
+            .max_steps(10)
+            .per_row()
+            .save(SaveAt::Final),
+    )
+    .unwrap_err()
     {
         SolveError::MaxStepsExceeded { path, .. } => assert_eq!(path, Some(0)),
         other => panic!("expected MaxStepsExceeded, got {other:?}"),
     }
     // A limit the solve stays within is no error: SciPy's 52 accepted + 20 rejected.
-    let sol = Dopri5::new()
-        .max_steps(72)
-        .save(OdeSave::Final)
-        .solve(&vdp, 0.0, 20.0, y0.slice(ndarray::s![0..1, ..]))
-        .unwrap();
+    let sol = solve(
+        &vdp,
+        &Dopri5,
+        y0.slice(ndarray::s![0..1, ..]),
+        &SolveOptions::adaptive(0.0, 20.0)
+            .max_steps(72)
+            .save(SaveAt::Final),
+    )
+    .unwrap();
     assert_eq!(sol.stats.naccepted() + sol.stats.nrejected(), 72);
     assert!(
-        Dopri5::new()
-            .max_steps(71)
-            .solve(&vdp, 0.0, 20.0, y0.slice(ndarray::s![0..1, ..]))
-            .is_err()
+        solve(
+            &vdp,
+            &Dopri5,
+            y0.slice(ndarray::s![0..1, ..]),
+            &SolveOptions::adaptive(0.0, 20.0).max_steps(71)
+        )
+        .is_err()
     );
 }
 
@@ -352,9 +407,13 @@ fn max_steps_exceeded() {
 #[test]
 fn shape_mismatches() {
     let wrong = array![[1.0, 2.0, 3.0]];
-    match Dopri5::new()
-        .solve(&decay(), 0.0, 1.0, wrong.view())
-        .unwrap_err()
+    match solve(
+        &decay(),
+        &Dopri5,
+        wrong.view(),
+        &SolveOptions::adaptive(0.0, 1.0),
+    )
+    .unwrap_err()
     {
         SolveError::Shape {
             what,
@@ -369,21 +428,23 @@ fn shape_mismatches() {
         }
         other => panic!("expected Shape, got {other:?}"),
     }
-    match Dopri5::new()
-        .atol_per_component(vec![1e-6, 1e-6, 1e-6])
-        .solve(&decay(), 0.0, 1.0, y0().view())
-        .unwrap_err()
+    match solve(
+        &decay(),
+        &Dopri5,
+        y0().view(),
+        &SolveOptions::adaptive(0.0, 1.0).atol_per_component(vec![1e-6, 1e-6, 1e-6]),
+    )
+    .unwrap_err()
     {
         SolveError::Shape { what, .. } => assert_eq!(what, "atol"),
         other => panic!("expected Shape, got {other:?}"),
     }
     let grid = TimeGrid::uniform(0.0, 1.0, 4).unwrap();
-    match solve_ode_fixed(
+    match solve(
         &decay(),
         &ExplicitRk::EULER,
         wrong.view(),
-        &grid,
-        &SaveAt::Final,
+        &SolveOptions::grid(grid.clone()).save(SaveAt::Final),
     )
     .unwrap_err()
     {
@@ -400,9 +461,13 @@ fn empty_or_non_finite_span() {
         (0.0, f64::INFINITY),
         (f64::NEG_INFINITY, 0.0),
     ] {
-        let err = Dopri5::new()
-            .solve(&decay(), t0, t1, y0().view())
-            .unwrap_err();
+        let err = solve(
+            &decay(),
+            &Dopri5,
+            y0().view(),
+            &SolveOptions::adaptive(t0, t1),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, SolveError::InvalidTimeSpan { .. }),
             "[{t0}, {t1}]: {err:?}"
@@ -414,41 +479,47 @@ fn empty_or_non_finite_span() {
 #[test]
 fn invalid_tolerances_and_step_options() {
     let y0 = y0();
-    let solve = |s: Dopri5<f64>| s.solve(&decay(), 0.0, 1.0, y0.view()).unwrap_err();
+    let run = |s: SolveOptions<f64>| solve(&decay(), &Dopri5, y0.view(), &s).unwrap_err();
+    let new = || SolveOptions::adaptive(0.0, 1.0);
     for rtol in [-1e-3, f64::NAN, f64::INFINITY] {
-        assert_eq!(option_name(&solve(Dopri5::new().rtol(rtol))), "rtol");
+        assert_eq!(option_name(&run(new().rtol(rtol))), "rtol");
     }
     for atol in [-1e-6, f64::NAN, f64::INFINITY] {
-        assert_eq!(option_name(&solve(Dopri5::new().atol(atol))), "atol");
+        assert_eq!(option_name(&run(new().atol(atol))), "atol");
     }
     assert_eq!(
-        option_name(&solve(Dopri5::new().atol_per_component(vec![1e-6, -1.0]))),
+        option_name(&run(new().atol_per_component(vec![1e-6, -1.0]))),
         "atol"
     );
     for h in [0.0, -0.1, f64::NAN] {
-        assert_eq!(option_name(&solve(Dopri5::new().max_step(h))), "max_step");
+        assert_eq!(option_name(&run(new().max_step(h))), "max_step");
     }
     for h in [0.0, -0.1, f64::NAN, f64::INFINITY, 1.5] {
         assert_eq!(
-            option_name(&solve(Dopri5::new().first_step(h))),
+            option_name(&run(new().first_step(h))),
             "first_step",
             "first_step {h}"
         );
     }
     // first_step larger than a backward span.
-    let err = Dopri5::new()
-        .first_step(2.0)
-        .solve(&decay(), 1.0, 0.0, y0.view())
-        .unwrap_err();
+    let err = solve(
+        &decay(),
+        &Dopri5,
+        y0.view(),
+        &SolveOptions::adaptive(1.0, 0.0).first_step(2.0),
+    )
+    .unwrap_err();
     assert_eq!(option_name(&err), "first_step");
     assert!(err.to_string().contains("exceeds"), "{err}");
     // rtol below 100 ε is raised, as SciPy does, not refused; rtol = 0 with atol > 0 is valid.
     assert!(
-        Dopri5::new()
-            .rtol(0.0)
-            .atol(1e-9)
-            .solve(&decay(), 0.0, 1.0, y0.view())
-            .is_ok()
+        solve(
+            &decay(),
+            &Dopri5,
+            y0.view(),
+            &SolveOptions::adaptive(0.0, 1.0).rtol(0.0).atol(1e-9)
+        )
+        .is_ok()
     );
 }
 
@@ -456,9 +527,12 @@ fn invalid_tolerances_and_step_options() {
 fn t_eval_outside_the_span_or_unsorted() {
     let y0 = y0();
     let solve = |t0: f64, t1: f64, t_eval: Vec<f64>| {
-        Dopri5::new()
-            .t_eval(t_eval)
-            .solve(&decay(), t0, t1, y0.view())
+        solve(
+            &decay(),
+            &Dopri5,
+            y0.view(),
+            &SolveOptions::adaptive(t0, t1).save(SaveAt::Times(t_eval)),
+        )
     };
     for (t0, t1, t_eval) in [
         (0.0, 1.0, vec![0.5, 1.5]),
@@ -476,16 +550,21 @@ fn t_eval_outside_the_span_or_unsorted() {
     // Sorted in the direction of integration is fine, both ways, ends included.
     let sol = solve(1.0, 0.0, vec![1.0, 0.5, 0.0]).unwrap();
     assert_eq!(sol.t, [1.0, 0.5, 0.0]);
-    assert_eq!(sol.y.shape(), [3, 2, 2]);
-    assert_eq!(sol.y.slice(ndarray::s![0, .., ..]), y0);
+    assert_eq!(sol.x.shape(), [3, 2, 2]);
+    assert_eq!(sol.x.slice(ndarray::s![0, .., ..]), y0);
 }
 
 #[test]
 fn steps_cannot_be_saved_in_per_row_mode() {
-    let err = Dopri5::new()
-        .per_row()
-        .solve(&decay(), 0.0, 1.0, y0().view())
-        .unwrap_err();
+    let err = solve(
+        &decay(),
+        &Dopri5,
+        y0().view(),
+        &SolveOptions::adaptive(0.0, 1.0)
+            .per_row()
+            .save(SaveAt::Steps),
+    )
+    .unwrap_err();
     assert_eq!(option_name(&err), "save");
     assert!(err.to_string().contains("per-row"), "{err}");
 }
@@ -493,15 +572,24 @@ fn steps_cannot_be_saved_in_per_row_mode() {
 #[test]
 fn an_empty_batch_is_solved_without_calls() {
     let none = Array2::<f64>::zeros((0, 2));
-    for solver in [Dopri5::new(), Dopri5::new().per_row().save(OdeSave::Final)] {
-        let sol = solver.solve(&decay(), 0.0, 1.0, none.view()).unwrap();
+    for solver in [
+        SolveOptions::adaptive(0.0, 1.0),
+        SolveOptions::adaptive(0.0, 1.0)
+            .per_row()
+            .save(SaveAt::Final),
+    ] {
+        let sol = solve(&decay(), &Dopri5, none.view(), &solver).unwrap();
         assert_eq!(sol.stats.calls, 0);
-        assert_eq!(sol.y.shape()[1..], [0, 2]);
+        assert_eq!(sol.x.shape()[1..], [0, 2]);
     }
-    let sol = Dopri5::new()
-        .solve(&decay(), 0.0, 1.0, none.view())
-        .unwrap();
-    assert_eq!(sol.t, [0.0], "OdeSave::Steps of no rows holds t0 only");
+    let sol = solve(
+        &decay(),
+        &Dopri5,
+        none.view(),
+        &SolveOptions::adaptive(0.0, 1.0).save(SaveAt::Steps),
+    )
+    .unwrap();
+    assert_eq!(sol.t, [0.0], "SaveAt::Steps of no rows holds t0 only");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -548,8 +636,14 @@ fn time_grid_errors() {
 fn save_times_must_be_grid_points() {
     let grid = TimeGrid::uniform(0.0, 1.0, 4).unwrap();
     let y0 = y0();
-    let solve =
-        |save: SaveAt<f64>| solve_ode_fixed(&decay(), &ExplicitRk::RK4, y0.view(), &grid, &save);
+    let solve = |save: SaveAt<f64>| {
+        solve(
+            &decay(),
+            &ExplicitRk::RK4,
+            y0.view(),
+            &SolveOptions::grid(grid.clone()).save(save.clone()),
+        )
+    };
     let err = solve(SaveAt::Times(vec![0.25, 0.3])).unwrap_err();
     assert_eq!(option_name(&err), "save");
     assert!(err.to_string().contains("0.3"), "{err}");

@@ -12,7 +12,7 @@
 //! 3.97–4.02.
 
 use itoflow::sde::ode::{ExplicitRk, OdeStepper};
-use itoflow::sde::{OdeFn, OdeSystem, SaveAt, TimeGrid, solve_ode_fixed};
+use itoflow::sde::{OdeFn, OdeSystem, SaveAt, SolveOptions, TimeGrid, solve};
 use ndarray::{Array2, array};
 
 const COUNTS: [usize; 6] = [16, 32, 64, 128, 256, 512];
@@ -86,7 +86,13 @@ fn measured_order(method: &ExplicitRk, p: &Exact, from: f64, to: f64) -> (f64, V
     let mut errors = Vec::new();
     for n in COUNTS {
         let grid = TimeGrid::uniform(from, to, n).unwrap();
-        let sol = solve_ode_fixed(&*p.sys, method, y_start.view(), &grid, &SaveAt::Final).unwrap();
+        let sol = solve(
+            &*p.sys,
+            method,
+            y_start.view(),
+            &SolveOptions::grid(grid.clone()).save(SaveAt::Final),
+        )
+        .unwrap();
         assert_eq!(sol.stats.steps, n);
         assert_eq!(
             sol.stats.evals.drift,
@@ -178,7 +184,13 @@ fn one_step_equals_the_textbook_formulas() {
         (ExplicitRk::MIDPOINT, midpoint),
         (ExplicitRk::RK4, rk4),
     ] {
-        let sol = solve_ode_fixed(&sys, &m, array![[y]].view(), &grid, &SaveAt::Final).unwrap();
+        let sol = solve(
+            &sys,
+            &m,
+            array![[y]].view(),
+            &SolveOptions::grid(grid.clone()).save(SaveAt::Final),
+        )
+        .unwrap();
         let got = sol.last()[[0, 0]];
         // Same formulas, different grouping of the sums: a few ulps.
         assert!(

@@ -13,8 +13,8 @@
 
 use std::time::Instant;
 
-use itoflow::sde::ode::{BatchMode, Dopri5, OdeSave};
-use itoflow::sde::{OdeSystem, ProblemError};
+use itoflow::sde::ode::Dopri5;
+use itoflow::sde::{BatchMode, OdeSystem, ProblemError, SaveAt, SolveOptions, solve};
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, s};
 
 /// `u' = A u` with `A` read from the row: `y = [u0, u1, a00, a01, a10, a11]`.
@@ -103,17 +103,16 @@ fn per_row_needs_fewer_row_evaluations_and_meets_the_tolerance() {
     const ROWS: usize = 10_000;
     let (rtol, atol, t1) = (1e-6, 1e-9, 5.0);
     let y0 = random_batch(ROWS, 20_240_601);
-    let solver = Dopri5::new().rtol(rtol).atol(atol).save(OdeSave::Final);
+    let solver = SolveOptions::adaptive(0.0, t1)
+        .rtol(rtol)
+        .atol(atol)
+        .save(SaveAt::Final);
 
     let clock = Instant::now();
-    let per_row = solver
-        .clone()
-        .per_row()
-        .solve(&LinearRows, 0.0, t1, y0.view())
-        .unwrap();
+    let per_row = solve(&LinearRows, &Dopri5, y0.view(), &solver.clone().per_row()).unwrap();
     let per_row_time = clock.elapsed();
     let clock = Instant::now();
-    let whole = solver.solve(&LinearRows, 0.0, t1, y0.view()).unwrap();
+    let whole = solve(&LinearRows, &Dopri5, y0.view(), &solver).unwrap();
     let whole_time = clock.elapsed();
 
     let nfev: Vec<usize> = per_row.stats.groups.iter().map(|g| g.nfev).collect();
@@ -165,27 +164,29 @@ fn per_row_needs_fewer_row_evaluations_and_meets_the_tolerance() {
 fn rows_of_a_random_per_row_batch_equal_single_row_solves_bitwise() {
     let y0 = random_batch(64, 7);
     let t_eval = vec![0.5, 1.0, 2.5, 5.0];
-    let solver = Dopri5::new()
+    let solver = SolveOptions::adaptive(0.0, 5.0)
         .rtol(1e-7)
         .atol(1e-10)
-        .t_eval(t_eval)
+        .save(SaveAt::Times(t_eval))
         .per_row();
-    let batch = solver.solve(&LinearRows, 0.0, 5.0, y0.view()).unwrap();
+    let batch = solve(&LinearRows, &Dopri5, y0.view(), &solver).unwrap();
     for r in 0..y0.nrows() {
         for mode in [BatchMode::PerRow, BatchMode::WholeBatch] {
-            let one = solver
-                .clone()
-                .mode(mode)
-                .solve(&LinearRows, 0.0, 5.0, y0.slice(s![r..r + 1, ..]))
-                .unwrap();
+            let one = solve(
+                &LinearRows,
+                &Dopri5,
+                y0.slice(s![r..r + 1, ..]),
+                &solver.clone().mode(mode),
+            )
+            .unwrap();
             assert_eq!(
                 one.stats.groups,
                 [batch.stats.groups[r]],
                 "row {r} {mode:?}"
             );
-            let a: Vec<u64> = one.y.iter().map(|v| v.to_bits()).collect();
+            let a: Vec<u64> = one.x.iter().map(|v| v.to_bits()).collect();
             let b: Vec<u64> = batch
-                .y
+                .x
                 .slice(s![.., r, ..])
                 .iter()
                 .map(|v| v.to_bits())

@@ -1,12 +1,13 @@
-//! The continuous solution of `Dopri5` (`dense_output(true)`, SciPy's `dense_output=True`).
+//! The continuous solution of `Dopri5` (`SolveOptions::dense_output(true)`, SciPy's
+//! `dense_output=True`).
 //!
 //! Its values at `t_eval` times are checked bitwise against sequential-sum SciPy in
 //! `rk45_scipy.rs`; here: accuracy between the steps against closed forms (forward and
 //! backward), agreement with the step states, per-row mode (each row's interpolant is that of
 //! the row solved alone, bitwise), f32, and the errors.
 
-use itoflow::sde::ode::{BatchMode, Dopri5, OdeSave};
-use itoflow::sde::{OdeFn, SolveError};
+use itoflow::sde::ode::Dopri5;
+use itoflow::sde::{BatchMode, OdeFn, SaveAt, SolveError, SolveOptions, solve};
 use ndarray::{Array2, ArrayView1, ArrayViewMut1, array};
 
 type Rhs = fn(f64, ArrayView1<'_, f64>, ArrayViewMut1<'_, f64>);
@@ -32,13 +33,17 @@ fn oscillators() -> OdeFn<Rhs> {
 fn interpolant_follows_the_solution_between_steps_in_both_directions() {
     let (rtol, atol) = (1e-8, 1e-10);
     for (t0, t1, y0) in [(0.0, 2.0, 1.0), (2.0, 0.0, (-2.0f64).exp())] {
-        let sol = Dopri5::new()
-            .rtol(rtol)
-            .atol(atol)
-            .save(OdeSave::Final)
-            .dense_output(true)
-            .solve(&decay(), t0, t1, array![[y0]].view())
-            .unwrap();
+        let sol = solve(
+            &decay(),
+            &Dopri5,
+            array![[y0]].view(),
+            &SolveOptions::adaptive(t0, t1)
+                .rtol(rtol)
+                .atol(atol)
+                .save(SaveAt::Final)
+                .dense_output(true),
+        )
+        .unwrap();
         let dense = sol.dense.as_ref().expect("asked for");
         assert_eq!(dense.t_span(), (t0, t1));
         assert_eq!(dense.steps(0), sol.stats.naccepted());
@@ -61,12 +66,17 @@ fn interpolant_follows_the_solution_between_steps_in_both_directions() {
 #[test]
 fn step_times_and_states_agree_with_the_saved_steps() {
     let y0 = array![[1.0, 0.0, 2.0], [0.5, 1.0, 2.0]];
-    let sol = Dopri5::new()
-        .rtol(1e-6)
-        .atol(1e-9)
-        .dense_output(true)
-        .solve(&oscillators(), 0.0, 10.0, y0.view())
-        .unwrap();
+    let sol = solve(
+        &oscillators(),
+        &Dopri5,
+        y0.view(),
+        &SolveOptions::adaptive(0.0, 10.0)
+            .rtol(1e-6)
+            .atol(1e-9)
+            .save(SaveAt::Steps)
+            .dense_output(true),
+    )
+    .unwrap();
     let dense = sol.dense.as_ref().unwrap();
     for row in 0..2 {
         assert_eq!(dense.step_times(row), sol.t);
@@ -74,7 +84,7 @@ fn step_times_and_states_agree_with_the_saved_steps() {
     // At the end of a step the quartic gives y_new up to rounding.
     for (i, &t) in sol.t.iter().enumerate() {
         let at = dense.eval(t).unwrap();
-        let want = sol.y.index_axis(ndarray::Axis(0), i);
+        let want = sol.x.index_axis(ndarray::Axis(0), i);
         for (a, w) in at.iter().zip(want.iter()) {
             assert!(
                 (a - w).abs() <= 1e-13 * (1.0 + w.abs()),
@@ -88,27 +98,26 @@ fn step_times_and_states_agree_with_the_saved_steps() {
 fn per_row_interpolants_are_those_of_each_row_solved_alone() {
     // Three oscillators of different frequency: different step sequences per row.
     let y0 = array![[1.0, 0.0, 1.0], [1.0, 0.0, 3.0], [0.2, -1.0, 7.0]];
-    let solver = Dopri5::new()
+    let solver = SolveOptions::adaptive(0.0, 5.0)
         .rtol(1e-7)
         .atol(1e-9)
         .mode(BatchMode::PerRow)
-        .save(OdeSave::Final)
+        .save(SaveAt::Final)
         .dense_output(true);
-    let sol = solver.solve(&oscillators(), 0.0, 5.0, y0.view()).unwrap();
+    let sol = solve(&oscillators(), &Dopri5, y0.view(), &solver).unwrap();
     let dense = sol.dense.as_ref().unwrap();
     let steps: Vec<usize> = (0..3).map(|r| dense.steps(r)).collect();
     assert!(steps[0] < steps[1] && steps[1] < steps[2], "{steps:?}");
     let ts: Vec<f64> = (0..=97).map(|i| 5.0 * i as f64 / 97.0).collect();
     let all = dense.eval_many(&ts).unwrap();
     for r in 0..3 {
-        let alone = solver
-            .solve(
-                &oscillators(),
-                0.0,
-                5.0,
-                y0.slice(ndarray::s![r..r + 1, ..]),
-            )
-            .unwrap();
+        let alone = solve(
+            &oscillators(),
+            &Dopri5,
+            y0.slice(ndarray::s![r..r + 1, ..]),
+            &solver,
+        )
+        .unwrap();
         let alone = alone.dense.unwrap();
         assert_eq!(alone.step_times(0), dense.step_times(r));
         for (k, &t) in ts.iter().enumerate() {
@@ -124,13 +133,17 @@ fn per_row_interpolants_are_those_of_each_row_solved_alone() {
 #[test]
 fn f32_dense_output() {
     let sys = OdeFn::new(1, |_t: f32, y, mut dy| dy[0] = -y[0]);
-    let sol = Dopri5::<f32>::new()
-        .rtol(1e-5)
-        .atol(1e-7)
-        .save(OdeSave::Final)
-        .dense_output(true)
-        .solve(&sys, 0.0, 1.0, Array2::from_elem((4, 1), 1.0f32).view())
-        .unwrap();
+    let sol = solve(
+        &sys,
+        &Dopri5,
+        Array2::from_elem((4, 1), 1.0f32).view(),
+        &SolveOptions::adaptive(0.0, 1.0)
+            .rtol(1e-5)
+            .atol(1e-7)
+            .save(SaveAt::Final)
+            .dense_output(true),
+    )
+    .unwrap();
     let y = sol.dense.unwrap().eval(0.5).unwrap();
     for v in y.iter() {
         assert!((v - (-0.5f32).exp()).abs() < 1e-4, "{v}");
@@ -139,15 +152,23 @@ fn f32_dense_output() {
 
 #[test]
 fn dense_output_errors() {
-    let no_dense = Dopri5::new()
-        .save(OdeSave::Final)
-        .solve(&decay(), 0.0, 1.0, array![[1.0]].view())
-        .unwrap();
+    let no_dense = solve(
+        &decay(),
+        &Dopri5,
+        array![[1.0]].view(),
+        &SolveOptions::adaptive(0.0, 1.0).save(SaveAt::Final),
+    )
+    .unwrap();
     assert!(no_dense.dense.is_none());
-    let sol = Dopri5::new()
-        .dense_output(true)
-        .solve(&decay(), 1.0, 0.0, array![[1.0], [2.0]].view())
-        .unwrap();
+    let sol = solve(
+        &decay(),
+        &Dopri5,
+        array![[1.0], [2.0]].view(),
+        &SolveOptions::adaptive(1.0, 0.0)
+            .save(SaveAt::Steps)
+            .dense_output(true),
+    )
+    .unwrap();
     let dense = sol.dense.unwrap();
     for t in [1.5, -0.1, f64::NAN, f64::INFINITY] {
         let e = dense.eval(t).unwrap_err();

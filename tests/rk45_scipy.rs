@@ -39,8 +39,10 @@
 mod common;
 
 use common::scipy_ref::{Case, Problem, fnv1a, load, rel_dev};
-use itoflow::sde::ode::{BatchMode, Dopri5, GroupStats, OdeSave};
-use itoflow::sde::{OdeFn, OdeSystem, SolveError};
+use itoflow::sde::ode::Dopri5;
+use itoflow::sde::{
+    BatchMode, GroupStats, OdeFn, OdeSystem, SaveAt, SolveError, SolveOptions, solve,
+};
 use ndarray::{Array2, Axis};
 
 /// Relative state deviation from plain SciPy allowed in any case (see the module docs).
@@ -54,9 +56,11 @@ fn tol(floor: f64, sensitivity: f64) -> f64 {
     floor.max(2.0 * sensitivity)
 }
 
-/// The solver configured as the reference case was.
-fn solver(case: &Case, save: OdeSave<f64>) -> Dopri5<f64> {
-    let mut s = Dopri5::new().rtol(case.rtol).save(save);
+/// The solve options of the reference case.
+fn solver(case: &Case, save: SaveAt<f64>) -> SolveOptions<f64> {
+    let mut s = SolveOptions::adaptive(case.t0, case.t1)
+        .rtol(case.rtol)
+        .save(save);
     s = if case.atol.len() == 1 {
         s.atol(case.atol[0])
     } else {
@@ -126,8 +130,7 @@ fn check_case(case: &Case) -> Result<Deviation, String> {
     let span = (case.t1 - case.t0).abs();
 
     // Every step (whole-batch mode).
-    let sol = solver(case, OdeSave::Steps)
-        .solve(&sys, case.t0, case.t1, y0.view())
+    let sol = solve(&sys, &Dopri5, y0.view(), &solver(case, SaveAt::Steps))
         .map_err(|e| format!("{}: solve failed: {e}", case.name))?;
     if sol.stats.groups != [want] || sol.stats.groups != [want_seq] {
         return fail(format!(
@@ -142,7 +145,7 @@ fn check_case(case: &Case) -> Result<Deviation, String> {
     if sol.t[0] != case.t0 || *sol.t.last().unwrap() != case.t1 {
         return fail("first/last step time not exactly t0/t1".into());
     }
-    let digest = fnv1a(sol.t.iter().chain(sol.y.iter()));
+    let digest = fnv1a(sol.t.iter().chain(sol.x.iter()));
     if digest != seq.steps_fnv1a {
         return fail(format!(
             "steps not bitwise those of sequential-sum SciPy (digest {digest}, want {})",
@@ -155,7 +158,7 @@ fn check_case(case: &Case) -> Result<Deviation, String> {
         }
         for (i, (&t_ref, y_ref)) in t.iter().zip(y).enumerate() {
             dev.times = dev.times.max((sol.t[i] - t_ref).abs() / span);
-            let row = sol.y.index_axis(Axis(0), i);
+            let row = sol.x.index_axis(Axis(0), i);
             let aligned = align(sys, t_ref, y_ref, sol.t[i]);
             dev.steps = dev
                 .steps
@@ -165,13 +168,17 @@ fn check_case(case: &Case) -> Result<Deviation, String> {
 
     // Dense output at t_eval.
     if let Some(t_eval) = &case.t_eval {
-        let sol = solver(case, OdeSave::Times(t_eval.clone()))
-            .solve(&sys, case.t0, case.t1, y0.view())
-            .map_err(|e| format!("{}: solve failed: {e}", case.name))?;
+        let sol = solve(
+            &sys,
+            &Dopri5,
+            y0.view(),
+            &solver(case, SaveAt::Times(t_eval.clone())),
+        )
+        .map_err(|e| format!("{}: solve failed: {e}", case.name))?;
         if sol.stats.groups != [want] || sol.t != *t_eval {
             return fail(format!("t_eval solve: {:?}", sol.stats));
         }
-        let digest = fnv1a(sol.y.iter());
+        let digest = fnv1a(sol.x.iter());
         if Some(&digest) != seq.eval_fnv1a.as_ref() {
             return fail(format!(
                 "t_eval states not bitwise those of sequential-sum SciPy (digest {digest})"
@@ -179,10 +186,13 @@ fn check_case(case: &Case) -> Result<Deviation, String> {
         }
         // The continuous solution (SciPy's `dense_output=True`) at the same times: bitwise
         // the same values, with the same counts.
-        let dense_sol = solver(case, OdeSave::Final)
-            .dense_output(true)
-            .solve(&sys, case.t0, case.t1, y0.view())
-            .map_err(|e| format!("{}: dense solve failed: {e}", case.name))?;
+        let dense_sol = solve(
+            &sys,
+            &Dopri5,
+            y0.view(),
+            &solver(case, SaveAt::Final).dense_output(true),
+        )
+        .map_err(|e| format!("{}: dense solve failed: {e}", case.name))?;
         let dense = dense_sol.dense.as_ref().expect("dense output");
         if dense_sol.stats.groups != [want] || dense.steps(0) != case.naccepted {
             return fail(format!("dense solve: {:?}", dense_sol.stats));
@@ -195,19 +205,18 @@ fn check_case(case: &Case) -> Result<Deviation, String> {
         }
         let y_eval = case.y_eval.as_ref().expect("y_eval");
         for (i, y_ref) in y_eval.iter().enumerate() {
-            let row = sol.y.index_axis(Axis(0), i);
+            let row = sol.x.index_axis(Axis(0), i);
             dev.eval = dev
                 .eval
                 .max(rel_dev(row.as_slice().expect("contiguous"), y_ref));
         }
     }
 
-    // The final state, with `OdeSave::Final` (and the same counts).
-    let fin = solver(case, OdeSave::Final)
-        .solve(&sys, case.t0, case.t1, y0.view())
+    // The final state, with `SaveAt::Final` (and the same counts).
+    let fin = solve(&sys, &Dopri5, y0.view(), &solver(case, SaveAt::Final))
         .map_err(|e| format!("{}: solve failed: {e}", case.name))?;
     if fin.stats.groups != [want] || fin.t != [case.t1] {
-        return fail(format!("OdeSave::Final: {:?}", fin.stats));
+        return fail(format!("SaveAt::Final: {:?}", fin.stats));
     }
     let last = fin.last();
     let got: Vec<f64> = match &case.y_final_rows {
@@ -339,14 +348,20 @@ fn per_row_counts_and_states_equal_scipy_row_by_row() {
     assert_eq!(case.per_row.len(), case.rows);
     let y0 = y0_of(&case);
     let t_eval = case.t_eval.clone().unwrap();
-    let sol = solver(&case, OdeSave::Times(t_eval.clone()))
-        .per_row()
-        .solve(&case.problem, case.t0, case.t1, y0.view())
-        .unwrap();
-    let fin = solver(&case, OdeSave::Final)
-        .per_row()
-        .solve(&case.problem, case.t0, case.t1, y0.view())
-        .unwrap();
+    let sol = solve(
+        &case.problem,
+        &Dopri5,
+        y0.view(),
+        &solver(&case, SaveAt::Times(t_eval.clone())).per_row(),
+    )
+    .unwrap();
+    let fin = solve(
+        &case.problem,
+        &Dopri5,
+        y0.view(),
+        &solver(&case, SaveAt::Final).per_row(),
+    )
+    .unwrap();
     assert_eq!(sol.stats, fin.stats);
     assert_eq!(sol.t, t_eval);
     for (r, row) in case.per_row.iter().enumerate() {
@@ -359,7 +374,7 @@ fn per_row_counts_and_states_equal_scipy_row_by_row() {
         let y_eval = row.y_eval.as_ref().unwrap();
         let mut dev_eval: f64 = 0.0;
         for (i, yi) in y_eval.iter().enumerate() {
-            let got: Vec<f64> = sol.y.slice(ndarray::s![i, r, ..]).to_vec();
+            let got: Vec<f64> = sol.x.slice(ndarray::s![i, r, ..]).to_vec();
             dev_eval = dev_eval.max(rel_dev(&got, yi));
         }
         let dev_final = rel_dev(&fin.last().row(r).to_vec(), &row.y_final);
@@ -383,9 +398,13 @@ fn per_row_counts_and_states_equal_scipy_row_by_row() {
     // The same batch in whole-batch mode is SciPy on the flattened system, and costs more row
     // evaluations: every row follows the hardest row's steps.
     let whole = common::scipy_ref::case("batches", "linear_rows_whole");
-    let wsol = solver(&whole, OdeSave::Final)
-        .solve(&whole.problem, whole.t0, whole.t1, y0.view())
-        .unwrap();
+    let wsol = solve(
+        &whole.problem,
+        &Dopri5,
+        y0.view(),
+        &solver(&whole, SaveAt::Final),
+    )
+    .unwrap();
     assert_eq!(
         wsol.stats.groups,
         [GroupStats {
@@ -408,26 +427,32 @@ fn per_row_results_equal_single_row_solves_bitwise() {
     let case = common::scipy_ref::case("batches", "linear_rows_per_row");
     let y0 = y0_of(&case);
     let t_eval = case.t_eval.clone().unwrap();
-    let batch = solver(&case, OdeSave::Times(t_eval.clone()))
-        .per_row()
-        .solve(&case.problem, case.t0, case.t1, y0.view())
-        .unwrap();
+    let batch = solve(
+        &case.problem,
+        &Dopri5,
+        y0.view(),
+        &solver(&case, SaveAt::Times(t_eval.clone())).per_row(),
+    )
+    .unwrap();
     for r in 0..case.rows {
         let one = y0.slice(ndarray::s![r..r + 1, ..]);
         for mode in [BatchMode::PerRow, BatchMode::WholeBatch] {
-            let alone = solver(&case, OdeSave::Times(t_eval.clone()))
-                .mode(mode)
-                .solve(&case.problem, case.t0, case.t1, one)
-                .unwrap();
+            let alone = solve(
+                &case.problem,
+                &Dopri5,
+                one,
+                &solver(&case, SaveAt::Times(t_eval.clone())).mode(mode),
+            )
+            .unwrap();
             assert_eq!(
                 alone.stats.groups,
                 [batch.stats.groups[r]],
                 "row {r} {mode:?}"
             );
             // Bitwise: compare bit patterns, not values.
-            let a: Vec<u64> = alone.y.iter().map(|v| v.to_bits()).collect();
+            let a: Vec<u64> = alone.x.iter().map(|v| v.to_bits()).collect();
             let b: Vec<u64> = batch
-                .y
+                .x
                 .slice(ndarray::s![.., r, ..])
                 .iter()
                 .map(|v| v.to_bits())
@@ -446,9 +471,13 @@ fn step_size_underflow_at_the_same_time_as_scipy() {
             case.message,
             "Required step size is less than spacing between numbers."
         );
-        let err = solver(&case, OdeSave::Final)
-            .solve(&case.problem, case.t0, case.t1, y0_of(&case).view())
-            .unwrap_err();
+        let err = solve(
+            &case.problem,
+            &Dopri5,
+            y0_of(&case).view(),
+            &solver(&case, SaveAt::Final),
+        )
+        .unwrap_err();
         let SolveError::StepSizeUnderflow { t, h, path } = err else {
             panic!("{}: expected StepSizeUnderflow, got {err}", case.name);
         };
@@ -467,10 +496,13 @@ fn step_size_underflow_at_the_same_time_as_scipy() {
         // Per-row mode reports the same failure for the row.
         // Row 0 would blow up at t = 4, row 2 decays: only row 1 fails within [0, 2].
         let y0 = ndarray::array![[0.25], [1.0], [-1.0]];
-        let err = solver(&case, OdeSave::Final)
-            .per_row()
-            .solve(&case.problem, case.t0, case.t1, y0.view())
-            .unwrap_err();
+        let err = solve(
+            &case.problem,
+            &Dopri5,
+            y0.view(),
+            &solver(&case, SaveAt::Final).per_row(),
+        )
+        .unwrap_err();
         match err {
             SolveError::StepSizeUnderflow { t: tr, path, .. } => {
                 assert_eq!(path, Some(1));
@@ -501,18 +533,26 @@ fn f32_van_der_pol_as_accurate_as_f64() {
         dy[1] = (1.0 - y[0] * y[0]) * y[1] - y[0];
     });
     for (rtol, atol) in [(1e-3, 1e-6), (1e-4, 1e-7)] {
-        let s32 = Dopri5::<f32>::new()
-            .rtol(rtol as f32)
-            .atol(atol as f32)
-            .t_eval(t_eval.iter().map(|&t| t as f32).collect())
-            .solve(&vdp32, 0.0, 20.0, ndarray::array![[2.0f32, 0.0]].view())
-            .unwrap();
-        let s64 = Dopri5::<f64>::new()
-            .rtol(rtol)
-            .atol(atol)
-            .t_eval(t_eval.clone())
-            .solve(&vdp64, 0.0, 20.0, ndarray::array![[2.0f64, 0.0]].view())
-            .unwrap();
+        let s32 = solve(
+            &vdp32,
+            &Dopri5,
+            ndarray::array![[2.0f32, 0.0]].view(),
+            &SolveOptions::adaptive(0.0, 20.0)
+                .rtol(rtol as f32)
+                .atol(atol as f32)
+                .save(SaveAt::Times(t_eval.iter().map(|&t| t as f32).collect())),
+        )
+        .unwrap();
+        let s64 = solve(
+            &vdp64,
+            &Dopri5,
+            ndarray::array![[2.0f64, 0.0]].view(),
+            &SolveOptions::adaptive(0.0, 20.0)
+                .rtol(rtol)
+                .atol(atol)
+                .save(SaveAt::Times(t_eval.clone())),
+        )
+        .unwrap();
         let err = |y: &dyn Fn(usize, usize) -> f64| {
             y_ref
                 .iter()
@@ -520,8 +560,8 @@ fn f32_van_der_pol_as_accurate_as_f64() {
                 .map(|(i, r)| rel_dev(&[y(i, 0), y(i, 1)], r))
                 .fold(0.0, f64::max)
         };
-        let e32 = err(&|i, j| s32.y[[i, 0, j]] as f64);
-        let e64 = err(&|i, j| s64.y[[i, 0, j]]);
+        let e32 = err(&|i, j| s32.x[[i, 0, j]] as f64);
+        let e64 = err(&|i, j| s64.x[[i, 0, j]]);
         println!(
             "rtol {rtol:e}: f32 {:?} error {e32:.2e}; f64 {:?} error {e64:.2e}",
             s32.stats.groups[0], s64.stats.groups[0]

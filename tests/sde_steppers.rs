@@ -14,7 +14,7 @@ use itoflow::sde::sde::{
     StratonovichHeun,
 };
 use itoflow::sde::{
-    NoiseKind, ProblemError, Real, SaveAt, Sde, SdeFn, SdeOptions, SolveError, TimeGrid, solve_sde,
+    NoiseKind, ProblemError, Real, SaveAt, Sde, SdeFn, SolveError, SolveOptions, TimeGrid, solve,
 };
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip, array};
 
@@ -49,6 +49,7 @@ fn one_step<S: SdeStepper<f64>, P: Sde<f64> + ?Sized>(
     let mut ws = stepper.workspace(1, dim, sde.noise());
     let noise = StepNoise {
         dw: dw.view(),
+        levy: extra.slice(ndarray::s![.., ..0]),
         extra: extra.view(),
         signs: signs.view(),
     };
@@ -269,12 +270,11 @@ fn roberts_heun_in_the_driver_draws_its_signs_from_the_sign_stream() {
     let (rows, m, seed) = (3usize, 2usize, 5u64);
     let grid = TimeGrid::uniform(D_T, D_T + 0.4, 6).unwrap();
     let x0 = Array2::from_shape_fn((rows, 2), |(r, j)| D_X[j] + 0.1 * r as f64);
-    let sol = solve_sde(
+    let sol = solve(
         &*sde,
         &RobertsHeun,
         x0.view(),
-        &grid,
-        &SdeOptions::new(seed),
+        &SolveOptions::grid(grid.clone()).seed(seed),
     )
     .unwrap();
     let mut minus = 0;
@@ -363,10 +363,15 @@ fn predictor_corrector_euler_one_step() {
 fn solve_final<S: SdeStepper<f64>>(sde: &dyn Sde<f64>, stepper: &S, x0: f64) -> Array2<f64> {
     let x = Array2::from_elem((64, sde.dim()), x0);
     let grid = TimeGrid::uniform(0.0, 1.0, 32).unwrap();
-    solve_sde(sde, stepper, x.view(), &grid, &SdeOptions::new(9))
-        .unwrap()
-        .last()
-        .to_owned()
+    solve(
+        sde,
+        stepper,
+        x.view(),
+        &SolveOptions::grid(grid.clone()).seed(9),
+    )
+    .unwrap()
+    .last()
+    .to_owned()
 }
 
 #[test]
@@ -545,7 +550,13 @@ fn langevin_mcmc(dim: usize, chains: usize, snr: f64, grid_steps: usize, seed: u
     );
     let x0 = Array2::zeros((chains, dim));
     let grid = TimeGrid::uniform(0.0, 1.0, grid_steps).unwrap();
-    let sol = solve_sde(&frozen(dim), &pc, x0.view(), &grid, &SdeOptions::new(seed)).unwrap();
+    let sol = solve(
+        &frozen(dim),
+        &pc,
+        x0.view(),
+        &SolveOptions::grid(grid.clone()).seed(seed),
+    )
+    .unwrap();
     assert_eq!(sol.stats.evals.other, 4 * grid_steps);
     let mut dev = sol.last().to_owned();
     Zip::indexed(&mut dev).for_each(|(_, j), d| *d -= mu[j]);
@@ -632,7 +643,13 @@ fn langevin_zero_score_everywhere_gives_no_nan() {
     );
     let x0 = Array2::from_elem((10, 3), 1.5);
     let grid = TimeGrid::uniform(0.0, 1.0, 5).unwrap();
-    let sol = solve_sde(&frozen(3), &pc, x0.view(), &grid, &SdeOptions::new(1)).unwrap();
+    let sol = solve(
+        &frozen(3),
+        &pc,
+        x0.view(),
+        &SolveOptions::grid(grid.clone()).seed(1),
+    )
+    .unwrap();
     assert_eq!(sol.last(), x0);
 }
 
@@ -643,7 +660,13 @@ fn langevin_zero_score_everywhere_gives_no_nan() {
 fn solve_err<S: SdeStepper<f64>>(sde: &dyn Sde<f64>, stepper: &S) -> SolveError {
     let x0 = Array2::from_elem((4, sde.dim()), 1.0);
     let grid = TimeGrid::uniform(0.0, 1.0, 4).unwrap();
-    solve_sde(sde, stepper, x0.view(), &grid, &SdeOptions::new(1)).unwrap_err()
+    solve(
+        sde,
+        stepper,
+        x0.view(),
+        &SolveOptions::grid(grid.clone()).seed(1),
+    )
+    .unwrap_err()
 }
 
 #[test]
@@ -685,6 +708,7 @@ fn unsupported_noise_is_refused_with_a_hint() {
     let mut ws = SdeStepper::<f64>::workspace(&pc, 1, 2, d.noise());
     let noise = StepNoise {
         dw: dw.view(),
+        levy: extra.view(),
         extra: extra.view(),
         signs: extra.view(),
     };
@@ -724,7 +748,12 @@ fn invalid_parameters_are_typed_errors() {
     let pc = PredictorCorrector::new(EulerMaruyama, lc);
     let x0 = Array2::from_elem((3, 2), 1.0);
     let grid = TimeGrid::uniform(0.0, 1.0, 4).unwrap();
-    match solve_sde(&frozen(2), &pc, x0.view(), &grid, &SdeOptions::new(1)) {
+    match solve(
+        &frozen(2),
+        &pc,
+        x0.view(),
+        &SolveOptions::grid(grid.clone()).seed(1),
+    ) {
         Err(SolveError::Problem { step, source, .. }) => {
             assert_eq!(step, 2, "α(0.75) is the first negative value");
             assert!(source.to_string().contains("α(t)"), "{source}");
@@ -745,7 +774,7 @@ fn blow_up_is_reported_with_path_time_and_step() {
     let mut x0 = Array2::from_elem((6, 1), 0.1);
     x0[[3, 0]] = 5.0;
     let grid = TimeGrid::uniform(0.0, 1.0, 100).unwrap();
-    let opts = SdeOptions::new(3).first_path(100);
+    let opts = SolveOptions::grid(grid.clone()).seed(3).first_path(100);
     // Euler's recursion x ← x + x² Δt (the g ΔW term is exactly 0) overflows at a step we can
     // find by replaying it.
     let dt = grid.dt(0);
@@ -792,28 +821,28 @@ fn blow_up_is_reported_with_path_time_and_step() {
         e => panic!("{name}: unexpected error {e}"),
     };
     check(
-        solve_sde(&sde, &EulerMaruyama, x0.view(), &grid, &opts).unwrap_err(),
+        solve(&sde, &EulerMaruyama, x0.view(), &opts).unwrap_err(),
         "Euler–Maruyama",
         Some(want_step),
     );
     check(
-        solve_sde(&sde, &Milstein::new(), x0.view(), &grid, &opts).unwrap_err(),
+        solve(&sde, &Milstein::new(), x0.view(), &opts).unwrap_err(),
         "Milstein",
         Some(want_step),
     );
     check(
-        solve_sde(&sde, &RobertsHeun, x0.view(), &grid, &opts).unwrap_err(),
+        solve(&sde, &RobertsHeun, x0.view(), &opts).unwrap_err(),
         "Roberts Heun",
         None,
     );
     check(
-        solve_sde(&sde, &StratonovichHeun, x0.view(), &grid, &opts).unwrap_err(),
+        solve(&sde, &StratonovichHeun, x0.view(), &opts).unwrap_err(),
         "Stratonovich Heun",
         None,
     );
     let pc = PredictorCorrectorEuler::new(0.5, 0.5).unwrap();
     check(
-        solve_sde(&sde, &pc, x0.view(), &grid, &opts).unwrap_err(),
+        solve(&sde, &pc, x0.view(), &opts).unwrap_err(),
         "PC Euler",
         None,
     );
@@ -859,6 +888,7 @@ fn direct_step<S: SdeStepper<f64>>(
     let (signs, extra) = extra.view().split_at(Axis(1), n_signs);
     let noise = StepNoise {
         dw: dw.view(),
+        levy: signs.slice(ndarray::s![.., ..0]),
         extra,
         signs,
     };
@@ -988,20 +1018,18 @@ fn f32_matches_f64<S: SdeStepper<f32> + SdeStepper<f64>>(stepper: &S) {
     let x64 = Array2::from_elem((100, 2), 0.8f64);
     let g32 = TimeGrid::uniform(0.0f32, 1.0, 64).unwrap();
     let g64 = TimeGrid::uniform(0.0f64, 1.0, 64).unwrap();
-    let s32 = solve_sde(
+    let s32 = solve(
         &gbm::<f32>(),
         stepper,
         x32.view(),
-        &g32,
-        &SdeOptions::new(4),
+        &SolveOptions::grid(g32.clone()).seed(4),
     )
     .unwrap();
-    let s64 = solve_sde(
+    let s64 = solve(
         &gbm::<f64>(),
         stepper,
         x64.view(),
-        &g64,
-        &SdeOptions::new(4),
+        &SolveOptions::grid(g64.clone()).seed(4),
     )
     .unwrap();
     // Same Brownian path up to rounding. 64 steps of f32 rounding (6e-8 relative each, on
@@ -1053,8 +1081,20 @@ fn langevin_predictor_corrector_runs_in_f32() {
     let x64 = Array2::from_elem((50, 2), 0.8f64);
     let g32 = TimeGrid::uniform(0.0f32, 1.0, 32).unwrap();
     let g64 = TimeGrid::uniform(0.0f64, 1.0, 32).unwrap();
-    let s32 = solve_sde(&gbm::<f32>(), &pc32, x32.view(), &g32, &SdeOptions::new(8)).unwrap();
-    let s64 = solve_sde(&gbm::<f64>(), &pc64, x64.view(), &g64, &SdeOptions::new(8)).unwrap();
+    let s32 = solve(
+        &gbm::<f32>(),
+        &pc32,
+        x32.view(),
+        &SolveOptions::grid(g32.clone()).seed(8),
+    )
+    .unwrap();
+    let s64 = solve(
+        &gbm::<f64>(),
+        &pc64,
+        x64.view(),
+        &SolveOptions::grid(g64.clone()).seed(8),
+    )
+    .unwrap();
     // As above, but the corrector's step size ε = 2 snr² ‖z‖²/‖s‖² amplifies the rounding of x
     // where the score is small (here ‖s‖ = ‖x‖ in two dimensions), and 64 corrector moves
     // compound it. Measured: 1.2e-4. Allowed: 1e-3 × max(1, |x|), which still separates
@@ -1070,11 +1110,11 @@ fn langevin_predictor_corrector_runs_in_f32() {
 fn split_is_bitwise_identical<S: SdeStepper<f64>>(sde: &dyn Sde<f64>, stepper: &S) {
     let x0 = Array2::from_shape_fn((12, sde.dim()), |(r, j)| 0.5 + 0.05 * (r + j) as f64);
     let grid = TimeGrid::uniform(0.0, 1.0, 20).unwrap();
-    let opts = SdeOptions::new(99).save(SaveAt::All);
-    let whole = solve_sde(sde, stepper, x0.view(), &grid, &opts).unwrap();
+    let opts = SolveOptions::grid(grid).seed(99).save(SaveAt::Steps);
+    let whole = solve(sde, stepper, x0.view(), &opts).unwrap();
     let (a, b) = x0.view().split_at(ndarray::Axis(0), 5);
-    let first = solve_sde(sde, stepper, a, &grid, &opts).unwrap();
-    let second = solve_sde(sde, stepper, b, &grid, &opts.clone().first_path(5)).unwrap();
+    let first = solve(sde, stepper, a, &opts).unwrap();
+    let second = solve(sde, stepper, b, &opts.clone().first_path(5)).unwrap();
     let joined =
         ndarray::concatenate(ndarray::Axis(1), &[first.x.view(), second.x.view()]).unwrap();
     assert_eq!(whole.x, joined, "{}", stepper.name());

@@ -6,7 +6,7 @@ pub mod problems;
 
 use itoflow::sde::brownian::BrownianPaths;
 use itoflow::sde::sde::SdeStepper;
-use itoflow::sde::{SdeOptions, TimeGrid, solve_sde};
+use itoflow::sde::{SolveOptions, TimeGrid, solve};
 use ndarray::Array2;
 
 pub use problems::Problem;
@@ -74,8 +74,8 @@ pub fn numerical_final<S: SdeStepper<f64>>(
     );
     let x0 = Array2::from_shape_fn((paths, p.dim()), |(_, j)| p.x0[j]);
     let grid = TimeGrid::uniform(0.0, p.t1, n).unwrap();
-    let opts = SdeOptions::new(seed).refine(finest / n);
-    let sol = solve_sde(&*p.sde, stepper, x0.view(), &grid, &opts)
+    let opts = SolveOptions::grid(grid).seed(seed).refine(finest / n);
+    let sol = solve(&*p.sde, stepper, x0.view(), &opts)
         .unwrap_or_else(|e| panic!("{}: solve with {n} steps failed: {e}", p.name));
     sol.last().to_owned()
 }
@@ -144,6 +144,28 @@ impl<'a> Study<'a> {
             seed,
             finest,
             exact: exact_final(problem, seed, paths, finest),
+        }
+    }
+
+    /// A study against a numerical reference: the solution of `reference` on the grid of
+    /// `finest` steps, on the same Brownian paths (and Lévy areas) as the solves — for
+    /// problems without a closed form. `finest` must be a multiple of every step count and
+    /// fine enough that the reference's error is far below the smallest error measured.
+    pub fn against<R: SdeStepper<f64>>(
+        problem: &'a Problem,
+        steps: &[usize],
+        paths: usize,
+        seed: u64,
+        finest: usize,
+        reference: &R,
+    ) -> Self {
+        Self {
+            problem,
+            steps: steps.to_vec(),
+            paths,
+            seed,
+            finest,
+            exact: numerical_final(problem, reference, seed, paths, finest, finest),
         }
     }
 

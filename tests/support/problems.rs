@@ -587,3 +587,55 @@ pub fn ornstein_uhlenbeck() -> Problem {
         }),
     }
 }
+
+/// A double well with time-dependent additive noise, dX = (X − X³) dt + σ/√(1+t) dW,
+/// σ = 0.5, X(0) = 0.5, T = 1, Itô: a nonlinear drift, so that the noise–drift interactions
+/// that separate strong order 1.5 from 2 (for linear additive problems every stochastic
+/// Runge–Kutta term is exact to higher order) are present. No closed form: studied against a
+/// fine-grid numerical reference on the same Brownian path ([`super::Study::against`]).
+pub fn double_well() -> Problem {
+    let sigma = 0.5;
+    let sde = SdeFn::additive(
+        1,
+        |_t: f64, x: Row, mut f: RowMut| f[0] = x[0] - x[0] * x[0] * x[0],
+        move |t: f64, mut g: RowMut| g[0] = sigma / (1.0 + t).sqrt(),
+    );
+    Problem {
+        name: "double well (numerical reference)",
+        sde: Box::new(sde),
+        x0: vec![0.5],
+        t1: 1.0,
+        m: 1,
+        calculus: Calculus::Ito,
+        reference: None,
+        exact: Box::new(|_t, _x0, _w| unreachable!("studied against a numerical reference")),
+    }
+}
+
+/// A noisy Duffing oscillator (a double well in phase space), dx = v dt + ½ dW₁,
+/// dv = (x − x³ − 0.3 v) dt + ½ dW₂, (x, v)(0) = (0.5, 0), T = 1, Itô: noise on the
+/// position reaches the cubic directly. No closed form: studied against a fine-grid
+/// numerical reference.
+pub fn noisy_duffing() -> Problem {
+    let sde = SdeFn::additive(
+        2,
+        |_t: f64, x: Row, mut f: RowMut| {
+            f[0] = x[1];
+            f[1] = x[0] - x[0] * x[0] * x[0] - 0.3 * x[1];
+        },
+        |_t: f64, mut g: RowMut| {
+            g[0] = 0.5;
+            g[1] = 0.5;
+        },
+    );
+    Problem {
+        name: "noisy Duffing (numerical reference)",
+        sde: Box::new(sde),
+        x0: vec![0.5, 0.0],
+        t1: 1.0,
+        m: 2,
+        calculus: Calculus::Ito,
+        reference: None,
+        exact: Box::new(|_t, _x0, _w| unreachable!("studied against a numerical reference")),
+    }
+}

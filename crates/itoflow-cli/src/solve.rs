@@ -5,12 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
+use clap::builder::PossibleValue;
 use clap::{Args, Subcommand, ValueEnum};
-use itoflow_sde::catalog::{self, CatalogOde, CatalogProblem, CatalogSde};
-use itoflow_sde::ode::{BatchMode, Dopri5, ExplicitRk, OdeSave};
+use itoflow_sde::catalog::{
+    CatalogOde, CatalogProblem, CatalogSde, Gbm, LinearAdditive, LotkaVolterra, MultivariateOu,
+    OrnsteinUhlenbeck, StochasticLorenz, VanDerPol,
+};
+use itoflow_sde::ode::{Dopri5, ExplicitRk};
 use itoflow_sde::prelude::*;
 use itoflow_sde::sde::{Milstein, PredictorCorrectorEuler, RobertsHeun};
-use itoflow_sde::{ProblemError, solve_ode_fixed};
+use itoflow_sde::{Method, MethodName, ProblemError, Progress, Solution};
 use ndarray::{Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Ix3};
 use rayon::prelude::*;
 use serde_json::{Value, json};
@@ -29,6 +33,10 @@ pub struct SolveArgs {
     /// Solver (default: em for problems with noise, rk45 otherwise).
     #[arg(long, global = true, value_enum)]
     solver: Option<Solver>,
+    /// Adaptive steps to --rtol/--atol, every path its own step size, on a virtual Brownian
+    /// tree (solvers with an error estimate; rk45 is always adaptive).
+    #[arg(long, global = true)]
+    adaptive: bool,
     /// Number of sample paths.
     #[arg(long, global = true, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     paths: u64,
@@ -52,12 +60,16 @@ pub struct SolveArgs {
     /// Seed of the Brownian paths.
     #[arg(long, global = true, default_value_t = 0)]
     seed: u64,
-    /// Relative tolerance (rk45).
-    #[arg(long, global = true, default_value_t = 1e-6)]
-    rtol: f64,
-    /// Absolute tolerance (rk45).
-    #[arg(long, global = true, default_value_t = 1e-9)]
-    atol: f64,
+    /// Relative tolerance of adaptive steps (default 1e-6 for rk45, 1e-3 for SDE solvers).
+    #[arg(long, global = true, allow_negative_numbers = true)]
+    rtol: Option<f64>,
+    /// Absolute tolerance of adaptive steps (default 1e-9 for rk45, 1e-6 for SDE solvers).
+    #[arg(long, global = true, allow_negative_numbers = true)]
+    atol: Option<f64>,
+    /// Largest number of step attempts per path with adaptive steps; beyond it the run fails
+    /// naming the path and the time it reached.
+    #[arg(long, global = true, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_steps: u64,
     /// Write the saved paths: `.npy` ([paths, times, dim]) or `.csv` (path,t,x0,x1,…).
     #[arg(long, global = true)]
     out: Option<PathBuf>,
@@ -158,80 +170,95 @@ enum ProblemArgs {
     },
 }
 
+/// A parameter given on the command line, or the catalog's default.
+fn param(name: &str, given: Option<f64>, default: f64) -> Result<f64> {
+    match given {
+        Some(v) if !v.is_finite() => bail!("--{name} must be a finite number, got {v}"),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
 impl ProblemArgs {
-    /// The catalog name and the parameters given on the command line.
-    fn catalog(&self) -> (&'static str, Vec<(&'static str, Option<f64>)>) {
-        match *self {
-            ProblemArgs::Gbm { mu, sigma } => ("gbm", vec![("mu", mu), ("sigma", sigma)]),
-            ProblemArgs::Ou { theta, mu, sigma } => {
-                ("ou", vec![("theta", theta), ("mu", mu), ("sigma", sigma)])
+    /// The catalog problem with the parameters given on the command line.
+    fn build(&self) -> Result<CatalogProblem> {
+        Ok(match *self {
+            ProblemArgs::Gbm { mu, sigma } => {
+                let d = Gbm::default();
+                CatalogProblem::Sde(Box::new(Gbm {
+                    mu: param("mu", mu, d.mu)?,
+                    sigma: param("sigma", sigma, d.sigma)?,
+                }))
             }
-            ProblemArgs::Mvou => ("mvou", vec![]),
+            ProblemArgs::Ou { theta, mu, sigma } => {
+                let d = OrnsteinUhlenbeck::default();
+                CatalogProblem::Sde(Box::new(OrnsteinUhlenbeck::scalar(
+                    param("theta", theta, d.theta()[0])?,
+                    param("mu", mu, d.mu()[0])?,
+                    param("sigma", sigma, d.sigma()[0])?,
+                )))
+            }
+            ProblemArgs::Mvou => CatalogProblem::Sde(Box::new(MultivariateOu::default())),
             ProblemArgs::Additive { alpha, beta } => {
-                ("additive", vec![("alpha", alpha), ("beta", beta)])
+                let d = LinearAdditive::default();
+                CatalogProblem::Sde(Box::new(LinearAdditive {
+                    alpha: param("alpha", alpha, d.alpha)?,
+                    beta: param("beta", beta, d.beta)?,
+                }))
             }
             ProblemArgs::Lorenz {
                 sigma,
                 rho,
                 beta,
                 alpha,
-            } => (
-                "lorenz",
-                vec![
-                    ("sigma", sigma),
-                    ("rho", rho),
-                    ("beta", beta),
-                    ("alpha", alpha),
-                ],
-            ),
-            ProblemArgs::VanDerPol { mu } => ("vdp", vec![("mu", mu)]),
-            ProblemArgs::LotkaVolterra { a, b, c, d } => (
-                "lotka-volterra",
-                vec![("a", a), ("b", b), ("c", c), ("d", d)],
-            ),
-        }
+            } => {
+                let d = StochasticLorenz::default();
+                CatalogProblem::Sde(Box::new(StochasticLorenz {
+                    sigma: param("sigma", sigma, d.sigma)?,
+                    rho: param("rho", rho, d.rho)?,
+                    beta: param("beta", beta, d.beta)?,
+                    alpha: param("alpha", alpha, d.alpha)?,
+                }))
+            }
+            ProblemArgs::VanDerPol { mu } => {
+                let d = VanDerPol::default();
+                CatalogProblem::Ode(Box::new(VanDerPol {
+                    mu: param("mu", mu, d.mu)?,
+                }))
+            }
+            ProblemArgs::LotkaVolterra { a, b, c, d } => {
+                let z = LotkaVolterra::default();
+                CatalogProblem::Ode(Box::new(LotkaVolterra {
+                    a: param("a", a, z.a)?,
+                    b: param("b", b, z.b)?,
+                    c: param("c", c, z.c)?,
+                    d: param("d", d, z.d)?,
+                }))
+            }
+        })
     }
 }
 
-/// Core solvers.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Solver {
-    /// Euler–Maruyama (SDE, Itô; strong order 0.5).
-    Em,
-    /// Milstein (SDE, Itô; strong order 1 for scalar/diagonal noise).
-    Milstein,
-    /// Roberts' Itô Heun method (SDE, Itô).
-    Heun,
-    /// Predictor–corrector Euler, θ = η = ½ (SDE, Itô).
-    PcEuler,
-    /// Adaptive Dormand–Prince 5(4) (ODE).
-    Rk45,
-    /// Classical fourth-order Runge–Kutta (ODE).
-    Rk4,
-    /// Explicit midpoint (ODE).
-    Midpoint,
-    /// Explicit Euler (ODE).
-    Euler,
-}
+/// `--solver`: the library's [`MethodName`], its names and summaries the possible values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Solver(MethodName);
 
-impl Solver {
-    fn name(self) -> &'static str {
-        match self {
-            Solver::Em => "em",
-            Solver::Milstein => "milstein",
-            Solver::Heun => "heun",
-            Solver::PcEuler => "pc-euler",
-            Solver::Rk45 => "rk45",
-            Solver::Rk4 => "rk4",
-            Solver::Midpoint => "midpoint",
-            Solver::Euler => "euler",
-        }
+impl ValueEnum for Solver {
+    fn value_variants<'a>() -> &'a [Self] {
+        const ALL: [Solver; 12] = {
+            let mut all = [Solver(MethodName::EulerMaruyama); 12];
+            let mut i = 0;
+            while i < 12 {
+                all[i] = Solver(MethodName::ALL[i]);
+                i += 1;
+            }
+            all
+        };
+        &ALL
     }
-    fn is_sde(self) -> bool {
-        matches!(
-            self,
-            Solver::Em | Solver::Milstein | Solver::Heun | Solver::PcEuler
-        )
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.0.name()).help(self.0.summary()))
     }
 }
 
@@ -260,33 +287,33 @@ fn noiseless(sde: &dyn CatalogSde, t0: f64, x0: &Array2<f64>) -> bool {
     sde.diffusion(t.view(), x0.view(), g.view_mut()).is_ok() && g.iter().all(|&v| v == 0.0)
 }
 
-/// Integrates rows `[start, start + count)` of an SDE problem with a fixed-step stepper.
-fn run_sde<S: SdeStepper<f64>>(
-    sde: &dyn CatalogSde,
-    stepper: &S,
+/// One sub-batch solve, reporting progress (time reached, steps) to the meter.
+fn run_method<P: ?Sized, M: Method<f64, P, F>, F>(
+    problem: &P,
+    method: &M,
     x0: &Array2<f64>,
-    grid: &TimeGrid<f64>,
-    opts: &SdeOptions<f64>,
-) -> Result<(Array3<f64>, usize)> {
-    let sol =
-        itoflow_sde::solve_sde(sde, stepper, x0.view(), grid, opts).map_err(|e| anyhow!("{e}"))?;
-    let e = sol.stats.evals;
-    Ok((sol.x, e.drift + e.diffusion + e.other))
+    opts: &SolveOptions<f64>,
+    meter: &Meter,
+) -> Result<Solution<f64>> {
+    let mut last = Instant::now();
+    let mut report = |p: Progress<'_, f64>| {
+        if last.elapsed().as_millis() >= 200 {
+            last = Instant::now();
+            let steps = match p.rejected {
+                0 => format!("{} steps", p.steps),
+                r => format!("{} steps, {r} rejected", p.steps),
+            };
+            meter.set_extra(format!("t = {:.6e}, {steps}", p.t));
+        }
+    };
+    solve_with(problem, method, x0.view(), opts, &mut report).map_err(|e| anyhow!("{e}"))
 }
 
 /// Runs `itoflow solve`.
 pub fn run(a: &SolveArgs) -> Result<()> {
-    let (name, given) = a.problem.catalog();
-    let mut problem = catalog::lookup(name).map_err(|e| anyhow!("{e}"))?;
-    for (p, v) in &given {
-        if let Some(v) = v {
-            problem
-                .entry_mut()
-                .set_param(p, *v)
-                .map_err(|e| anyhow!("--{p}: {e}"))?;
-        }
-    }
+    let problem = a.problem.build()?;
     let entry = problem.entry();
+    let name = entry.name();
     let params: serde_json::Map<String, Value> = entry
         .params()
         .into_iter()
@@ -305,15 +332,22 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         None => default_x0,
     };
     let dim = x0.len();
-    for (n, v) in [("t0", t0), ("t1", t1), ("rtol", a.rtol), ("atol", a.atol)] {
-        if !v.is_finite() {
+    for (n, v) in [
+        ("t0", Some(t0)),
+        ("t1", Some(t1)),
+        ("rtol", a.rtol),
+        ("atol", a.atol),
+    ] {
+        if let Some(v) = v
+            && !v.is_finite()
+        {
             bail!("--{n} must be a finite number, got {v}");
         }
     }
     if x0.iter().any(|v| !v.is_finite()) {
         bail!("--x0 must be finite numbers");
     }
-    if !(a.rtol > 0.0 && a.atol > 0.0) {
+    if a.rtol.is_some_and(|v| v <= 0.0) || a.atol.is_some_and(|v| v <= 0.0) {
         bail!("--rtol and --atol must be positive");
     }
     if t1 == t0 {
@@ -325,21 +359,50 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         CatalogProblem::Ode(p) => (None, Some(&**p)),
     };
     let noisy = sde.is_some_and(|p| !noiseless(p, t0, &x0_row));
-    let solver = a
-        .solver
-        .unwrap_or(if noisy { Solver::Em } else { Solver::Rk45 });
-    if solver.is_sde() && sde.is_none() {
+    let method = a.solver.map(|s| s.0).unwrap_or(if noisy {
+        MethodName::EulerMaruyama
+    } else {
+        MethodName::Dopri5
+    });
+    let names = |sde: bool| -> String {
+        MethodName::ALL
+            .iter()
+            .filter(|m| m.for_sde() == sde)
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if method.for_sde() && sde.is_none() {
         bail!(
-            "{name} is an ODE; use an ODE solver (rk45, rk4, midpoint, euler), not '{}'",
-            solver.name()
+            "{name} is an ODE; use an ODE solver ({}), not '{method}'",
+            names(false)
         );
     }
-    if !solver.is_sde() && noisy {
+    if !method.for_sde() && noisy {
         bail!(
-            "solver '{}' integrates ODEs, but {name} has noise; use an SDE solver (em, milstein, heun, pc-euler) or set the noise to 0",
-            solver.name()
+            "solver '{method}' integrates ODEs, but {name} has noise; use an SDE solver ({}) or set the noise to 0",
+            names(true)
         );
     }
+    let adaptive = method.adaptive_only() || a.adaptive;
+    if adaptive && !method.has_error_estimate() {
+        let with: Vec<&str> = MethodName::ALL
+            .iter()
+            .filter(|m| m.has_error_estimate() && m.for_sde())
+            .map(|m| m.name())
+            .collect();
+        bail!(
+            "--adaptive needs a solver with an error estimate ({}); '{method}' takes fixed steps",
+            with.join(", ")
+        );
+    }
+    if !adaptive && (a.rtol.is_some() || a.atol.is_some()) {
+        bail!("--rtol and --atol set adaptive steps; add --adaptive (or use rk45)");
+    }
+    let (rtol, atol) = match method {
+        MethodName::Dopri5 => (a.rtol.unwrap_or(1e-6), a.atol.unwrap_or(1e-9)),
+        _ => (a.rtol.unwrap_or(1e-3), a.atol.unwrap_or(1e-6)),
+    };
     if a.save_every.is_some() && a.out.is_none() {
         bail!("--save-every needs --out");
     }
@@ -362,20 +425,18 @@ pub fn run(a: &SolveArgs) -> Result<()> {
     let save_idx = save.indices(&grid).map_err(|e| anyhow!("{e}"))?;
     let times: Vec<f64> = save_idx.iter().map(|&i| grid.times()[i]).collect();
     let shard = a.shard.unwrap_or(Shard::ALL);
-    let adaptive = solver == Solver::Rk45;
-    let spec = RunSpec::new(
-        "solve",
-        json!({
-            "problem": name, "params": params, "x0": x0, "solver": solver.name(),
-            "steps": steps, "t0": t0, "t1": t1, "seed": a.seed,
-            "rtol": if adaptive { json!(a.rtol) } else { Value::Null },
-            "atol": if adaptive { json!(a.atol) } else { Value::Null },
-            "save_every": a.save_every,
-        }),
-        a.paths,
-        vec![times.len(), dim],
-        "f64",
-    );
+    let mut spec_json = json!({
+        "problem": name, "params": params, "x0": x0, "solver": method.name(),
+        "steps": steps, "t0": t0, "t1": t1, "seed": a.seed,
+        "rtol": if adaptive { json!(rtol) } else { Value::Null },
+        "atol": if adaptive { json!(atol) } else { Value::Null },
+        "save_every": a.save_every,
+    });
+    if adaptive && method != MethodName::Dopri5 {
+        // Adaptive SDE solves draw their noise from a Brownian tree, not the grid.
+        spec_json["adaptive"] = json!(true);
+    }
+    let spec = RunSpec::new("solve", spec_json, a.paths, vec![times.len(), dim], "f64");
     let run = ChunkedRun {
         out: a.out.as_deref(),
         spec: &spec,
@@ -395,47 +456,67 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         }
         (None, None) => unreachable!("a catalog problem is an SDE or an ODE"),
     };
+    let max_steps = usize::try_from(a.max_steps).unwrap_or(usize::MAX);
+    // The options of a sub-batch starting at path `start`: the grid's steps, or adaptive steps
+    // with per-path control saving at the grid's save times (results independent of the
+    // batch, the shard and the thread).
+    let options = |start: u64| -> SolveOptions<f64> {
+        let o = if adaptive {
+            SolveOptions::adaptive(t0, t1)
+                .rtol(rtol)
+                .atol(atol)
+                .per_row()
+                .save(if times.len() == 1 {
+                    SaveAt::Final
+                } else {
+                    SaveAt::Times(times.clone())
+                })
+        } else {
+            SolveOptions::grid(grid.clone()).save(save.clone())
+        };
+        o.seed(a.seed).first_path(start).max_steps(max_steps)
+    };
     // One path's result depends only on (seed, path index), so sub-batches run in parallel
     // and are joined in order.
-    let solve_rows = |start: u64, count: usize| -> Result<(Array3<f64>, usize)> {
+    let solve_rows = |start: u64, count: usize| -> Result<(Array3<f64>, [usize; 3])> {
         let x0 = Array2::from_shape_fn((count, dim), |(_, j)| x0[j]);
-        let opts = SdeOptions::new(a.seed).first_path(start).save(save.clone());
-        let (y, evals) = match (solver, sde) {
-            (Solver::Em, Some(p)) => run_sde(p, &EulerMaruyama, &x0, &grid, &opts)?,
-            (Solver::Milstein, Some(p)) => run_sde(p, &Milstein::new(), &x0, &grid, &opts)?,
-            (Solver::Heun, Some(p)) => run_sde(p, &RobertsHeun, &x0, &grid, &opts)?,
-            (Solver::PcEuler, Some(p)) => {
-                run_sde(p, &PredictorCorrectorEuler::default(), &x0, &grid, &opts)?
+        let opts = options(start);
+        let sol = match (method, sde) {
+            (MethodName::EulerMaruyama, Some(p)) => {
+                run_method(p, &EulerMaruyama, &x0, &opts, &meter)?
             }
-            (Solver::Rk45, _) => {
-                let sol = Dopri5::new()
-                    .rtol(a.rtol)
-                    .atol(a.atol)
-                    .mode(BatchMode::PerRow)
-                    .save(if times.len() == 1 {
-                        OdeSave::Final
-                    } else {
-                        OdeSave::Times(times.clone())
-                    })
-                    .solve(ode, t0, t1, x0.view())
-                    .map_err(|e| anyhow!("{e}"))?;
-                (sol.y, sol.stats.calls)
+            (MethodName::Milstein, Some(p)) => run_method(p, &Milstein::new(), &x0, &opts, &meter)?,
+            (MethodName::RobertsHeun, Some(p)) => run_method(p, &RobertsHeun, &x0, &opts, &meter)?,
+            (MethodName::StratonovichHeun, Some(p)) => {
+                run_method(p, &StratonovichHeun, &x0, &opts, &meter)?
             }
-            (Solver::Rk4 | Solver::Midpoint | Solver::Euler, _) => {
-                let m = match solver {
-                    Solver::Rk4 => ExplicitRk::RK4,
-                    Solver::Midpoint => ExplicitRk::MIDPOINT,
-                    _ => ExplicitRk::EULER,
-                };
-                let sol = solve_ode_fixed(ode, &m, x0.view(), &grid, &save)
-                    .map_err(|e| anyhow!("{e}"))?;
-                (sol.x, sol.stats.evals.drift)
+            (MethodName::PcEuler, Some(p)) => {
+                run_method(p, &PredictorCorrectorEuler::default(), &x0, &opts, &meter)?
             }
+            (MethodName::Sra1, Some(p)) => run_method(p, &Sra1, &x0, &opts, &meter)?,
+            (MethodName::Sra3, Some(p)) => run_method(p, &Sra3, &x0, &opts, &meter)?,
+            (MethodName::Sriw1, Some(p)) => run_method(p, &Sriw1, &x0, &opts, &meter)?,
+            (MethodName::Dopri5, _) => run_method(ode, &Dopri5, &x0, &opts, &meter)?,
+            (MethodName::Rk4, _) => run_method(ode, &ExplicitRk::RK4, &x0, &opts, &meter)?,
+            (MethodName::Midpoint, _) => {
+                run_method(ode, &ExplicitRk::MIDPOINT, &x0, &opts, &meter)?
+            }
+            (MethodName::Euler, _) => run_method(ode, &ExplicitRk::EULER, &x0, &opts, &meter)?,
             (_, None) => unreachable!("SDE solvers are refused for ODE problems above"),
         };
+        let e = sol.stats.evals;
+        let counts = [
+            e.drift + e.diffusion + e.other,
+            sol.stats.steps,
+            sol.stats.rejected,
+        ];
         // [times, rows, dim] → [rows, times, dim]
-        let y = y.permuted_axes([1, 0, 2]).as_standard_layout().into_owned();
-        Ok((y, evals))
+        let y = sol
+            .x
+            .permuted_axes([1, 0, 2])
+            .as_standard_layout()
+            .into_owned();
+        Ok((y, counts))
     };
     let outcome = run.run::<f64>(&meter, |start, count, meter| {
         let t = Instant::now();
@@ -443,7 +524,7 @@ pub fn run(a: &SolveArgs) -> Result<()> {
             .step_by(SUB_BATCH)
             .map(|o| (start + o as u64, SUB_BATCH.min(count - o)))
             .collect();
-        let parts: Vec<(Array3<f64>, usize)> = subs
+        let parts: Vec<(Array3<f64>, [usize; 3])> = subs
             .par_iter()
             .map(|&(s, n)| {
                 let r = solve_rows(s, n)?;
@@ -453,11 +534,13 @@ pub fn run(a: &SolveArgs) -> Result<()> {
             .collect::<Result<_>>()?;
         let views: Vec<_> = parts.iter().map(|(y, _)| y.view()).collect();
         let y = ndarray::concatenate(Axis(0), &views)?;
-        let evals: usize = parts.iter().map(|(_, e)| e).sum();
-        Ok((
-            y.into_dyn(),
-            json!({"evals": evals, "seconds": t.elapsed().as_secs_f64()}),
-        ))
+        let sum = |k: usize| parts.iter().map(|(_, c)| c[k]).sum::<usize>();
+        let mut info = json!({"evals": sum(0), "seconds": t.elapsed().as_secs_f64()});
+        if adaptive {
+            info["accepted"] = json!(sum(1));
+            info["rejected"] = json!(sum(2));
+        }
+        Ok((y.into_dyn(), info))
     })?;
     meter.finish();
     let Some(outcome) = outcome else {
@@ -471,19 +554,43 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         .into_dimensionality::<Ix3>()
         .map_err(|e| anyhow!("internal: {e}"))?;
     let last = paths.index_axis(Axis(1), times.len() - 1);
-    let stats: Vec<Value> = (0..dim).map(|j| column_stats(last.column(j))).collect();
-    let evals: u64 = outcome
-        .chunks
-        .iter()
-        .map(|c| c.info["evals"].as_u64().unwrap_or(0))
-        .sum();
-    let summary = json!({
+    let mut stats = Vec::with_capacity(dim);
+    for j in 0..dim {
+        let col = last.column(j);
+        let s = column_stats(col);
+        check_stats_finite(&s, col, j, t1, range.start)?;
+        stats.push(s);
+    }
+    let total = |key: &str| -> u64 {
+        outcome
+            .chunks
+            .iter()
+            .map(|c| c.info[key].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let evals = total("evals");
+    let mut summary = json!({
         "problem": name, "description": entry.description(), "params": params, "x0": x0,
-        "solver": solver.name(), "paths": range.end - range.start, "first_path": range.start,
+        "solver": method.name(), "paths": range.end - range.start, "first_path": range.start,
         "shard": shard.to_string(), "steps": steps, "t0": t0, "t1": t1, "seed": a.seed,
         "saved_times": times, "evals": evals, "resumed_paths": outcome.resumed,
         "elapsed_s": elapsed, "stats_at_t1": stats,
         "out": a.out.as_ref().map(|p| p.display().to_string()),
+    });
+    let step_line = adaptive.then(|| {
+        let (acc, rej) = (total("accepted"), total("rejected"));
+        summary["adaptive"] = json!({
+            "rtol": rtol, "atol": atol, "max_steps": a.max_steps,
+            "accepted": acc, "rejected": rej,
+        });
+        format!(
+            "adaptive steps (rtol {rtol:e}, atol {atol:e}, per path): {acc} accepted, {rej} rejected{}",
+            if outcome.resumed > 0 {
+                " (in the chunks computed by this run)"
+            } else {
+                ""
+            }
+        )
     });
     if let Some(out) = &a.out {
         if out.extension().and_then(|e| e.to_str()) == Some("csv") {
@@ -513,7 +620,7 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         .map(|(k, v)| format!("{k} = {v}"))
         .collect();
     println!(
-        "{name} ({}): {} paths{}, {}, {} steps, t = {t0} → {t1}, x0 = {x0:?}, seed {}, {:.3} s",
+        "{name} ({}): {} paths{}, {}, {}, t = {t0} → {t1}, x0 = {x0:?}, seed {}, {:.3} s",
         params_text.join(", "),
         range.end - range.start,
         if shard == Shard::ALL {
@@ -521,11 +628,18 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         } else {
             format!(" (shard {shard})")
         },
-        solver.name(),
-        steps,
+        method.name(),
+        if adaptive {
+            "adaptive".to_string()
+        } else {
+            format!("{steps} steps")
+        },
         a.seed,
         elapsed
     );
+    if let Some(line) = step_line {
+        println!("{line}");
+    }
     println!(
         "{:>6} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
         "at T", "mean", "std", "5%", "25%", "50%", "75%", "95%"
@@ -549,6 +663,42 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         println!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// Fails when a summary statistic of component `j` is not finite — the final states are
+/// finite (the solvers check), but so large that their sums overflow — naming the path with
+/// the largest magnitude, as a blow-up is reported.
+fn check_stats_finite(
+    stats: &Value,
+    col: ArrayView1<'_, f64>,
+    j: usize,
+    t1: f64,
+    first: u64,
+) -> Result<()> {
+    let q = &stats["quantiles"];
+    let all = [
+        &stats["mean"],
+        &stats["std"],
+        &q["0.05"],
+        &q["0.25"],
+        &q["0.5"],
+        &q["0.75"],
+        &q["0.95"],
+    ];
+    if all.iter().all(|v| v.as_f64().is_some_and(f64::is_finite)) {
+        return Ok(());
+    }
+    let (r, v) = col
+        .iter()
+        .enumerate()
+        .fold((0, 0.0f64), |(br, bv), (r, &v)| {
+            if v.abs() > bv.abs() { (r, v) } else { (br, bv) }
+        });
+    bail!(
+        "non-finite statistics of x{j} at t = {t1}: path {} reaches {v:e}, beyond what its mean and \
+         standard deviation can be computed for (the solution has blown up or leaves the f64 range)",
+        first + r as u64
+    )
 }
 
 /// Prints the "already complete" note of a resumed run that had finished.

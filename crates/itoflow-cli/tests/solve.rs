@@ -396,3 +396,211 @@ fn user_errors_are_one_line() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn adaptive_solvers_meet_their_tolerance_and_report_steps() {
+    // GBM with SRIW1 to rtol 1e-3: E[X_1] = ½ e^{1.01} within 4 standard errors plus a bias
+    // allowance; the accepted and rejected counts are reported.
+    let v = json_out(&[
+        "solve",
+        "gbm",
+        "--solver",
+        "sri",
+        "--adaptive",
+        "--paths",
+        "4000",
+        "--rtol",
+        "1e-3",
+    ]);
+    assert_eq!(v["solver"], "sri");
+    let m = v["stats_at_t1"][0]["mean"].as_f64().unwrap();
+    let exact = 0.5 * 1.01f64.exp();
+    assert!((m - exact).abs() < 0.1, "{m} vs {exact}");
+    let a = &v["adaptive"];
+    assert!(a["accepted"].as_u64().unwrap() >= 4000);
+    assert!(a["rejected"].as_u64().is_some());
+    assert_eq!(a["rtol"], 1e-3);
+    // SRA1 on the additive problem: the human summary names the steps.
+    itoflow()
+        .args([
+            "solve",
+            "additive",
+            "--solver",
+            "sra1",
+            "--adaptive",
+            "--paths",
+            "50",
+        ])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("sra1, adaptive")
+                .and(predicate::str::contains("accepted"))
+                .and(predicate::str::contains("rejected")),
+        );
+    // The solver list is the library's.
+    let help = itoflow()
+        .args(["solve", "gbm", "--help"])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&help.get_output().stdout).to_string();
+    for m in itoflow_sde::MethodName::ALL {
+        assert!(text.contains(m.name()), "--help lacks {}", m.name());
+    }
+}
+
+#[test]
+fn adaptive_shards_and_batches_merge_bitwise() {
+    // Per-path step control on a Brownian tree: any batch and shard split gives the same bits.
+    let dir = tempfile::tempdir().unwrap();
+    let run = |out: &Path, extra: &[&str]| {
+        itoflow()
+            .args([
+                "solve",
+                "ou",
+                "--solver",
+                "sra3",
+                "--adaptive",
+                "--paths",
+                "41",
+                "--seed",
+                "4",
+                "--steps",
+                "4",
+                "--save-every",
+                "2",
+                "-q",
+                "--out",
+            ])
+            .arg(out)
+            .args(extra)
+            .assert()
+            .success();
+    };
+    let whole = dir.path().join("whole.npy");
+    run(&whole, &["--batch", "1000"]);
+    let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
+    run(&a, &["--shard", "1/2", "--batch", "3"]);
+    run(&b, &["--shard", "2/2", "--batch", "40"]);
+    let merged = dir.path().join("merged.npy");
+    itoflow()
+        .arg("merge")
+        .arg(&merged)
+        .args([&a, &b])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(&whole).unwrap(),
+        std::fs::read(&merged).unwrap()
+    );
+    let x: ndarray::ArrayD<f64> = ndarray_npy::read_npy(&whole).unwrap();
+    assert_eq!(x.shape(), &[41, 3, 1]);
+}
+
+#[test]
+fn runaway_solves_stop_at_the_step_budget() {
+    // Stiff problems that RK45 would integrate for hours: the default budget of 100 000
+    // attempts per path stops them with the path and the time reached.
+    for args in [
+        &["solve", "lotka-volterra", "--a", "1e3", "--paths", "1"][..],
+        &["solve", "van-der-pol", "--mu", "1e6", "--paths", "1"][..],
+    ] {
+        let start = Instant::now();
+        let out = itoflow().args(args).assert().failure();
+        let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(
+            err.contains("maximum number of steps (100000) exceeded at t = ")
+                && err.contains("path 0"),
+            "{args:?}: {err}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(60), "{args:?}");
+    }
+    itoflow()
+        .args(["solve", "van-der-pol", "--paths", "2", "--max-steps", "10"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("maximum number of steps (10)"));
+    // Adaptive SDE solves share the budget.
+    itoflow()
+        .args([
+            "solve",
+            "gbm",
+            "--solver",
+            "sri",
+            "--adaptive",
+            "--rtol",
+            "1e-9",
+            "--paths",
+            "1",
+            "--max-steps",
+            "50",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("maximum number of steps (50)"));
+}
+
+#[test]
+fn overflowing_statistics_are_reported_as_a_blow_up() {
+    // σ = 1e300: the paths stay finite but their variance overflows; the run fails naming the
+    // path with the largest state instead of printing NaN statistics.
+    let out = itoflow()
+        .args(["solve", "ou", "--sigma", "1e300", "--paths", "10"])
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        err.starts_with("error: non-finite statistics of x0 at t = 2: path "),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1);
+}
+
+#[test]
+fn adaptive_usage_errors_are_one_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["solve", "gbm", "--solver", "em", "--adaptive"],
+            "--adaptive needs a solver with an error estimate",
+        ),
+        (
+            &["solve", "gbm", "--solver", "sri", "--rtol", "1e-3"],
+            "add --adaptive",
+        ),
+        (
+            &[
+                "solve",
+                "gbm",
+                "--solver",
+                "sri",
+                "--adaptive",
+                "--rtol",
+                "0",
+            ],
+            "--rtol and --atol must be positive",
+        ),
+        (
+            &["solve", "gbm", "--solver", "sra1", "--adaptive"],
+            "SRA1 does not support diagonal noise",
+        ),
+        (
+            &["solve", "gbm", "--solver", "sra1"],
+            "SRA1 does not support diagonal noise",
+        ),
+        (
+            &["solve", "gbm", "--solver", "nope"],
+            "invalid value 'nope'",
+        ),
+        (&["solve", "gbm", "--max-steps", "0"], "--max-steps"),
+        (
+            &["solve", "gbm", "--mu", "inf"],
+            "--mu must be a finite number",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = itoflow().args(*args).assert().failure();
+        let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

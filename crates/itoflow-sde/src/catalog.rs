@@ -2,9 +2,10 @@
 //!
 //! Every problem implements [`Sde`] or [`OdeSystem`] directly with `ndarray::Zip` over the
 //! batch (no per-row closures), for `f32` and `f64` alike (parameters are stored in `f64`).
-//! Each has a parameter struct with the defaults below, a default initial state and time span
-//! and a name, through [`CatalogEntry`], and [`lookup`] builds any of them by name (for the
-//! command line).
+//! Each is a struct of its parameters with the defaults below (`Default`), and has a name, a
+//! description, its parameters as `(name, value)` pairs, a default initial state and time span
+//! through [`CatalogEntry`] (what the command line prints; it builds the problems from its own
+//! arguments).
 //!
 //! | name | type | equation | exact |
 //! |---|---|---|---|
@@ -17,12 +18,10 @@
 //! | `lotka-volterra` | [`LotkaVolterra`] | `x' = ax − bxy, y' = −cy + dxy` | first integral |
 //!
 //! ```
-//! use itoflow_sde::catalog::{self, CatalogProblem};
-//! let mut p = catalog::lookup("gbm")?;
-//! p.entry_mut().set_param("sigma", 0.3)?;
+//! use itoflow_sde::catalog::{CatalogEntry, CatalogProblem, Gbm};
+//! let p = CatalogProblem::Sde(Box::new(Gbm { sigma: 0.3, ..Gbm::default() }));
 //! assert_eq!(p.entry().params(), vec![("mu", 1.01), ("sigma", 0.3)]);
-//! assert!(matches!(p, CatalogProblem::Sde(_)));
-//! # Ok::<(), itoflow_sde::SolveError>(())
+//! assert_eq!(p.entry().name(), "gbm");
 //! ```
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, ArrayViewMut3, Axis, Zip};
@@ -33,10 +32,10 @@ use crate::{CholeskyFactor, NoiseKind, OdeSystem, ProblemError, Real, Sde, Solve
 // Names, parameters, defaults
 // ---------------------------------------------------------------------------------------------
 
-/// What the command line needs to know about a catalog problem: its name, its scalar parameters
-/// (which it can set by name), its default initial state and time span.
+/// What the command line needs to know about a catalog problem: its name, its scalar parameters,
+/// its default initial state and time span.
 pub trait CatalogEntry {
-    /// Short name (`"gbm"`, `"ou"`, …), as accepted by [`lookup`].
+    /// Short name (`"gbm"`, `"ou"`, …).
     fn name(&self) -> &'static str;
 
     /// One line: the equation and where it comes from.
@@ -44,9 +43,6 @@ pub trait CatalogEntry {
 
     /// The scalar parameters and their current values.
     fn params(&self) -> Vec<(&'static str, f64)>;
-
-    /// Sets a scalar parameter by name. Fails for unknown names and invalid values.
-    fn set_param(&mut self, name: &str, value: f64) -> Result<(), SolveError>;
 
     /// The default initial state (one row).
     fn default_initial_state(&self) -> Array1<f64>;
@@ -63,7 +59,7 @@ impl<X: CatalogEntry + Sde<f64> + Sde<f32> + Send + Sync> CatalogSde for X {}
 pub trait CatalogOde: CatalogEntry + OdeSystem<f64> + OdeSystem<f32> + Send + Sync {}
 impl<X: CatalogEntry + OdeSystem<f64> + OdeSystem<f32> + Send + Sync> CatalogOde for X {}
 
-/// A catalog problem built by name.
+/// A catalog problem: stochastic or deterministic.
 pub enum CatalogProblem {
     /// A stochastic problem.
     Sde(Box<dyn CatalogSde>),
@@ -88,92 +84,6 @@ impl CatalogProblem {
             CatalogProblem::Sde(p) => &**p,
             CatalogProblem::Ode(p) => &**p,
         }
-    }
-
-    /// Name, parameters and defaults, mutable (to set parameters).
-    pub fn entry_mut(&mut self) -> &mut dyn CatalogEntry {
-        match self {
-            CatalogProblem::Sde(p) => &mut **p,
-            CatalogProblem::Ode(p) => &mut **p,
-        }
-    }
-}
-
-/// The names [`lookup`] accepts.
-pub const NAMES: [&str; 7] = [
-    "gbm",
-    "ou",
-    "mvou",
-    "additive",
-    "lorenz",
-    "vdp",
-    "lotka-volterra",
-];
-
-/// Builds a catalog problem with its default parameters by name (see [`NAMES`]).
-///
-/// ```
-/// use itoflow_sde::catalog::{lookup, CatalogProblem};
-/// use itoflow_sde::prelude::*;
-/// use ndarray::Array2;
-///
-/// let CatalogProblem::Sde(lorenz) = lookup("lorenz")? else { unreachable!() };
-/// let (t0, t1) = lorenz.default_time_span();
-/// let x0 = lorenz.default_initial_state().insert_axis(ndarray::Axis(0));
-/// let grid = TimeGrid::uniform(t0, t1, 1000)?;
-/// let sol = solve_sde(&*lorenz, &EulerMaruyama, x0.view(), &grid, &SdeOptions::new(1))?;
-/// assert_eq!(sol.last().shape(), &[1, 3]);
-/// assert!(lookup("nope").is_err());
-/// # Ok::<(), itoflow_sde::SolveError>(())
-/// ```
-pub fn lookup(name: &str) -> Result<CatalogProblem, SolveError> {
-    Ok(match name.to_ascii_lowercase().as_str() {
-        "gbm" => CatalogProblem::Sde(Box::new(Gbm::default())),
-        "ou" => CatalogProblem::Sde(Box::new(OrnsteinUhlenbeck::default())),
-        "mvou" => CatalogProblem::Sde(Box::new(MultivariateOu::default())),
-        "additive" => CatalogProblem::Sde(Box::new(LinearAdditive::default())),
-        "lorenz" => CatalogProblem::Sde(Box::new(StochasticLorenz::default())),
-        "vdp" => CatalogProblem::Ode(Box::new(VanDerPol::default())),
-        "lotka-volterra" => CatalogProblem::Ode(Box::new(LotkaVolterra::default())),
-        other => {
-            return Err(SolveError::option(
-                "problem",
-                format!("unknown problem `{other}`; known: {}", NAMES.join(", ")),
-            ));
-        }
-    })
-}
-
-/// Sets one of `slots` by name after checking the value is finite.
-fn set_named(
-    problem: &'static str,
-    slots: &mut [(&'static str, &mut f64)],
-    name: &str,
-    value: f64,
-) -> Result<(), SolveError> {
-    if !value.is_finite() {
-        return Err(SolveError::option(
-            "param",
-            format!("{problem}: parameter `{name}` must be finite, got {value}"),
-        ));
-    }
-    let known: Vec<&str> = slots.iter().map(|(n, _)| *n).collect();
-    match slots.iter_mut().find(|(n, _)| *n == name) {
-        Some((_, slot)) => {
-            **slot = value;
-            Ok(())
-        }
-        None => Err(SolveError::option(
-            "param",
-            format!(
-                "{problem} has no parameter `{name}`; its parameters: {}",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ),
-        )),
     }
 }
 
@@ -257,14 +167,6 @@ impl CatalogEntry for Gbm {
     }
     fn params(&self) -> Vec<(&'static str, f64)> {
         vec![("mu", self.mu), ("sigma", self.sigma)]
-    }
-    fn set_param(&mut self, name: &str, value: f64) -> Result<(), SolveError> {
-        set_named(
-            "gbm",
-            &mut [("mu", &mut self.mu), ("sigma", &mut self.sigma)],
-            name,
-            value,
-        )
     }
     fn default_initial_state(&self) -> Array1<f64> {
         Array1::from_elem(1, 0.5)
@@ -418,20 +320,6 @@ impl CatalogEntry for OrnsteinUhlenbeck {
             ("mu", self.mu[0]),
             ("sigma", self.sigma[0]),
         ]
-    }
-    /// Sets the parameter of every component.
-    fn set_param(&mut self, name: &str, value: f64) -> Result<(), SolveError> {
-        let (mut th, mut mu, mut s) = (self.theta[0], self.mu[0], self.sigma[0]);
-        set_named(
-            "ou",
-            &mut [("theta", &mut th), ("mu", &mut mu), ("sigma", &mut s)],
-            name,
-            value,
-        )?;
-        self.theta.fill(th);
-        self.mu.fill(mu);
-        self.sigma.fill(s);
-        Ok(())
     }
     fn default_initial_state(&self) -> Array1<f64> {
         Array1::ones(self.theta.len())
@@ -632,9 +520,6 @@ impl CatalogEntry for MultivariateOu {
     fn params(&self) -> Vec<(&'static str, f64)> {
         Vec::new()
     }
-    fn set_param(&mut self, name: &str, value: f64) -> Result<(), SolveError> {
-        set_named("mvou", &mut [], name, value)
-    }
     fn default_initial_state(&self) -> Array1<f64> {
         let n = self.mu.len();
         Array1::from_shape_fn(n, |i| if i % 2 == 0 { 1.0 } else { -1.0 })
@@ -830,14 +715,6 @@ impl CatalogEntry for LinearAdditive {
     fn params(&self) -> Vec<(&'static str, f64)> {
         vec![("alpha", self.alpha), ("beta", self.beta)]
     }
-    fn set_param(&mut self, name: &str, value: f64) -> Result<(), SolveError> {
-        set_named(
-            "additive",
-            &mut [("alpha", &mut self.alpha), ("beta", &mut self.beta)],
-            name,
-            value,
-        )
-    }
     fn default_initial_state(&self) -> Array1<f64> {
         Array1::ones(1)
     }
@@ -949,19 +826,6 @@ impl CatalogEntry for StochasticLorenz {
             ("alpha", self.alpha),
         ]
     }
-    fn set_param(&mut self, name: &str, value: f64) -> Result<(), SolveError> {
-        set_named(
-            "lorenz",
-            &mut [
-                ("sigma", &mut self.sigma),
-                ("rho", &mut self.rho),
-                ("beta", &mut self.beta),
-                ("alpha", &mut self.alpha),
-            ],
-            name,
-            value,
-        )
-    }
     fn default_initial_state(&self) -> Array1<f64> {
         Array1::ones(3)
     }
@@ -1044,9 +908,6 @@ impl CatalogEntry for VanDerPol {
     fn params(&self) -> Vec<(&'static str, f64)> {
         vec![("mu", self.mu)]
     }
-    fn set_param(&mut self, name: &str, value: f64) -> Result<(), SolveError> {
-        set_named("vdp", &mut [("mu", &mut self.mu)], name, value)
-    }
     fn default_initial_state(&self) -> Array1<f64> {
         ndarray::array![2.0, 0.0]
     }
@@ -1128,19 +989,6 @@ impl CatalogEntry for LotkaVolterra {
     }
     fn params(&self) -> Vec<(&'static str, f64)> {
         vec![("a", self.a), ("b", self.b), ("c", self.c), ("d", self.d)]
-    }
-    fn set_param(&mut self, name: &str, value: f64) -> Result<(), SolveError> {
-        set_named(
-            "lotka-volterra",
-            &mut [
-                ("a", &mut self.a),
-                ("b", &mut self.b),
-                ("c", &mut self.c),
-                ("d", &mut self.d),
-            ],
-            name,
-            value,
-        )
     }
     fn default_initial_state(&self) -> Array1<f64> {
         ndarray::array![1.0, 1.0]
@@ -1265,27 +1113,38 @@ mod tests {
     }
 
     #[test]
-    fn lookup_and_params() {
-        for name in NAMES {
-            let p = lookup(name).unwrap();
-            assert_eq!(p.entry().name(), name);
+    fn entries_have_names_spans_and_initial_states() {
+        let problems = [
+            CatalogProblem::Sde(Box::new(Gbm::default())),
+            CatalogProblem::Sde(Box::new(OrnsteinUhlenbeck::default())),
+            CatalogProblem::Sde(Box::new(MultivariateOu::default())),
+            CatalogProblem::Sde(Box::new(LinearAdditive::default())),
+            CatalogProblem::Sde(Box::new(StochasticLorenz::default())),
+            CatalogProblem::Ode(Box::new(VanDerPol::default())),
+            CatalogProblem::Ode(Box::new(LotkaVolterra::default())),
+        ];
+        let names: Vec<&str> = problems.iter().map(|p| p.entry().name()).collect();
+        assert_eq!(
+            names,
+            [
+                "gbm",
+                "ou",
+                "mvou",
+                "additive",
+                "lorenz",
+                "vdp",
+                "lotka-volterra"
+            ]
+        );
+        for p in &problems {
             let (t0, t1) = p.entry().default_time_span();
             assert!(t1 > t0);
+            let dim = match p {
+                CatalogProblem::Sde(s) => Sde::<f64>::dim(&**s),
+                CatalogProblem::Ode(o) => OdeSystem::<f64>::dim(&**o),
+            };
+            assert_eq!(p.entry().default_initial_state().len(), dim);
         }
-        let mut p = lookup("lorenz").unwrap();
-        assert!(p.entry_mut().set_param("rho", f64::NAN).is_err());
-        let e = p
-            .entry_mut()
-            .set_param("gamma", 1.0)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("sigma, rho, beta, alpha"), "{e}");
-        let e = lookup("mvou")
-            .unwrap()
-            .entry_mut()
-            .set_param("a", 1.0)
-            .unwrap_err();
-        assert!(e.to_string().contains("none"), "{e}");
     }
 
     #[test]

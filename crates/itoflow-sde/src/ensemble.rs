@@ -1,21 +1,24 @@
-//! Monte Carlo ensembles: many paths of one SDE, solved in parallel batches on rayon and
-//! reduced on the fly to statistics, so that memory stays bounded however many paths are run.
+//! Monte Carlo ensembles — the ensemble mode of [`solve`](fn@crate::solve): many paths of one
+//! problem, solved in parallel batches on rayon and reduced on the fly to statistics, so that
+//! memory stays bounded however many paths are run.
 //!
-//! [`solve_ensemble`] solves `N` paths of an [`Sde`] with any [`SdeStepper`] on a [`TimeGrid`]
-//! and returns an [`EnsembleSummary`]: at every save time, the mean and variance of every
-//! component (optionally the covariance matrix, the minimum and the maximum), and optionally the
-//! final state of every path (for quantiles). [`solve_ensemble_with`] also hands every solved
-//! batch to a callback ([`ChunkView`]) for streaming output.
+//! `solve(problem, method, Ensemble::new(N, &initial), &opts)` solves `N` paths with any method
+//! and steps (adaptive ones with per-row control) and returns, in
+//! [`Solution::summary`](crate::Solution::summary), an [`EnsembleSummary`]: at every save time,
+//! the mean and variance of every component (optionally the covariance matrix, the minimum and
+//! the maximum), and optionally the final state of every path (for quantiles).
+//! [`Ensemble::on_chunk`](crate::Ensemble::on_chunk) also hands every solved batch to a
+//! callback ([`ChunkView`]) for streaming output.
 //!
 //! # Paths and randomness
 //!
 //! Path `i` of the ensemble (`i = 0, …, N − 1`) has the *absolute* index
-//! `p = first_path + i` ([`EnsembleOptions::first_path`], 0 by default, for shards). It is
-//! solved exactly as row 0 of [`solve_sde`](crate::solve_sde) with
-//! `SdeOptions::new(seed).first_path(p)` would solve it: its Brownian increments are
-//! `RandomStream::new(seed, p, tags::BROWNIAN)`, its extra stepper noise uses
-//! `tags::EXTRA`, and a random initial state ([`InitialState::random`]) uses
-//! `RandomStream::new(seed, p, tags::INITIAL)`. Errors name the absolute index `p`.
+//! `p = first_path + i` ([`SolveOptions::first_path`](crate::SolveOptions::first_path), 0 by
+//! default, for shards). It is solved exactly as row 0 of a batch solve with
+//! `first_path(p)` would solve it: its Brownian motion is path `p` of the solve's Brownian
+//! source, its extra stepper noise uses `tags::EXTRA`, and a random initial state
+//! ([`InitialState::random`]) uses `RandomStream::new(seed, p, tags::INITIAL)`. Errors name
+//! the absolute index `p`.
 //!
 //! # Determinism: the reduction rule
 //!
@@ -54,21 +57,21 @@
 //!
 //! Besides the optional final states (`N × dim` values), memory is bounded independently of `N`:
 //! each worker holds one batch (its initial states, the states at the save times
-//! `n_save × rows × dim`, the stepper's workspace and a Brownian tile of about 1 MiB), and the
-//! recursion holds one accumulator of `n_save × dim` (`n_save × dim²` with covariance) values per
-//! pending tree level.
+//! `n_save × rows × dim`, the method's workspace and its Brownian source), and the recursion
+//! holds one accumulator of `n_save × dim` (`n_save × dim²` with covariance) values per pending
+//! tree level.
 //!
 //! ```
 //! use itoflow_sde::catalog::Gbm;
-//! use itoflow_sde::ensemble::{EnsembleOptions, InitialState, solve_ensemble};
 //! use itoflow_sde::prelude::*;
 //!
 //! // 20 000 paths of dX = 0.05 X dt + 0.2 X dW, X0 = 1, on [0, 1] with 100 steps.
 //! let gbm = Gbm { mu: 0.05, sigma: 0.2 };
 //! let grid = TimeGrid::uniform(0.0, 1.0, 100)?;
 //! let init = InitialState::constant(vec![1.0]);
-//! let opts = EnsembleOptions::new(20_000, 7).save(SaveAt::Every(50));
-//! let summary = solve_ensemble(&gbm, &EulerMaruyama, &init, &grid, &opts)?;
+//! let opts = SolveOptions::grid(grid).seed(7).save(SaveAt::Every(50));
+//! let sol = solve(&gbm, &EulerMaruyama, Ensemble::new(20_000, &init), &opts)?;
+//! let summary = sol.summary.unwrap();
 //! assert_eq!(summary.times(), &[0.0, 0.5, 1.0]);
 //! let (mean, se) = (summary.mean()[[2, 0]], summary.stderr()[[2, 0]]);
 //! assert!((mean - gbm.mean(1.0, 1.0)).abs() < 4.0 * se);
@@ -82,12 +85,10 @@ use ndarray::{
     Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut1, ArrayViewMut2, Axis, s,
 };
 
-use crate::brownian::{BrownianPaths, RandomStream, tags};
-use crate::sde::{Evals, SdeStepper};
-use crate::{
-    BoxError, CholeskyFactor, NoiseKind, Real, SaveAt, Sde, SdeOptions, Solution, SolveError,
-    TimeGrid, solve_sde_with,
-};
+use crate::brownian::{RandomStream, tags};
+use crate::sde::Evals;
+use crate::solve::{ChunkFn, Ensemble, Solution, SolveOptions, Stats};
+use crate::{BoxError, CholeskyFactor, Real, SolveError};
 
 /// Number of paths in a statistics leaf (see the reduction rule in the module documentation).
 /// Part of the reproducibility contract: changing it changes the last bits of the statistics.
@@ -262,115 +263,6 @@ impl<T: Real> From<Array1<T>> for InitialState<'_, T> {
 impl<T: Real> From<Vec<T>> for InitialState<'_, T> {
     fn from(x0: Vec<T>) -> Self {
         Self::constant(x0)
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Options
-// ---------------------------------------------------------------------------------------------
-
-/// Options of an ensemble solve.
-///
-/// ```
-/// use itoflow_sde::ensemble::EnsembleOptions;
-/// use itoflow_sde::SaveAt;
-/// let opts = EnsembleOptions::<f64>::new(1_000_000, 42)
-///     .save(SaveAt::Every(10))
-///     .chunk_size(4096)
-///     .min_max(true)
-///     .collect_final(true);
-/// assert_eq!(opts.paths, 1_000_000);
-/// ```
-#[derive(Clone, Debug)]
-pub struct EnsembleOptions<T> {
-    /// Number of paths `N` (at least 1).
-    pub paths: usize,
-    /// Seed of the Brownian and initial-state streams.
-    pub seed: u64,
-    /// Absolute index of the first path (for shards of one large ensemble).
-    pub first_path: usize,
-    /// Largest number of paths solved in one batch; `None` (default) picks
-    /// `clamp(⌈N / (8 · threads)⌉, 32, 1024)`. Results do not depend on it.
-    pub chunk_size: Option<usize>,
-    /// Times at which statistics are kept (grid points; default: the final time only).
-    pub save: SaveAt<T>,
-    /// Each grid step sums this many fine Brownian steps (see
-    /// [`BrownianPaths::refine`]); 1 by default.
-    pub refine: usize,
-    /// Check every state for NaN/Inf (on by default).
-    pub check_finite: bool,
-    /// Track the minimum and maximum of every component (off by default).
-    pub min_max: bool,
-    /// Track the full covariance matrix at every save time (off by default; costs `dim²` per
-    /// path and save time).
-    pub covariance: bool,
-    /// Keep the final state of every path, `[N, dim]`, for quantiles (off by default).
-    pub collect_final: bool,
-}
-
-impl<T: Real> EnsembleOptions<T> {
-    /// `paths` paths with seed `seed`, statistics of the final state only.
-    pub fn new(paths: usize, seed: u64) -> Self {
-        Self {
-            paths,
-            seed,
-            first_path: 0,
-            chunk_size: None,
-            save: SaveAt::Final,
-            refine: 1,
-            check_finite: true,
-            min_max: false,
-            covariance: false,
-            collect_final: false,
-        }
-    }
-
-    /// Times at which statistics are kept.
-    pub fn save(mut self, save: SaveAt<T>) -> Self {
-        self.save = save;
-        self
-    }
-
-    /// Largest batch size (paths per solver call).
-    pub fn chunk_size(mut self, chunk: usize) -> Self {
-        self.chunk_size = Some(chunk);
-        self
-    }
-
-    /// Absolute index of the first path.
-    pub fn first_path(mut self, first: usize) -> Self {
-        self.first_path = first;
-        self
-    }
-
-    /// Each grid step sums `substeps` fine Brownian steps.
-    pub fn refine(mut self, substeps: usize) -> Self {
-        self.refine = substeps;
-        self
-    }
-
-    /// Turns the NaN/Inf check on or off.
-    pub fn check_finite(mut self, on: bool) -> Self {
-        self.check_finite = on;
-        self
-    }
-
-    /// Tracks minima and maxima.
-    pub fn min_max(mut self, on: bool) -> Self {
-        self.min_max = on;
-        self
-    }
-
-    /// Tracks covariance matrices.
-    pub fn covariance(mut self, on: bool) -> Self {
-        self.covariance = on;
-        self
-    }
-
-    /// Keeps the final state of every path.
-    pub fn collect_final(mut self, on: bool) -> Self {
-        self.collect_final = on;
-        self
     }
 }
 
@@ -551,7 +443,7 @@ impl EnsembleStats {
     }
 }
 
-/// One solved batch, as handed to the callback of [`solve_ensemble_with`].
+/// One solved batch, as handed to the callback of [`Ensemble::on_chunk`](crate::Ensemble::on_chunk).
 #[derive(Clone, Copy, Debug)]
 pub struct ChunkView<'a, T> {
     /// Absolute index of the batch's first path; row `r` is path `first_path + r`.
@@ -676,7 +568,7 @@ impl<T: Real> EnsembleSummary<T> {
         self.variance().mapv(|v| (v / n).sqrt())
     }
 
-    /// Minima, `[n_save, dim]`, if tracked ([`EnsembleOptions::min_max`]).
+    /// Minima, `[n_save, dim]`, if tracked ([`Ensemble::min_max`](crate::Ensemble::min_max)).
     pub fn min(&self) -> Option<Array2<f64>> {
         (!self.moments.min.is_empty()).then(|| self.shaped(&self.moments.min))
     }
@@ -687,7 +579,7 @@ impl<T: Real> EnsembleSummary<T> {
     }
 
     /// Unbiased sample covariance matrices `[n_save, dim, dim]` (symmetric), if tracked
-    /// ([`EnsembleOptions::covariance`]).
+    /// ([`Ensemble::covariance`](crate::Ensemble::covariance)).
     pub fn covariance(&self) -> Option<Array3<f64>> {
         if self.moments.com.is_empty() {
             return None;
@@ -709,7 +601,7 @@ impl<T: Real> EnsembleSummary<T> {
     }
 
     /// The final state of every path, `[N, dim]` (row `i` is path `first_path + i`), if
-    /// collected ([`EnsembleOptions::collect_final`]).
+    /// collected ([`Ensemble::collect_final`](crate::Ensemble::collect_final)).
     pub fn finals(&self) -> Option<ArrayView2<'_, T>> {
         self.finals.as_ref().map(|f| f.view())
     }
@@ -724,7 +616,7 @@ impl<T: Real> EnsembleSummary<T> {
         let finals = self.finals.as_ref().ok_or_else(|| {
             SolveError::option(
                 "collect_final",
-                "final states were not collected; set EnsembleOptions::collect_final(true)",
+                "final states were not collected; set Ensemble::collect_final(true)",
             )
         })?;
         quantiles(finals.view(), probs)
@@ -840,76 +732,6 @@ pub fn quantiles<T: Real>(
 // The solver
 // ---------------------------------------------------------------------------------------------
 
-/// The chunk callback type.
-type ChunkFn<'a, T> = dyn Fn(ChunkView<'_, T>) -> Result<(), BoxError> + Sync + 'a;
-
-/// Solves `opts.paths` paths of `sde` and returns their statistics (see the module
-/// documentation).
-pub fn solve_ensemble<T, P, S>(
-    sde: &P,
-    stepper: &S,
-    initial: &InitialState<'_, T>,
-    grid: &TimeGrid<T>,
-    opts: &EnsembleOptions<T>,
-) -> Result<EnsembleSummary<T>, SolveError>
-where
-    T: Real,
-    P: Sde<T> + Sync + ?Sized,
-    S: SdeStepper<T> + Sync,
-{
-    run(sde, stepper, initial, grid, opts, None)
-}
-
-/// Like [`solve_ensemble`], handing every solved batch to `on_chunk` (for streaming output).
-///
-/// `on_chunk` is called once per batch, from worker threads, possibly concurrently and in any
-/// order; [`ChunkView::first_path`] says where the batch belongs. Batches hold at most
-/// `chunk_size` consecutive paths and never straddle a leaf of [`LEAF_PATHS`] paths. If it
-/// returns an error the ensemble stops with [`SolveError::Problem`] whose source is a
-/// [`ChunkOutputError`]. If the ensemble fails, batches already delivered stay valid.
-///
-/// ```
-/// use itoflow_sde::catalog::OrnsteinUhlenbeck;
-/// use itoflow_sde::ensemble::{EnsembleOptions, InitialState, solve_ensemble_with};
-/// use itoflow_sde::prelude::*;
-/// use std::sync::Mutex;
-///
-/// let ou = OrnsteinUhlenbeck::default();
-/// let grid = TimeGrid::uniform(0.0, 1.0, 50)?;
-/// let finals = Mutex::new(vec![0.0; 1000]);
-/// let summary = solve_ensemble_with(
-///     &ou, &EulerMaruyama, &InitialState::constant(vec![1.0]), &grid,
-///     &EnsembleOptions::new(1000, 3).chunk_size(100),
-///     |chunk| {
-///         let mut f = finals.lock().unwrap();
-///         for (r, x) in chunk.last().outer_iter().enumerate() {
-///             f[chunk.first_path + r] = x[0];
-///         }
-///         Ok(())
-///     },
-/// )?;
-/// let f = finals.into_inner().unwrap();
-/// let mean = f.iter().sum::<f64>() / 1000.0;
-/// assert!((mean - summary.mean()[[0, 0]]).abs() < 1e-12);
-/// # Ok::<(), itoflow_sde::SolveError>(())
-/// ```
-pub fn solve_ensemble_with<T, P, S, F>(
-    sde: &P,
-    stepper: &S,
-    initial: &InitialState<'_, T>,
-    grid: &TimeGrid<T>,
-    opts: &EnsembleOptions<T>,
-    on_chunk: F,
-) -> Result<EnsembleSummary<T>, SolveError>
-where
-    T: Real,
-    P: Sde<T> + Sync + ?Sized,
-    S: SdeStepper<T> + Sync,
-    F: Fn(ChunkView<'_, T>) -> Result<(), BoxError> + Sync,
-{
-    run(sde, stepper, initial, grid, opts, Some(&on_chunk))
-}
-
 /// Why a subtree produced no statistics.
 enum Failure {
     /// Path `key` (relative index) failed with this error; no path before it in the subtree
@@ -922,55 +744,50 @@ enum Failure {
 struct Part {
     moments: Moments,
     stats: EnsembleStats,
+    solve: Stats,
 }
 
-struct Runner<'r, T: Real, P: ?Sized, S> {
-    sde: &'r P,
-    stepper: &'r S,
+/// Solves a batch: `(initial states, absolute index of its first path)`.
+type BatchFn<'a, T> = dyn Fn(ArrayView2<'_, T>, u64) -> Result<Solution<T>, SolveError> + Sync + 'a;
+
+struct Runner<'r, T: Real> {
     initial: &'r InitialState<'r, T>,
-    grid: &'r TimeGrid<T>,
     seed: u64,
-    refine: usize,
-    check_finite: bool,
-    save: SaveAt<T>,
     first_path: usize,
     paths: usize,
     chunk: usize,
     n_save: usize,
     dim: usize,
+    /// The end of the integration (named by a failing chunk callback).
+    t_end: T,
     track: Track,
     on_chunk: Option<&'r ChunkFn<'r, T>>,
+    solve_batch: &'r BatchFn<'r, T>,
     /// Lowest relative path index known to fail (`usize::MAX`: none).
     fail: AtomicUsize,
 }
 
-fn run<T, P, S>(
-    sde: &P,
-    stepper: &S,
-    initial: &InitialState<'_, T>,
-    grid: &TimeGrid<T>,
-    opts: &EnsembleOptions<T>,
-    on_chunk: Option<&ChunkFn<'_, T>>,
-) -> Result<EnsembleSummary<T>, SolveError>
-where
-    T: Real,
-    P: Sde<T> + Sync + ?Sized,
-    S: SdeStepper<T> + Sync,
-{
-    let dim = sde.dim();
-    let n = opts.paths;
+/// Runs an ensemble (the ensemble mode of [`solve`](fn@crate::solve)): `dim` is the problem's
+/// dimension, `times` the save times, `solve_batch` solves a batch of consecutive paths.
+pub(crate) fn run<T: Real>(
+    dim: usize,
+    ens: &Ensemble<'_, T>,
+    opts: &SolveOptions<T>,
+    times: Vec<T>,
+    solve_batch: &BatchFn<'_, T>,
+) -> Result<Solution<T>, SolveError> {
+    let n = ens.paths;
     if n == 0 {
         return Err(SolveError::option(
             "paths",
             "an ensemble needs at least one path",
         ));
     }
-    if opts.chunk_size == Some(0) {
+    if ens.chunk_size == Some(0) {
         return Err(SolveError::option("chunk_size", "must be at least 1 path"));
     }
-    if (opts.first_path as u64).checked_add(n as u64).is_none()
-        || opts.first_path.checked_add(n).is_none()
-    {
+    let first_path = usize::try_from(opts.first_path).ok();
+    let Some(first_path) = first_path.filter(|f| f.checked_add(n).is_some()) else {
         return Err(SolveError::option(
             "first_path",
             format!(
@@ -978,58 +795,51 @@ where
                 opts.first_path, n
             ),
         ));
-    }
-    if let Some(d) = initial.dim()
+    };
+    if let Some(d) = ens.initial.dim()
         && d != dim
     {
         return Err(SolveError::shape("initial state", [dim], [d]));
     }
-    let noise = sde.noise();
-    if let NoiseKind::General { m: 0 } = noise {
-        return Err(SolveError::option(
-            "noise",
-            "general noise needs at least one Brownian motion (m = 0)",
-        ));
-    }
-    stepper.check_noise(noise)?;
-    let save_indices = opts.save.indices(grid)?;
-    let chunk = opts.chunk_size.unwrap_or_else(|| {
+    let chunk = ens.chunk_size.unwrap_or_else(|| {
         let threads = rayon::current_num_threads().max(1);
         n.div_ceil(AUTO_BATCHES_PER_THREAD * threads)
             .clamp(LEAF_PATHS, AUTO_MAX_CHUNK)
     });
     let track = Track {
-        min_max: opts.min_max,
-        covariance: opts.covariance,
+        min_max: ens.min_max,
+        covariance: ens.covariance,
     };
     let runner = Runner {
-        sde,
-        stepper,
-        initial,
-        grid,
+        initial: ens.initial,
         seed: opts.seed,
-        refine: opts.refine.max(1),
-        check_finite: opts.check_finite,
-        save: opts.save.clone(),
-        first_path: opts.first_path,
+        first_path,
         paths: n,
         chunk,
-        n_save: save_indices.len(),
+        n_save: times.len(),
         dim,
+        t_end: opts.span().1,
         track,
-        on_chunk,
+        on_chunk: ens.on_chunk,
+        solve_batch,
         fail: AtomicUsize::new(usize::MAX),
     };
-    let mut finals = opts.collect_final.then(|| Array2::zeros((n, dim)));
+    let mut finals = ens.collect_final.then(|| Array2::zeros((n, dim)));
     let leaves = n.div_ceil(LEAF_PATHS);
     let result = runner.node(0, leaves, finals.as_mut().map(|f| f.view_mut()));
     match result {
-        Ok(part) => Ok(EnsembleSummary {
-            t: save_indices.iter().map(|&i| grid.times()[i]).collect(),
-            first_path: opts.first_path,
-            moments: part.moments,
-            finals,
-            stats: part.stats,
+        Ok(part) => Ok(Solution {
+            x: Array3::zeros((times.len(), 0, dim)),
+            summary: Some(EnsembleSummary {
+                t: times.clone(),
+                first_path,
+                moments: part.moments,
+                finals,
+                stats: part.stats,
+            }),
+            t: times,
+            stats: part.solve,
+            dense: None,
         }),
         Err(Failure::Failed { error, .. }) => Err(error),
         // The root has no paths before it, so it is never skipped.
@@ -1043,7 +853,7 @@ where
 /// The absolute path index an error names, if any.
 fn error_path(e: &SolveError) -> Option<usize> {
     match e {
-        SolveError::NonFinite { path, .. } => Some(*path),
+        SolveError::NonFinite { path, .. } | SolveError::BrownianTime { path, .. } => Some(*path),
         SolveError::StepSizeUnderflow { path, .. }
         | SolveError::MaxStepsExceeded { path, .. }
         | SolveError::Problem { path, .. } => *path,
@@ -1051,12 +861,7 @@ fn error_path(e: &SolveError) -> Option<usize> {
     }
 }
 
-impl<T, P, S> Runner<'_, T, P, S>
-where
-    T: Real,
-    P: Sde<T> + Sync + ?Sized,
-    S: SdeStepper<T> + Sync,
-{
+impl<T: Real> Runner<'_, T> {
     /// Relative path range `[pa, pb)` of leaves `[la, lb)`.
     fn paths_of(&self, la: usize, lb: usize) -> (usize, usize) {
         (la * LEAF_PATHS, (lb * LEAF_PATHS).min(self.paths))
@@ -1089,10 +894,15 @@ where
         };
         let (left, right) = rayon::join(|| self.node(la, mid, fl), || self.node(mid, lb, fr));
         match (left, right) {
-            (Ok(l), Ok(r)) => Ok(Part {
-                moments: l.moments.merge(r.moments),
-                stats: l.stats.merge(r.stats),
-            }),
+            (Ok(l), Ok(r)) => {
+                let mut solve = l.solve;
+                solve.absorb(&r.solve);
+                Ok(Part {
+                    moments: l.moments.merge(r.moments),
+                    stats: l.stats.merge(r.stats),
+                    solve,
+                })
+            }
             (Err(Failure::Failed { key, error }), _) => Err(Failure::Failed { key, error }),
             (Ok(_), Err(e)) => Err(e),
             (Err(Failure::Skipped), Err(Failure::Failed { key, error })) => {
@@ -1112,9 +922,10 @@ where
         let (pa, pb) = self.paths_of(la, lb);
         let mut scratch = vec![0.0; 2 * self.dim];
         let mut stats = EnsembleStats::default();
+        let mut solve = Stats::default();
         if pb - pa <= self.chunk {
             let sol = self.solve_checked(pa, pb - pa)?;
-            self.deliver(pa, &sol, &mut stats, finals)?;
+            self.deliver(pa, &sol, &mut stats, &mut solve, finals)?;
             let moments = tree_reduce(
                 la,
                 lb,
@@ -1128,7 +939,11 @@ where
                 },
                 Moments::merge,
             );
-            return Ok(Part { moments, stats });
+            return Ok(Part {
+                moments,
+                stats,
+                solve,
+            });
         }
         // One leaf, more paths than a batch: batches in path order into one accumulator.
         let mut m = Moments::new(self.n_save, self.dim, self.track);
@@ -1142,13 +957,17 @@ where
             let part = finals
                 .as_mut()
                 .map(|f| f.slice_mut(s![start - pa..end - pa, ..]));
-            self.deliver(start, &sol, &mut stats, part)?;
+            self.deliver(start, &sol, &mut stats, &mut solve, part)?;
             for r in 0..end - start {
                 m.push(sol.x.index_axis(Axis(1), r), &mut scratch);
             }
             start = end;
         }
-        Ok(Part { moments: m, stats })
+        Ok(Part {
+            moments: m,
+            stats,
+            solve,
+        })
     }
 
     /// Copies finals, calls the callback and counts a solved batch of paths `pa…`.
@@ -1157,11 +976,9 @@ where
         pa: usize,
         sol: &Solution<T>,
         stats: &mut EnsembleStats,
+        solve: &mut Stats,
         finals: Option<ArrayViewMut2<'_, T>>,
-    ) -> Result<(), Failure>
-    where
-        T: Real,
-    {
+    ) -> Result<(), Failure> {
         let rows = sol.x.shape()[1];
         if let Some(mut f) = finals {
             f.assign(&sol.last());
@@ -1175,8 +992,8 @@ where
             if let Err(source) = cb(view) {
                 let error = SolveError::Problem {
                     path: Some(self.first_path + pa),
-                    t: self.grid.t1().f64(),
-                    step: self.grid.steps() - 1,
+                    t: self.t_end.f64(),
+                    step: sol.stats.steps.saturating_sub(1),
                     source: Box::new(ChunkOutputError {
                         first_path: self.first_path + pa,
                         rows,
@@ -1189,8 +1006,15 @@ where
         }
         stats.batches += 1;
         stats.max_batch_rows = stats.max_batch_rows.max(rows);
-        stats.path_steps += (rows * self.grid.steps()) as u64;
+        // Path-steps: every row's steps (one group per row), or the batch's steps times its rows.
+        let g = &sol.stats.groups;
+        stats.path_steps += if g.len() == rows && rows > 1 {
+            g.iter().map(|g| g.naccepted as u64).sum::<u64>()
+        } else {
+            (sol.stats.steps * rows) as u64
+        };
         stats.evals += sol.stats.evals;
+        solve.absorb(&sol.stats);
         Ok(())
     }
 
@@ -1199,21 +1023,7 @@ where
         let abs = self.first_path + pa;
         let mut x0 = Array2::zeros((rows, self.dim));
         self.initial.fill(self.seed, abs, x0.view_mut());
-        let opts = SdeOptions {
-            brownian: BrownianPaths::new(self.seed)
-                .first_path(abs as u64)
-                .refine(self.refine),
-            save: self.save.clone(),
-            check_finite: self.check_finite,
-        };
-        solve_sde_with(
-            self.sde,
-            self.stepper,
-            x0.view(),
-            self.grid,
-            &opts,
-            &mut |_| {},
-        )
+        (self.solve_batch)(x0.view(), abs as u64)
     }
 
     /// Solves a batch; on failure finds the lowest failing path of the batch and records it.

@@ -114,6 +114,21 @@ pub enum SolveError {
         path: Option<usize>,
     },
 
+    /// A Brownian path was asked for a time outside the span it was built for.
+    #[error(
+        "Brownian motion of path {path} queried at t = {t}, outside the span [{lo}, {hi}] of its tree"
+    )]
+    BrownianTime {
+        /// The path (the first of a group queried together).
+        path: usize,
+        /// The time asked for.
+        t: f64,
+        /// Start of the span.
+        lo: f64,
+        /// End of the span.
+        hi: f64,
+    },
+
     /// An array had the wrong shape.
     #[error("shape mismatch for {what}: expected {expected}, found {found}")]
     Shape {
@@ -242,7 +257,9 @@ impl SolveError {
     /// solved on its own).
     pub fn offset_path(mut self, offset: usize) -> Self {
         match &mut self {
-            SolveError::NonFinite { path, .. } => *path += offset,
+            SolveError::NonFinite { path, .. } | SolveError::BrownianTime { path, .. } => {
+                *path += offset
+            }
             SolveError::StepSizeUnderflow { path: Some(p), .. }
             | SolveError::MaxStepsExceeded { path: Some(p), .. }
             | SolveError::Problem { path: Some(p), .. } => *p += offset,

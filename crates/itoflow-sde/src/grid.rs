@@ -1,6 +1,6 @@
 //! Time grids for fixed-step solvers and the choice of saved times.
 
-use crate::{Real, SolveError};
+use crate::{Real, SaveAt, SolveError};
 
 /// A strictly monotone grid of times `t_0, t_1, …, t_N` (increasing or decreasing).
 ///
@@ -173,75 +173,60 @@ pub(crate) fn check_span<T: Real>(t0: T, t1: T) -> Result<(), SolveError> {
     Ok(())
 }
 
-/// Which states a fixed-grid solver returns.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub enum SaveAt<T> {
-    /// Only the final state.
-    #[default]
-    Final,
-    /// The initial state and the state after every step.
-    All,
-    /// Every `k`-th grid point, starting with the initial state; the final state is always
-    /// included.
-    Every(usize),
-    /// These times, each of which must be a grid point (within 1e-9 of the span), in the
-    /// direction of integration.
-    Times(Vec<T>),
-}
-
-impl<T: Real> SaveAt<T> {
-    /// The grid indices to save, increasing.
-    pub fn indices(&self, grid: &TimeGrid<T>) -> Result<Vec<usize>, SolveError> {
-        let n = grid.steps();
-        Ok(match self {
-            SaveAt::Final => vec![n],
-            SaveAt::All => (0..=n).collect(),
-            SaveAt::Every(k) => {
-                if *k == 0 {
-                    return Err(SolveError::option(
-                        "save",
-                        "SaveAt::Every(0): k must be at least 1",
-                    ));
-                }
-                let mut v: Vec<usize> = (0..=n).step_by(*k).collect();
-                if *v.last().unwrap_or(&usize::MAX) != n {
-                    v.push(n);
-                }
-                v
+/// The grid indices of `at`, increasing (see [`SaveAt::indices`]).
+pub(crate) fn save_indices<T: Real>(
+    at: &SaveAt<T>,
+    grid: &TimeGrid<T>,
+) -> Result<Vec<usize>, SolveError> {
+    let n = grid.steps();
+    Ok(match at {
+        SaveAt::Final => vec![n],
+        SaveAt::Steps => (0..=n).collect(),
+        SaveAt::Every(k) => {
+            if *k == 0 {
+                return Err(SolveError::option(
+                    "save",
+                    "SaveAt::Every(0): k must be at least 1",
+                ));
             }
-            SaveAt::Times(ts) => {
-                if ts.is_empty() {
-                    return Err(SolveError::option(
+            let mut v: Vec<usize> = (0..=n).step_by(*k).collect();
+            if *v.last().unwrap_or(&usize::MAX) != n {
+                v.push(n);
+            }
+            v
+        }
+        SaveAt::Times(ts) => {
+            if ts.is_empty() {
+                return Err(SolveError::option(
+                    "save",
+                    "SaveAt::Times with no times; use SaveAt::Final for the final state only",
+                ));
+            }
+            let mut v = Vec::with_capacity(ts.len());
+            for &t in ts {
+                let i = grid.index_of(t).ok_or_else(|| {
+                    SolveError::option(
                         "save",
-                        "SaveAt::Times with no times; use SaveAt::Final for the final state only",
-                    ));
-                }
-                let mut v = Vec::with_capacity(ts.len());
-                for &t in ts {
-                    let i = grid.index_of(t).ok_or_else(|| {
-                        SolveError::option(
-                            "save",
-                            format!(
-                                "save time {t} is not a point of the grid [{}, …, {}] with {} steps \
+                        format!(
+                            "save time {t} is not a point of the grid [{}, …, {}] with {} steps \
                                  (fixed-step solvers save at grid points only)",
-                                grid.t0(),
-                                grid.t1(),
-                                n
-                            ),
-                        )
-                    })?;
-                    if let Some(&last) = v.last()
-                        && i <= last
-                    {
-                        return Err(SolveError::option(
-                            "save",
-                            "save times must be strictly monotone in the direction of integration",
-                        ));
-                    }
-                    v.push(i);
+                            grid.t0(),
+                            grid.t1(),
+                            n
+                        ),
+                    )
+                })?;
+                if let Some(&last) = v.last()
+                    && i <= last
+                {
+                    return Err(SolveError::option(
+                        "save",
+                        "save times must be strictly monotone in the direction of integration",
+                    ));
                 }
-                v
+                v.push(i);
             }
-        })
-    }
+            v
+        }
+    })
 }

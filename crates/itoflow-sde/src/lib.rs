@@ -8,10 +8,19 @@
 //! * **Randomness** ([`brownian`]) is addressed, not drawn: the k-th increment of path p is a
 //!   pure function of (seed, p, k), so results are bitwise identical for any thread count,
 //!   chunk size or batch split.
-//! * **SDE steppers** ([`sde`]) and **ODE methods** ([`ode`]), including a Dormand–Prince
-//!   RK45 that reproduces SciPy's `solve_ivp` step for step.
-//! * **Drivers** ([`solve_sde`], [`solve_ode_fixed`], [`ode::Dopri5`]) own the buffers, check
-//!   for NaN/Inf and report typed errors ([`SolveError`]) that say where things went wrong.
+//! * **SDE steppers** ([`sde`]) — Euler–Maruyama, Milstein, Heun, predictor–correctors, and
+//!   the strong-order-1.5 stochastic Runge–Kutta methods SRA1, SRA3 and SRIW1 with embedded
+//!   error estimates — and **ODE methods** ([`ode`]), including a Dormand–Prince RK45 that
+//!   reproduces SciPy's `solve_ivp` step for step.
+//! * **Brownian motion addressed by time** ([`brownian::BrownianPath`]): the fixed-grid
+//!   increments (the fast path of fixed-grid solves) and a virtual Brownian tree
+//!   ([`brownian::BrownianTree`]: `W(s, t)` and Lévy areas at any times, bitwise reproducible)
+//!   for adaptive solves.
+//! * **One entry point** ([`solve`](fn@solve)): problem, method, initial batch or [`Ensemble`], and
+//!   [`SolveOptions`] — a grid or adaptive steps with a [`control::StepSizeController`], the
+//!   Brownian source, what to save — give one [`Solution`]. The drivers own the buffers,
+//!   check for NaN/Inf and report typed errors ([`SolveError`]) that say where things went
+//!   wrong.
 //!
 //! ```
 //! use itoflow_sde::prelude::*;
@@ -21,7 +30,7 @@
 //! let ou = SdeFn::additive(1, |_t: f64, x, mut f| f[0] = -x[0], |_t: f64, mut g| g[0] = 0.5);
 //! let x0 = Array2::from_elem((2000, 1), 1.0);
 //! let grid = TimeGrid::uniform(0.0, 1.0, 200)?;
-//! let sol = solve_sde(&ou, &EulerMaruyama, x0.view(), &grid, &SdeOptions::new(7))?;
+//! let sol = solve(&ou, &EulerMaruyama, x0.view(), &SolveOptions::grid(grid).seed(7))?;
 //! let mean = sol.last().mean().unwrap();
 //! assert!((mean - (-1.0f64).exp()).abs() < 0.03);
 //! # Ok::<(), itoflow_sde::SolveError>(())
@@ -34,38 +43,37 @@ pub mod control;
 pub mod ensemble;
 mod error;
 mod grid;
-mod integrate;
 pub mod ode;
 mod problem;
 mod real;
 pub mod sde;
+pub mod solve;
 
-pub use ensemble::{
-    EnsembleOptions, EnsembleSummary, InitialState, solve_ensemble, solve_ensemble_with,
-};
+pub use ensemble::{EnsembleSummary, InitialState};
 pub use error::{BoxError, ProblemError, SolveError};
-pub use grid::{SaveAt, TimeGrid};
-pub use integrate::{
-    FixedStats, SdeOptions, Solution, StepEvent, solve_ode_fixed, solve_ode_fixed_with, solve_sde,
-    solve_sde_with,
-};
+pub use grid::TimeGrid;
 pub use problem::{
     AdditiveDiffusion, AnalyticDerivative, Calculus, CholeskyFactor, MatrixDiffusion, NoDerivative,
     NoiseKind, OdeFn, OdeSystem, RowDerivative, RowDiffusion, Sde, SdeFn, VectorDiffusion,
 };
 pub use real::Real;
+pub use solve::{
+    Adaptive, Atol, BatchMode, BrownianSource, Ensemble, GroupStats, Initial, Method, MethodName,
+    Progress, Save, SaveAt, Solution, SolveOptions, Stats, Steps, solve, solve_with,
+};
 
 /// The names most programs need.
 pub mod prelude {
-    pub use crate::brownian::BrownianPaths;
-    pub use crate::ensemble::{EnsembleOptions, InitialState, solve_ensemble};
-    pub use crate::ode::{BatchMode, Dopri5, ExplicitRk, OdeSave};
+    pub use crate::brownian::{BrownianPaths, BrownianTree, LevyArea};
+    pub use crate::control::{PidController, ScipyController};
+    pub use crate::ensemble::InitialState;
+    pub use crate::ode::{Dopri5, ExplicitRk};
     pub use crate::sde::{
         EulerMaruyama, LangevinCorrector, Milstein, PredictorCorrector, PredictorCorrectorEuler,
-        RobertsHeun, ScoreFn, SdeStepper, StratonovichHeun,
+        RobertsHeun, ScoreFn, SdeStepper, Sra1, Sra3, Sriw1, StratonovichHeun,
     };
     pub use crate::{
-        NoiseKind, OdeFn, OdeSystem, ProblemError, Real, SaveAt, Sde, SdeFn, SdeOptions,
-        SolveError, TimeGrid, solve_ode_fixed, solve_sde,
+        BatchMode, BrownianSource, Ensemble, NoiseKind, OdeFn, OdeSystem, ProblemError, Real, Save,
+        SaveAt, Sde, SdeFn, Solution, SolveError, SolveOptions, TimeGrid, solve, solve_with,
     };
 }

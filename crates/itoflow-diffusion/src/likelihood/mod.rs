@@ -68,7 +68,8 @@ use crate::condition::Conditioning;
 use crate::divergence::DivergenceEstimator;
 use crate::forward::{Forward, ForwardSde};
 use crate::score::ScoreModel;
-use itoflow_sde::ode::{AdaptiveProgress, BatchMode, Dopri5, OdeSave, OdeSolution};
+use itoflow_sde::ode::Dopri5;
+use itoflow_sde::{BatchMode, GroupStats, Progress, SaveAt, Solution, SolveOptions, solve_with};
 use itoflow_sde::{Real, SolveError};
 
 /// Options of [`LikelihoodRequest`], [`encode`], [`decode`] and [`transport`].
@@ -204,17 +205,18 @@ impl LikelihoodOptions {
         Ok(est)
     }
 
-    fn solver<T: Real>(&self) -> Dopri5<T> {
+    /// The options of the Dopri5 solve from `t0` to `t1`.
+    fn solve_options<T: Real>(&self, t0: f64, t1: f64) -> SolveOptions<T> {
         let mode = if self.per_row {
             BatchMode::PerRow
         } else {
             BatchMode::WholeBatch
         };
-        let mut s = Dopri5::new()
+        let mut s = SolveOptions::adaptive(T::c(t0), T::c(t1))
             .rtol(T::c(self.rtol))
             .atol(T::c(self.atol))
             .mode(mode)
-            .save(OdeSave::Final);
+            .save(SaveAt::Final);
         if let Some(n) = self.max_steps {
             s = s.max_steps(n);
         }
@@ -605,7 +607,7 @@ fn check_data<T: Real>(x: ArrayView2<'_, T>, d: usize, first: u64) -> Result<(),
     Ok(())
 }
 
-fn group_stats<T>(sol: &OdeSolution<T>, r: usize) -> itoflow_sde::ode::GroupStats {
+fn group_stats<T>(sol: &Solution<T>, r: usize) -> GroupStats {
     let g = &sol.stats.groups;
     if g.len() == 1 {
         g[0]
@@ -626,9 +628,9 @@ fn run<T: Real, M: ScoreModel<T> + ?Sized>(
     n: usize,
     first: u64,
     progress: &mut dyn FnMut(LikelihoodProgress),
-) -> Result<OdeSolution<T>, DiffusionError> {
+) -> Result<Solution<T>, DiffusionError> {
     let per_row = options.per_row;
-    let mut report = |p: AdaptiveProgress<T>| {
+    let mut report = |p: Progress<'_, T>| {
         let finished = if per_row {
             p.groups - p.active_groups
         } else if p.active_groups == 0 {
@@ -639,16 +641,15 @@ fn run<T: Real, M: ScoreModel<T> + ?Sized>(
         progress(LikelihoodProgress {
             samples: n,
             finished,
-            t: p.t_min.f64(),
+            t: p.t.f64(),
             t_start: t0,
             t_end: t1,
             nfe: p.calls,
             model_calls: system.estimator().model_calls(),
         });
     };
-    options
-        .solver::<T>()
-        .solve_with(system, T::c(t0), T::c(t1), y0, &mut report)
+    let opts = options.solve_options::<T>(t0, t1);
+    solve_with(system, &Dopri5, y0, &opts, &mut report)
         .map_err(|e: SolveError| with_offset(DiffusionError::from(e), first))
 }
 

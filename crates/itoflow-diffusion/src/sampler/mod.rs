@@ -1076,9 +1076,9 @@ fn run_sigma<T: Real, M: ScoreModel<T> + ?Sized>(
                 let (a, b) = (seg * rs.jump, ((seg + 1) * rs.jump).min(n));
                 let part = levels.slice(a..=b);
                 for rep in 0..rs.count {
-                    let (a, r) = run_levels(ctx, sampler, &part, &mut x)?;
-                    accepted += a;
-                    rejected += r;
+                    let (ok, no) = run_levels(ctx, sampler, &part, &mut x)?;
+                    accepted += ok;
+                    rejected += no;
                     if rep + 1 < rs.count {
                         // Back up to σ_a by the forward kernel: x̃_a = x̃_b + √(σ_a² − σ_b²) z.
                         let (sa, sb) = (levels.sigma[a], levels.sigma[b]);

@@ -12,7 +12,8 @@ use crate::forward::ForwardSde;
 use crate::reverse::ProbabilityFlow;
 use crate::{DiffusionError, ScoreModel};
 use itoflow_sde::Real;
-use itoflow_sde::ode::{AdaptiveProgress, BatchMode, Dopri5, OdeSave};
+use itoflow_sde::ode::Dopri5;
+use itoflow_sde::{BatchMode, Progress, SaveAt, SolveOptions, solve_with};
 
 /// Returns the samples and the (accepted, accepted, rejected) step counts.
 pub(super) fn probability_flow<T: Real, M: ScoreModel<T> + ?Sized>(
@@ -35,7 +36,7 @@ pub(super) fn probability_flow<T: Real, M: ScoreModel<T> + ?Sized>(
     if let Some(c) = ctx.conditioning() {
         flow = flow.with_conditioning(c);
     }
-    let mut solver = Dopri5::<T>::new()
+    let mut opts = SolveOptions::adaptive(T::c(t_max), T::c(eps))
         .rtol(T::c(o.rtol))
         .atol(T::c(o.atol))
         .mode(if o.per_row {
@@ -43,24 +44,23 @@ pub(super) fn probability_flow<T: Real, M: ScoreModel<T> + ?Sized>(
         } else {
             BatchMode::WholeBatch
         })
-        .save(OdeSave::Final);
+        .save(SaveAt::Final);
     if let Some(n) = o.max_steps {
-        solver = solver.max_steps(n);
+        opts = opts.max_steps(n);
     }
     let first = ctx.first as usize;
     let sol = {
-        let mut report = |p: AdaptiveProgress<T>| {
+        let mut report = |p: Progress<'_, T>| {
             if let Some(cb) = user.as_mut() {
                 cb(SamplerProgress {
                     step: p.groups - p.active_groups,
                     total: 0,
                     nfe: p.calls,
-                    t: p.t_min.f64(),
+                    t: p.t.f64(),
                 });
             }
         };
-        solver
-            .solve_with(&flow, T::c(t_max), T::c(eps), x.view(), &mut report)
+        solve_with(&flow, &Dopri5, x.view(), &opts, &mut report)
             .map_err(|e| DiffusionError::from(e.offset_path(first)))?
     };
     ctx.nfe += sol.stats.calls;

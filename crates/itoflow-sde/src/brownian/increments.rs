@@ -316,6 +316,8 @@ pub struct IncrementGenerator {
     m: usize,
     refine: usize,
     tile: NormalTile,
+    /// Normals of the space–time Lévy areas (tag [`tags::LEVY`]), when asked for.
+    levy: Option<NormalTile>,
 }
 
 impl IncrementGenerator {
@@ -332,6 +334,76 @@ impl IncrementGenerator {
                 rows,
                 paths.refine * m,
             ),
+            levy: None,
+        }
+    }
+
+    /// Like [`IncrementGenerator::new`], also generating the space–time Lévy area `H` of every
+    /// step ([`IncrementGenerator::fill_area`]). The increments are the same as without it.
+    ///
+    /// Fine step `q` of Brownian motion `j` of path `p` has `H_q = √(δ/12) z'` with `z'`
+    /// normal `q·m + j` of `RandomStream::new(seed, p, tags::LEVY)` (independent of its
+    /// increment, as `H` is), `δ` the fine step; a refined step's area is assembled from its
+    /// fine steps' increments and areas by `A = A₁ + A₂ + (h₂ W₁ − h₁ W₂)/2`, `A = h·H`,
+    /// left to right — the same Brownian motion and area the grid of fine steps sees.
+    pub fn with_levy_area(paths: &BrownianPaths, rows: usize, m: usize) -> Self {
+        let mut g = Self::new(paths, rows, m);
+        g.levy = Some(NormalTile::new(
+            paths.seed,
+            paths.first_path,
+            tags::LEVY,
+            rows,
+            paths.refine * m,
+        ));
+        g
+    }
+
+    /// Whether [`IncrementGenerator::fill_area`] is available.
+    pub fn levy_area(&self) -> super::LevyArea {
+        if self.levy.is_some() {
+            super::LevyArea::SpaceTime
+        } else {
+            super::LevyArea::None
+        }
+    }
+
+    /// Writes the space–time Lévy area `H` of grid step `step` (of length `dt`) into `out`
+    /// `[rows, m]`. Does nothing for a generator made without areas.
+    pub fn fill_area<T: Real>(&mut self, step: usize, dt: T, mut out: ArrayViewMut2<'_, T>) {
+        let (m, r) = (self.m, self.refine);
+        let Some(levy) = self.levy.as_mut() else {
+            return;
+        };
+        let h = dt.f64().abs();
+        let fine = h / r as f64;
+        let sq_area = (fine / 12.0).sqrt();
+        let per_step = m * r;
+        let off = levy.ensure((step * per_step) as u64, per_step);
+        if r == 1 {
+            for j in 0..m {
+                let z = levy.column(off + j);
+                for (o, &z) in out.column_mut(j).iter_mut().zip(z) {
+                    *o = T::c(sq_area * z);
+                }
+            }
+            return;
+        }
+        let woff = self.tile.ensure((step * per_step) as u64, per_step);
+        let sq = fine.sqrt();
+        let rows = out.nrows();
+        for j in 0..m {
+            for row in 0..rows {
+                // Left to right: (W, A) of the first q fine steps, then the next one appended.
+                let (mut w, mut a) = (0.0, 0.0);
+                for q in 0..r {
+                    let wq = sq * self.tile.column(woff + q * m + j)[row];
+                    let aq = fine * (sq_area * levy.column(off + q * m + j)[row]);
+                    let done = q as f64 * fine;
+                    a = (a + aq) + 0.5 * (fine * w - done * wq);
+                    w += wq;
+                }
+                out[[row, j]] = T::c(if h > 0.0 { a / h } else { 0.0 });
+            }
         }
     }
 

@@ -12,6 +12,10 @@
 //! * [`RandomStream`] — one addressed stream of words, uniforms, normals and signs.
 //! * [`BrownianPaths`] — per-path Brownian motions; the same path at Δt and at 2Δt.
 //! * [`IncrementGenerator`], [`ExtraNormals`], [`RandomSigns`] — generators the drivers own.
+//! * [`BrownianPath`] — Brownian motion addressed by time, with two sources: the fixed-grid
+//!   increments ([`GridPath`], the fast path of fixed-grid solves) and the virtual Brownian
+//!   tree ([`BrownianTree`], [`TreePath`]: any `W(s, t)` and Lévy area, for adaptive solves and
+//!   any caller that needs noise on intervals not known in advance).
 //!
 //! How a batch of normals is made (the drivers' hot path): the ARS blocks of a chunk of rows
 //! (two rows per instruction with VAES), then the ziggurat's fast path over their words
@@ -21,7 +25,9 @@
 mod ars;
 mod cpu;
 mod increments;
+mod path;
 mod stream;
+pub mod tree;
 mod ziggurat;
 
 pub use ars::{ARS_ROUNDS, ars4x32};
@@ -34,4 +40,6 @@ pub use ars::{ARS_ROUNDS, ars4x32};
 pub const STREAM_DEFINITION: &str = "ars4x32-7/ziggurat-256/v3";
 pub(crate) use cpu::{Level, level};
 pub use increments::{BrownianPaths, ExtraNormals, IncrementGenerator, RandomSigns};
+pub use path::{BrownianPath, GridPath};
 pub use stream::{RandomStream, tags};
+pub use tree::{BrownianTree, LevyArea, TreePath};

@@ -26,6 +26,11 @@ pub mod tags {
     pub const INITIAL: u32 = 2;
     /// Random signs of steppers that need `±1` per step (Roberts' Heun), one bit each.
     pub const SIGNS: u32 = 3;
+    /// Virtual Brownian trees ([`BrownianTree`](crate::brownian::BrownianTree)).
+    pub const TREE: u32 = 4;
+    /// Space–time Lévy areas of the fixed-grid increments (see
+    /// [`IncrementGenerator`](crate::brownian::IncrementGenerator)).
+    pub const LEVY: u32 = 5;
     /// First tag free for users and downstream crates; use `USER + k`.
     pub const USER: u32 = 1 << 16;
 }

@@ -32,21 +32,21 @@ struct RowSteps<T> {
 }
 
 /// The continuous solution of every row of an adaptive solve over its whole span (enable with
-/// [`Dopri5::dense_output`](super::Dopri5::dense_output)).
+/// [`SolveOptions::dense_output`](crate::SolveOptions::dense_output)).
 ///
 /// ```
-/// use itoflow_sde::ode::{Dopri5, OdeSave};
-/// use itoflow_sde::OdeFn;
+/// use itoflow_sde::ode::Dopri5;
+/// use itoflow_sde::{OdeFn, SaveAt, SolveOptions, solve};
 /// use ndarray::array;
 ///
 /// // y' = -y, y(0) = 1: the interpolant follows e^{-t} between the steps.
 /// let sys = OdeFn::new(1, |_t: f64, y, mut dy| dy[0] = -y[0]);
-/// let sol = Dopri5::new()
+/// let opts = SolveOptions::adaptive(0.0, 2.0)
 ///     .rtol(1e-8)
 ///     .atol(1e-10)
-///     .save(OdeSave::Final)
-///     .dense_output(true)
-///     .solve(&sys, 0.0, 2.0, array![[1.0]].view())?;
+///     .save(SaveAt::Final)
+///     .dense_output(true);
+/// let sol = solve(&sys, &Dopri5, array![[1.0]].view(), &opts)?;
 /// let dense = sol.dense.as_ref().unwrap();
 /// for t in [0.0, 0.123, 1.0, 1.77, 2.0] {
 ///     let y = dense.eval(t)?;

@@ -1,11 +1,14 @@
-//! Adaptive Dormand–Prince 5(4) ("RK45") that reproduces SciPy's `solve_ivp(method="RK45")`.
+//! Adaptive Dormand–Prince 5(4) ("RK45") that reproduces SciPy's `solve_ivp(method="RK45")`,
+//! [`solve`](fn@crate::solve)d with [`SolveOptions::adaptive`].
 //!
 //! Dormand & Prince, "A family of embedded Runge–Kutta formulae", J. Comput. Appl. Math. 6
 //! (1980); dense output of Shampine, "Some practical Runge–Kutta formulas", Math. Comp. 46
 //! (1986). The algorithm is SciPy's, step for step: the same initial-step selection, error
 //! norm, safety/min/max factors, rejection rule, FSAL reuse of the last stage, quartic dense
 //! output for `t_eval`, `max_step`, `first_step`, and the same statistics (`nfev`, accepted and
-//! rejected steps), so that for the same problem and tolerances the same steps are taken.
+//! rejected steps), so that for the same problem and tolerances the same steps are taken. The
+//! step-size rules are [`ScipyController`](crate::control::ScipyController)'s unless another
+//! [`StepSizeController`] is given.
 //!
 //! # Batches
 //!
@@ -22,10 +25,14 @@ use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, s};
 
 use super::dense::{DENSE_DEGREE, DenseOutput};
 use crate::control::{
-    InitialStepInput, StepController, initial_step_finish, initial_step_trial, min_step,
-    rms_divisor,
+    ControllerMemory, Decision, InitialStepInput, StepSizeController, initial_step_finish,
+    initial_step_trial, min_step, rms_divisor,
 };
 use crate::grid::check_span;
+use crate::sde::Evals;
+use crate::solve::{
+    Adaptive, BatchMode, GroupStats, Progress, SaveAt, Solution, SolveOptions, Stats,
+};
 use crate::{OdeSystem, ProblemError, Real, SolveError};
 
 /// Number of stages (the seventh, FSAL, evaluation is the first stage of the next step).
@@ -116,138 +123,43 @@ const P: [[f64; 4]; STAGES + 1] = [
 /// Order of the embedded error estimator.
 const ERROR_ESTIMATOR_ORDER: usize = 4;
 
-/// How rows share step-size control (see the module documentation).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BatchMode {
-    /// One system of `rows·dim` unknowns (SciPy semantics).
-    #[default]
-    WholeBatch,
-    /// Every row its own `t`, `h` and error norm; one batched call per stage.
-    PerRow,
-}
-
-/// Absolute tolerance: one value, or one per component of a row.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Atol<T> {
-    /// The same for every component.
-    Scalar(T),
-    /// One per component (`dim` values), the same for every row.
-    PerComponent(Vec<T>),
-}
-
-/// Which states an adaptive solve returns.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub enum OdeSave<T> {
-    /// `t0` and every accepted step (SciPy's default; whole-batch mode only).
-    #[default]
-    Steps,
-    /// Only the final state at `t1`.
-    Final,
-    /// Dense output at these times (SciPy's `t_eval`): within the span, strictly monotone in
-    /// the direction of integration.
-    Times(Vec<T>),
-}
-
-/// Statistics of one step-size-control group (the batch, or one row).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GroupStats {
-    /// Right-hand-side evaluations this group took part in (SciPy's `nfev`).
-    pub nfev: usize,
-    /// Accepted steps.
-    pub naccepted: usize,
-    /// Rejected step attempts.
-    pub nrejected: usize,
-}
-
-/// Statistics of a solve.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AdaptiveStats {
-    /// Batched right-hand-side calls.
-    pub calls: usize,
-    /// Row evaluations: the sum over calls of the rows in the call.
-    pub row_evals: usize,
-    /// Per group: one entry in whole-batch mode, one per row in per-row mode.
-    pub groups: Vec<GroupStats>,
-}
-
-impl AdaptiveStats {
-    /// Total accepted steps over groups.
-    pub fn naccepted(&self) -> usize {
-        self.groups.iter().map(|g| g.naccepted).sum()
-    }
-    /// Total rejected attempts over groups.
-    pub fn nrejected(&self) -> usize {
-        self.groups.iter().map(|g| g.nrejected).sum()
-    }
-}
-
-/// Progress of an adaptive solve, reported after every round of stage evaluations.
-#[derive(Clone, Copy, Debug)]
-pub struct AdaptiveProgress<T> {
-    /// Groups still integrating.
-    pub active_groups: usize,
-    /// All groups.
-    pub groups: usize,
-    /// The least advanced time among active groups (the final time when all are done).
-    pub t_min: T,
-    /// Batched calls so far.
-    pub calls: usize,
-}
-
-/// The result of an adaptive solve.
-#[derive(Clone, Debug)]
-pub struct OdeSolution<T> {
-    /// Times of the saved states.
-    pub t: Vec<T>,
-    /// Saved states, `[t.len(), rows, dim]`.
-    pub y: Array3<T>,
-    /// Evaluation and step counts.
-    pub stats: AdaptiveStats,
-    /// The continuous solution, when [`Dopri5::dense_output`] was asked for.
-    pub dense: Option<DenseOutput<T>>,
-}
-
-impl<T: Real> OdeSolution<T> {
-    /// The last saved state `[rows, dim]`.
-    pub fn last(&self) -> ArrayView2<'_, T> {
-        self.y.index_axis(Axis(0), self.y.shape()[0] - 1)
-    }
-}
-
-/// The Dormand–Prince 5(4) solver with SciPy's defaults (`rtol = 1e-3`, `atol = 1e-6`,
-/// no `max_step`, whole-batch control, save every step).
+/// The Dormand–Prince 5(4) method, solved as SciPy's `solve_ivp(method="RK45")` does, step
+/// for step (see the [module documentation](crate::ode::dopri5)). All its options are
+/// [`SolveOptions`]' adaptive ones; the defaults are SciPy's (`rtol = 1e-3`, `atol = 1e-6`, no
+/// `max_step`, whole-batch control, SciPy's step-size rules
+/// [`ScipyController`](crate::control::ScipyController)).
 ///
 /// ```
-/// use itoflow_sde::ode::{Dopri5, OdeSave};
-/// use itoflow_sde::OdeFn;
+/// use itoflow_sde::{OdeFn, SaveAt, SolveOptions, solve};
+/// use itoflow_sde::ode::Dopri5;
 /// use ndarray::array;
 ///
 /// // y' = -y on [0, 1], y(0) = 1
 /// let sys = OdeFn::new(1, |_t: f64, y, mut dy| dy[0] = -y[0]);
-/// let sol = Dopri5::new()
-///     .rtol(1e-8)
-///     .atol(1e-10)
-///     .save(OdeSave::Final)
-///     .solve(&sys, 0.0, 1.0, array![[1.0]].view())
-///     .unwrap();
+/// let opts = SolveOptions::adaptive(0.0, 1.0).rtol(1e-8).atol(1e-10).save(SaveAt::Final);
+/// let sol = solve(&sys, &Dopri5, array![[1.0]].view(), &opts)?;
 /// assert!((sol.last()[[0, 0]] - (-1.0f64).exp()).abs() < 1e-8);
+/// # Ok::<(), itoflow_sde::SolveError>(())
 /// ```
-#[derive(Clone, Debug)]
-pub struct Dopri5<T> {
-    rtol: T,
-    atol: Atol<T>,
-    first_step: Option<T>,
-    max_step: T,
-    max_steps: Option<usize>,
-    mode: BatchMode,
-    save: OdeSave<T>,
-    dense: bool,
-}
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dopri5;
 
-impl<T: Real> Default for Dopri5<T> {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The error order of the embedded estimate (estimator order 4, plus one) that the controller
+/// sees.
+pub const ERROR_ORDER: f64 = 5.0;
+
+/// Solves `sys` from `y0` with adaptive Dormand–Prince steps (the [`Method`](crate::Method)
+/// implementation of [`Dopri5`]).
+pub(crate) fn solve<T: Real, P: OdeSystem<T> + ?Sized>(
+    sys: &P,
+    y0: ArrayView2<'_, T>,
+    a: &Adaptive<T>,
+    controller: &dyn StepSizeController<T>,
+    opts: &SolveOptions<T>,
+    progress: &mut dyn FnMut(Progress<'_, T>),
+) -> Result<Solution<T>, SolveError> {
+    controller.validate()?;
+    Run::new(a, controller, opts, sys, y0)?.run(progress)
 }
 
 /// One step-size-control group: a contiguous run of active rows.
@@ -274,117 +186,17 @@ struct Group<T> {
     /// Next `t_eval` index to fill.
     next_eval: usize,
     stats: GroupStats,
-}
-
-impl<T: Real> Dopri5<T> {
-    /// The solver with SciPy's defaults.
-    pub fn new() -> Self {
-        Self {
-            rtol: T::c(1e-3),
-            atol: Atol::Scalar(T::c(1e-6)),
-            first_step: None,
-            max_step: T::infinity(),
-            max_steps: None,
-            mode: BatchMode::WholeBatch,
-            save: OdeSave::Steps,
-            dense: false,
-        }
-    }
-
-    /// Relative tolerance (values below 100 ε are raised to 100 ε, as SciPy does).
-    pub fn rtol(mut self, rtol: T) -> Self {
-        self.rtol = rtol;
-        self
-    }
-
-    /// Absolute tolerance, the same for every component.
-    pub fn atol(mut self, atol: T) -> Self {
-        self.atol = Atol::Scalar(atol);
-        self
-    }
-
-    /// Absolute tolerance per component of a row.
-    pub fn atol_per_component(mut self, atol: Vec<T>) -> Self {
-        self.atol = Atol::PerComponent(atol);
-        self
-    }
-
-    /// The first step size (otherwise chosen automatically as SciPy does).
-    pub fn first_step(mut self, h: T) -> Self {
-        self.first_step = Some(h);
-        self
-    }
-
-    /// The largest allowed step size.
-    pub fn max_step(mut self, h: T) -> Self {
-        self.max_step = h;
-        self
-    }
-
-    /// Fails with [`SolveError::MaxStepsExceeded`] when a group has made this many step attempts
-    /// (accepted plus rejected). Unlimited by default, as in SciPy.
-    pub fn max_steps(mut self, n: usize) -> Self {
-        self.max_steps = Some(n);
-        self
-    }
-
-    /// Whole-batch or per-row step-size control.
-    pub fn mode(mut self, mode: BatchMode) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// Per-row step-size control (shorthand for `mode(BatchMode::PerRow)`).
-    pub fn per_row(self) -> Self {
-        self.mode(BatchMode::PerRow)
-    }
-
-    /// Which states to return.
-    pub fn save(mut self, save: OdeSave<T>) -> Self {
-        self.save = save;
-        self
-    }
-
-    /// Dense output at these times (shorthand for `save(OdeSave::Times(t_eval))`).
-    pub fn t_eval(self, t_eval: Vec<T>) -> Self {
-        self.save(OdeSave::Times(t_eval))
-    }
-
-    /// Also return the continuous solution of every row over the whole span
-    /// ([`OdeSolution::dense`], SciPy's `dense_output=True`), in either batch mode and with any
-    /// [`OdeSave`]. It keeps `5·dim + 3` numbers per row and accepted step.
-    pub fn dense_output(mut self, on: bool) -> Self {
-        self.dense = on;
-        self
-    }
-
-    /// Integrates every row of `y0` from `t0` to `t1` (either direction).
-    pub fn solve<P: OdeSystem<T> + ?Sized>(
-        &self,
-        sys: &P,
-        t0: T,
-        t1: T,
-        y0: ArrayView2<'_, T>,
-    ) -> Result<OdeSolution<T>, SolveError> {
-        self.solve_with(sys, t0, t1, y0, &mut |_| {})
-    }
-
-    /// Like [`Dopri5::solve`], calling `progress` after every round of stage evaluations.
-    pub fn solve_with<P: OdeSystem<T> + ?Sized>(
-        &self,
-        sys: &P,
-        t0: T,
-        t1: T,
-        y0: ArrayView2<'_, T>,
-        progress: &mut dyn FnMut(AdaptiveProgress<T>),
-    ) -> Result<OdeSolution<T>, SolveError> {
-        Run::new(self, sys, t0, t1, y0)?.run(progress)
-    }
+    /// What the controller remembers (SciPy's controller only uses `rejected`, kept above).
+    memory: ControllerMemory<T>,
 }
 
 /// State of one solve.
 struct Run<'a, T: Real, P: ?Sized> {
-    opts: &'a Dopri5<T>,
+    opts: &'a Adaptive<T>,
+    save: &'a SaveAt<T>,
+    max_steps: Option<usize>,
+    first_path: usize,
+    controller: &'a dyn StepSizeController<T>,
     sys: &'a P,
     t0: T,
     t_bound: T,
@@ -393,7 +205,6 @@ struct Run<'a, T: Real, P: ?Sized> {
     atol: Vec<T>,
     dim: usize,
     rows: usize,
-    ctrl: StepController<T>,
     /// Active rows are `0..active`; `orig[r]` is the input row of active row `r`.
     active: usize,
     orig: Vec<usize>,
@@ -420,12 +231,14 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
     // `!(x > 0)` and the like are deliberate: NaN options must fail the checks.
     #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn new(
-        opts: &'a Dopri5<T>,
+        opts: &'a Adaptive<T>,
+        controller: &'a dyn StepSizeController<T>,
+        solve_opts: &'a SolveOptions<T>,
         sys: &'a P,
-        t0: T,
-        t1: T,
         y0: ArrayView2<'_, T>,
     ) -> Result<Self, SolveError> {
+        let (t0, t1) = (opts.t0, opts.t1);
+        let first_path = solve_opts.first_path as usize;
         check_span(t0, t1)?;
         let dim = sys.dim();
         let rows = y0.nrows();
@@ -442,7 +255,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             .find(|(_, row)| row.iter().any(|v| !v.is_finite()))
         {
             return Err(SolveError::NonFinite {
-                path: r,
+                path: first_path + r,
                 t: t0.f64(),
                 step: 0,
                 what: "initial state",
@@ -455,15 +268,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             ));
         }
         let rtol = opts.rtol.max(T::c(100.0) * T::epsilon());
-        let atol = match &opts.atol {
-            Atol::Scalar(a) => vec![*a; dim],
-            Atol::PerComponent(v) => {
-                if v.len() != dim {
-                    return Err(SolveError::shape("atol", format!("[{dim}]"), [v.len()]));
-                }
-                v.clone()
-            }
-        };
+        let atol = opts.atol_vec(dim)?;
         if let Some(a) = atol.iter().find(|a| !(**a >= T::zero()) || !a.is_finite()) {
             return Err(SolveError::option(
                 "atol",
@@ -492,18 +297,20 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         }
         let direction = if t1 > t0 { T::one() } else { -T::one() };
         let mut t_eval = Vec::new();
-        match &opts.save {
-            OdeSave::Steps if opts.mode == BatchMode::PerRow => {
+        let save = &solve_opts.save.at;
+        match save {
+            SaveAt::Steps if opts.mode == BatchMode::PerRow => {
                 return Err(SolveError::option(
                     "save",
-                    "per-row mode has no common steps to save; use OdeSave::Final or OdeSave::Times",
+                    "per-row mode has no common steps to save; use SaveAt::Final or SaveAt::Times",
                 ));
             }
-            OdeSave::Times(ts) => {
+            SaveAt::Every(_) => return Err(crate::solve::every_needs_grid()),
+            SaveAt::Times(ts) => {
                 if ts.is_empty() {
                     return Err(SolveError::option(
                         "t_eval",
-                        "no times given; use OdeSave::Final for the final state only",
+                        "no times given; use SaveAt::Final for the final state only",
                     ));
                 }
                 let (lo, hi) = if t0 < t1 { (t0, t1) } else { (t1, t0) };
@@ -550,12 +357,17 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                     done: false,
                     next_eval: 0,
                     stats: GroupStats::default(),
+                    memory: ControllerMemory::new(),
                 }
             })
             .collect();
         let zeros = || Array2::zeros((rows, dim));
         Ok(Self {
             opts,
+            save,
+            max_steps: solve_opts.max_steps,
+            first_path,
+            controller,
             sys,
             t0,
             t_bound: t1,
@@ -564,7 +376,6 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             atol,
             dim,
             rows,
-            ctrl: StepController::new(ERROR_ESTIMATOR_ORDER),
             active: rows,
             orig: (0..rows).collect(),
             groups,
@@ -581,7 +392,10 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             out_t: Vec::new(),
             out_y: Vec::new(),
             final_y: None,
-            dense: opts.dense.then(|| DenseOutput::new(rows, dim, t0, t1)),
+            dense: solve_opts
+                .save
+                .dense
+                .then(|| DenseOutput::new(rows, dim, t0, t1)),
             q: Vec::new(),
         })
     }
@@ -622,7 +436,9 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             };
             SolveError::Problem {
                 // A row outside the batch (a bug in user code) names no path.
-                path: row.filter(|&r| r < n).map(|r| self.orig[r]),
+                path: row
+                    .filter(|&r| r < n)
+                    .map(|r| self.first_path + self.orig[r]),
                 t,
                 step,
                 source,
@@ -640,13 +456,10 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         self.atol[flat % self.dim]
     }
 
-    fn run(
-        mut self,
-        progress: &mut dyn FnMut(AdaptiveProgress<T>),
-    ) -> Result<OdeSolution<T>, SolveError> {
+    fn run(mut self, progress: &mut dyn FnMut(Progress<'_, T>)) -> Result<Solution<T>, SolveError> {
         let (rows, dim) = (self.rows, self.dim);
         let t0 = self.t0;
-        if matches!(self.opts.save, OdeSave::Steps) {
+        if matches!(self.save, SaveAt::Steps) {
             self.out_t.push(t0);
             self.out_y.push(self.y.clone());
         }
@@ -662,41 +475,59 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                     }
                 });
                 let active_groups = self.groups.iter().filter(|g| !g.done).count();
-                progress(AdaptiveProgress {
+                let (steps, rejected) = self
+                    .groups
+                    .iter()
+                    .map(|g| g.stats)
+                    .chain(self.group_stats.iter().copied())
+                    .fold((0, 0), |(a, r), g| (a + g.naccepted, r + g.nrejected));
+                progress(Progress {
+                    t: t_min,
+                    steps,
+                    total_steps: None,
+                    rejected,
                     active_groups,
                     groups: self.group_stats.len(),
-                    t_min,
                     calls: self.calls,
+                    x: (self.opts.mode == BatchMode::WholeBatch).then(|| self.y.view()),
                 });
                 self.compact();
             }
         }
-        let stats = AdaptiveStats {
+        let stats = Stats {
+            steps: self.group_stats.iter().map(|g| g.naccepted).sum(),
+            rejected: self.group_stats.iter().map(|g| g.nrejected).sum(),
+            evals: Evals {
+                drift: self.calls,
+                diffusion: 0,
+                other: 0,
+            },
             calls: self.calls,
             row_evals: self.row_evals,
             groups: self.group_stats,
         };
-        let (t, y) = match &self.opts.save {
-            OdeSave::Steps => {
+        let (t, y) = match self.save {
+            SaveAt::Steps => {
                 let mut y = Array3::zeros((self.out_y.len(), rows, dim));
                 for (i, yi) in self.out_y.iter().enumerate() {
                     y.index_axis_mut(Axis(0), i).assign(yi);
                 }
                 (self.out_t, y)
             }
-            OdeSave::Final => {
+            SaveAt::Final | SaveAt::Every(_) => {
                 let fin = self.final_y.unwrap_or_else(|| Array2::zeros((rows, dim)));
                 (vec![self.t_bound], fin.insert_axis(Axis(0)))
             }
-            OdeSave::Times(ts) => (
+            SaveAt::Times(ts) => (
                 ts.clone(),
                 self.eval_y.unwrap_or_else(|| Array3::zeros((0, rows, dim))),
             ),
         };
-        Ok(OdeSolution {
+        Ok(Solution {
             t,
-            y,
+            x: y,
             stats,
+            summary: None,
             dense: self.dense,
         })
     }
@@ -778,7 +609,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 g.fresh = false;
                 g.rejected = false;
             }
-            let path = per_row.then(|| self.orig[g.start]);
+            let path = per_row.then(|| self.first_path + self.orig[g.start]);
             if g.h_abs < g.min_step {
                 return Err(SolveError::StepSizeUnderflow {
                     t: g.t.f64(),
@@ -786,7 +617,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                     path,
                 });
             }
-            if let Some(max) = self.opts.max_steps
+            if let Some(max) = self.max_steps
                 && g.stats.naccepted + g.stats.nrejected >= max
             {
                 return Err(SolveError::MaxStepsExceeded {
@@ -859,15 +690,20 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             if !err.is_finite() {
                 return Err(self.non_finite(gi));
             }
-            if err < T::one() {
-                let factor = self.ctrl.accept_factor(err, g.rejected);
-                self.accept(gi, factor);
-            } else {
-                let factor = self.ctrl.reject_factor(err);
-                let g = &mut self.groups[gi];
-                g.h_abs *= factor;
-                g.rejected = true;
-                g.stats.nrejected += 1;
+            let mut memory = ControllerMemory {
+                rejected: g.rejected,
+                ..g.memory
+            };
+            let decision = self.controller.decide(err, ERROR_ORDER, &mut memory);
+            self.groups[gi].memory = memory;
+            match decision {
+                Decision::Accept { factor } => self.accept(gi, factor),
+                Decision::Reject { factor } => {
+                    let g = &mut self.groups[gi];
+                    g.h_abs *= factor;
+                    g.rejected = true;
+                    g.stats.nrejected += 1;
+                }
             }
         }
         Ok(())
@@ -903,7 +739,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             };
             if let Some(what) = what {
                 return SolveError::NonFinite {
-                    path: self.orig[r],
+                    path: self.first_path + self.orig[r],
                     t: g.t.f64(),
                     step: g.stats.naccepted,
                     what,
@@ -912,7 +748,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         }
         // Finite values whose scaled error overflowed.
         SolveError::NonFinite {
-            path: self.orig[g.start],
+            path: self.first_path + self.orig[g.start],
             t: g.t.f64(),
             step: g.stats.naccepted,
             what: "error estimate",
@@ -927,7 +763,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                     .map(|g| self.groups[g].t)
                     .unwrap_or(self.t_bound);
                 return Err(SolveError::NonFinite {
-                    path: self.orig[r],
+                    path: self.first_path + self.orig[r],
                     t: g.f64(),
                     step: 0,
                     what,
@@ -1005,14 +841,14 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         let g = &mut self.groups[gi];
         g.t = t_new;
         g.fresh = true;
-        if matches!(self.opts.save, OdeSave::Steps) && whole {
+        if matches!(self.save, SaveAt::Steps) && whole {
             self.out_t.push(t_new);
             self.out_y.push(self.y.clone());
         }
         if self.direction * (g.t - self.t_bound) >= T::zero() {
             g.done = true;
             self.group_stats[g.id] = g.stats;
-            if matches!(self.opts.save, OdeSave::Final) {
+            if matches!(self.save, SaveAt::Final) {
                 let fin = self
                     .final_y
                     .get_or_insert_with(|| Array2::zeros((self.rows, dim)));

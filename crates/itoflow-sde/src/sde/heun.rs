@@ -36,12 +36,18 @@
 //!
 //! Both cost two drift and two diffusion evaluations per step, and reduce to the deterministic
 //! improved Euler (Heun) method when `g = 0`.
+//!
+//! **Adaptive steps (Euler–Heun pair).** [`StratonovichHeun`] also takes per-row steps with an
+//! embedded error estimate, the difference between the Heun step and its Euler predictor,
+//! `X' − X̄ = ½ (f(t + Δt, X̄) − f) Δt + ½ (g(t + Δt, X̄) − g) ΔW`; the predictor has strong
+//! order ½, so the estimate is `O(h)` (error order 1 for the controller). This is the pair
+//! diffrax's `Heun` uses for SDEs. No extra evaluation.
 
-use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayViewMut2, Zip, s};
+use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut2, Zip, s};
 
 use super::{
-    Evals, RandomInput, SdeStepper, StepNoise, abs_dt, add_noise, check_random, check_step_shapes,
-    diffusion_shape, fill_times,
+    Evals, RandomInput, SdeStepper, StepNoise, abs_dt, add_noise, check_random, check_row_shapes,
+    check_step_shapes, diffusion_shape, fill_times,
 };
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde};
 
@@ -56,7 +62,7 @@ use crate::{Calculus, NoiseKind, ProblemError, Real, Sde};
 /// let gbm = SdeFn::diagonal(1, |_t: f64, x, mut f| f[0] = x[0], |_t: f64, x, mut g| g[0] = 0.5 * x[0]);
 /// let x0 = Array2::from_elem((4000, 1), 1.0);
 /// let grid = TimeGrid::uniform(0.0, 1.0, 50)?;
-/// let sol = solve_sde(&gbm, &RobertsHeun, x0.view(), &grid, &SdeOptions::new(3))?;
+/// let sol = solve(&gbm, &RobertsHeun, x0.view(), &SolveOptions::grid(grid).seed(3))?;
 /// let mean = sol.last().mean().unwrap();
 /// assert!((mean - 1f64.exp()).abs() < 0.1); // about 4 standard errors
 /// # Ok::<(), itoflow_sde::SolveError>(())
@@ -75,7 +81,7 @@ pub struct RobertsHeun;
 /// let sde = SdeFn::diagonal(1, |_t: f64, _x, mut f| f[0] = 0.0, |_t: f64, x, mut g| g[0] = x[0]);
 /// let x0 = Array2::from_elem((4000, 1), 1.0);
 /// let grid = TimeGrid::uniform(0.0, 1.0, 50)?;
-/// let sol = solve_sde(&sde, &StratonovichHeun, x0.view(), &grid, &SdeOptions::new(3))?;
+/// let sol = solve(&sde, &StratonovichHeun, x0.view(), &SolveOptions::grid(grid).seed(3))?;
 /// let mean = sol.last().mean().unwrap();
 /// assert!((mean - 0.5f64.exp()).abs() < 0.14); // about 4 standard errors
 /// # Ok::<(), itoflow_sde::SolveError>(())
@@ -244,6 +250,73 @@ impl<T: Real> SdeStepper<T> for RobertsHeun {
     }
 }
 
+/// One Stratonovich Heun step per row, each from its own time by its own step, with the
+/// Euler–Heun error estimate `X' − X̄ = ½ (f̄ − f) Δt + ½ (ḡ − g) ΔW` (the Heun step minus its
+/// Euler predictor) into `err`.
+#[allow(clippy::too_many_arguments)]
+fn heun_rows<T: Real, P: Sde<T> + ?Sized>(
+    sde: &P,
+    t: ArrayView1<'_, T>,
+    dt: ArrayView1<'_, T>,
+    mut x: ArrayViewMut2<'_, T>,
+    dw: ArrayView2<'_, T>,
+    err: Option<ArrayViewMut2<'_, T>>,
+    ws: &mut HeunWorkspace<T>,
+) -> Result<Evals, ProblemError> {
+    check_row_shapes("Heun", sde, &x, &t, &dt, &dw, ws.g.dim())?;
+    let n = x.nrows();
+    let kind = sde.noise();
+    let mut tw = ws.t.slice_mut(s![..n]);
+    let mut f = ws.f.slice_mut(s![..n, ..]);
+    let mut g = ws.g.slice_mut(s![..n, .., ..]);
+    let mut k1 = ws.k1.slice_mut(s![..n, ..]);
+    let mut x1 = ws.x1.slice_mut(s![..n, ..]);
+    // K1 = Δt f(t, X) + g(t, X) ΔW; X̄ = X + K1.
+    tw.assign(&t);
+    sde.drift(tw.view(), x.view(), f.view_mut())?;
+    sde.diffusion(tw.view(), x.view(), g.view_mut())?;
+    Zip::from(k1.rows_mut())
+        .and(f.rows())
+        .and(&dt)
+        .for_each(|mut k, f, &dt| Zip::from(&mut k).and(&f).for_each(|k, &f| *k = f * dt));
+    add_noise(kind, g.view(), dw, T::one(), k1.view_mut());
+    Zip::from(&mut x1)
+        .and(&x)
+        .and(&k1)
+        .for_each(|y, &x, &k| *y = x + k);
+    // f̄, ḡ at (t + Δt, X̄); X' = X + ½ K1 + ½ Δt f̄ + ½ ḡ ΔW.
+    Zip::from(&mut tw)
+        .and(&t)
+        .and(&dt)
+        .for_each(|o, &t, &dt| *o = t + dt);
+    sde.drift(tw.view(), x1.view(), f.view_mut())?;
+    sde.diffusion(tw.view(), x1.view(), g.view_mut())?;
+    let half = T::c(0.5);
+    Zip::from(x.rows_mut())
+        .and(k1.rows())
+        .and(f.rows())
+        .and(&dt)
+        .for_each(|mut x, k, f, &dt| {
+            let half_dt = half * dt;
+            Zip::from(&mut x)
+                .and(&k)
+                .and(&f)
+                .for_each(|x, &k, &f| *x += half * k + half_dt * f);
+        });
+    add_noise(kind, g.view(), dw, half, x.view_mut());
+    if let Some(mut e) = err {
+        Zip::from(&mut e)
+            .and(&x)
+            .and(&x1)
+            .for_each(|e, &x, &p| *e = x - p);
+    }
+    Ok(Evals {
+        drift: 2,
+        diffusion: 2,
+        other: 0,
+    })
+}
+
 impl<T: Real> SdeStepper<T> for StratonovichHeun {
     type Workspace = HeunWorkspace<T>;
 
@@ -266,8 +339,27 @@ impl<T: Real> SdeStepper<T> for StratonovichHeun {
         1.0
     }
 
+    /// The Euler–Heun pair: the estimate is the difference from the Euler predictor, whose
+    /// strong order is ½ (Stratonovich), so its local error is `O(h)`.
+    fn error_order(&self, _noise: NoiseKind) -> Option<f64> {
+        Some(1.0)
+    }
+
     fn workspace(&self, rows: usize, dim: usize, noise: NoiseKind) -> Self::Workspace {
         heun_workspace(rows, dim, noise, false)
+    }
+
+    fn step_rows<P: Sde<T> + ?Sized>(
+        &self,
+        sde: &P,
+        t: ArrayView1<'_, T>,
+        dt: ArrayView1<'_, T>,
+        x: ArrayViewMut2<'_, T>,
+        noise: &StepNoise<'_, T>,
+        err: Option<ArrayViewMut2<'_, T>>,
+        ws: &mut Self::Workspace,
+    ) -> Result<Evals, ProblemError> {
+        heun_rows(sde, t, dt, x, noise.dw, err, ws)
     }
 
     fn step<P: Sde<T> + ?Sized>(

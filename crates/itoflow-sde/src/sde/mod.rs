@@ -9,6 +9,12 @@
 //! | [`StratonovichHeun`] | Stratonovich | 1.0 (0.5 general) | 1 | all | 2 f, 2 g |
 //! | [`PredictorCorrectorEuler`] | Itô | 0.5 (1.0 additive, or η = ½ with commutative noise) | 1 | all (general only with η = 0) | up to 2 f, 2 g, 2 (∂g/∂x)·g |
 //! | [`PredictorCorrector`] | predictor's | — (MCMC corrector) | — | predictor's | predictor + `steps` scores |
+//! | [`Sra1`], [`Sra3`] | Itô | 1.5 | 2 | additive | 2 f, 2 g / 3 f, 2 g |
+//! | [`Sriw1`] | Itô | 1.5 | 2 | scalar, diagonal, additive | 2 f, 4 g |
+//!
+//! Methods with an embedded error estimate ([`SdeStepper::error_order`]) also take adaptive
+//! steps: [`Milstein`] (Euler–Maruyama pair), [`StratonovichHeun`] (Euler–Heun pair), [`Sra1`],
+//! [`Sra3`], [`Sriw1`] (order-1.0 partners; see [`srk`]).
 //!
 //! Strong orders for diagonal noise assume `g_i` depends on `x_i` only (commutative noise).
 //! Steps may go backward in time (`Δt < 0`); the increments then have variance `h = |Δt|`,
@@ -20,7 +26,9 @@
 //! 0.48–0.58 (multiplicative noise) and 1.01 (additive); Milstein 0.94–1.02 (analytic and
 //! derivative-free); Roberts' Heun 0.91–1.06 (0.48 with general noise); Stratonovich Heun
 //! 0.97–1.06 (Stratonovich problems, including commutative general noise); predictor–corrector
-//! Euler 0.93–1.04 (η = ½), 0.46–0.49 (η ∈ {0, 1}), 1.01 (additive). Weak orders (8000 paths,
+//! Euler 0.93–1.04 (η = ½), 0.46–0.49 (η ∈ {0, 1}), 1.01 (additive); SRA1/SRA3 1.56–1.61
+//! (nonlinear drifts, against a fine-grid reference on the same path and Lévy areas; 2.0–2.3
+//! on the linear SciML additive problems); SRIW1 1.43–1.54. Weak orders (8000 paths,
 //! control variate): Euler–Maruyama 0.98, Roberts' Heun 0.91 (torchsde Ex2; 2.0 for the mean of
 //! a linear SDE, where it is exactly Heun's method on the mean), predictor–corrector (θ = η = 1)
 //! 0.90.
@@ -31,6 +39,7 @@ pub mod langevin;
 pub mod milstein;
 pub mod pc_euler;
 pub mod pc_sampler;
+pub mod srk;
 
 pub use euler_maruyama::{EulerMaruyama, EulerMaruyamaWorkspace};
 pub use heun::{HeunWorkspace, RobertsHeun, StratonovichHeun};
@@ -40,19 +49,24 @@ pub use langevin::{
 pub use milstein::{Milstein, MilsteinWorkspace};
 pub use pc_euler::{PredictorCorrectorEuler, PredictorCorrectorEulerWorkspace};
 pub use pc_sampler::PredictorCorrector;
+pub use srk::{Sra1, Sra3, Sriw1, SrkTableau, SrkWorkspace};
 
 use ndarray::{
     Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Zip,
 };
 
+use crate::brownian::LevyArea;
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde, SolveError};
 
-/// The random input of one step for a batch: the Brownian increments and any extra normals
-/// and random signs the stepper asked for.
+/// The random input of one step for a batch: the Brownian increments and any Lévy areas, extra
+/// normals and random signs the stepper asked for.
 #[derive(Clone, Copy, Debug)]
 pub struct StepNoise<'a, T> {
     /// `ΔW`, `[rows, m]`, each entry with variance `|dt|`.
     pub dw: ArrayView2<'a, T>,
+    /// The space–time Lévy areas `H` of the step, `[rows, m]` (variance `|dt|/12`, independent
+    /// of `ΔW`), when the stepper asked for them ([`SdeStepper::levy_area`]); else `[rows, 0]`.
+    pub levy: ArrayView2<'a, T>,
     /// Extra standard normals `[rows, extra_normals]` (see [`SdeStepper::extra_normals`]).
     pub extra: ArrayView2<'a, T>,
     /// Random signs `±1`, `[rows, random_signs]` (see [`SdeStepper::random_signs`]).
@@ -67,8 +81,18 @@ impl<'a, T> StepNoise<'a, T> {
         let empty = || ArrayView2::from_shape((rows, 0), &[]).expect("an empty [rows, 0] view");
         Self {
             dw,
+            levy: empty(),
             extra: empty(),
             signs: empty(),
+        }
+    }
+
+    /// Increments and Lévy areas (no extra normals, no signs), as the stochastic Runge–Kutta
+    /// methods of strong order 1.5 need.
+    pub fn with_levy_area(dw: ArrayView2<'a, T>, levy: ArrayView2<'a, T>) -> Self {
+        Self {
+            levy,
+            ..Self::increments(dw)
         }
     }
 }
@@ -92,7 +116,13 @@ impl std::ops::AddAssign for Evals {
     }
 }
 
-/// One step of an SDE method for a batch of rows, all at the same time `t`.
+/// One step of an SDE method for a batch of rows.
+///
+/// [`SdeStepper::step`] advances every row from a common time by a common step (fixed grids).
+/// Methods with an embedded error estimate ([`SdeStepper::error_order`] is `Some`) also take
+/// per-row steps, each row from its own time by its own step, and return the estimate
+/// ([`SdeStepper::step_rows`]): that is what adaptive solves call, one batched problem call per
+/// stage.
 ///
 /// A stepper never allocates per step: the driver creates its [`SdeStepper::Workspace`] once
 /// per batch.
@@ -126,6 +156,42 @@ pub trait SdeStepper<T: Real> {
     /// them from the path's [`tags::SIGNS`](crate::brownian::tags::SIGNS) stream, one bit each.
     fn random_signs(&self, _dim: usize, _noise: NoiseKind) -> usize {
         0
+    }
+
+    /// Whether the method needs the space–time Lévy areas of its steps
+    /// ([`StepNoise::levy`]).
+    fn levy_area(&self, _noise: NoiseKind) -> LevyArea {
+        LevyArea::None
+    }
+
+    /// The order `k` of the embedded error estimate for this noise kind — its local error
+    /// behaves like `C hᵏ`, `k = p̂ + ½` for an embedded method of strong order `p̂` — or
+    /// `None` when the method has no estimate (and cannot be used with adaptive steps).
+    fn error_order(&self, _noise: NoiseKind) -> Option<f64> {
+        None
+    }
+
+    /// Advances row `r` of `x` from `t[r]` by `dt[r]` (either sign; `ΔW` has variance
+    /// `|dt[r]|`) and writes the embedded error estimate into `err` (`[rows, dim]`) when given.
+    /// Every stage is one batched problem call with one time per row.
+    ///
+    /// Only methods with an error estimate implement it; the default refuses.
+    #[allow(clippy::too_many_arguments)]
+    fn step_rows<P: Sde<T> + ?Sized>(
+        &self,
+        sde: &P,
+        t: ArrayView1<'_, T>,
+        dt: ArrayView1<'_, T>,
+        x: ArrayViewMut2<'_, T>,
+        noise: &StepNoise<'_, T>,
+        err: Option<ArrayViewMut2<'_, T>>,
+        ws: &mut Self::Workspace,
+    ) -> Result<Evals, ProblemError> {
+        let _ = (sde, t, dt, x, noise, err, ws);
+        Err(ProblemError::new(format!(
+            "{} takes steps on common grids only (it has no embedded error estimate)",
+            self.name()
+        )))
     }
 
     /// Allocates the scratch arrays for `rows` rows.
@@ -306,6 +372,51 @@ pub(crate) fn check_step_shapes<T: Real, P: Sde<T> + ?Sized>(
         return Err(ProblemError::new(format!(
             "{who}: expected Brownian increments of shape [{rows}, {m}], got {:?}",
             dw.shape()
+        )));
+    }
+    Ok(())
+}
+
+/// Like [`check_step_shapes`] for per-row steps, whose batch may be smaller than the
+/// workspace (adaptive drivers drop finished rows; the first `rows` rows of the workspace are
+/// used): the workspace's diffusion array must have at least as many rows as `x`.
+pub(crate) fn check_row_shapes<T: Real, P: Sde<T> + ?Sized>(
+    who: &str,
+    sde: &P,
+    x: &ArrayViewMut2<'_, T>,
+    t: &ArrayView1<'_, T>,
+    dt: &ArrayView1<'_, T>,
+    dw: &ArrayView2<'_, T>,
+    g_shape: (usize, usize, usize),
+) -> Result<(), ProblemError> {
+    let (rows, dim) = x.dim();
+    let noise = sde.noise();
+    if dim != sde.dim() {
+        return Err(ProblemError::new(format!(
+            "{who}: the state has {dim} columns, the problem's dimension is {}",
+            sde.dim()
+        )));
+    }
+    if g_shape != diffusion_shape(g_shape.0, dim, noise) || g_shape.0 < rows {
+        return Err(ProblemError::new(format!(
+            "{who}: the workspace was made for diffusion shape {g_shape:?}, but {rows} rows of \
+             the problem's {} noise need {:?}; create it with workspace(rows, dim, noise)",
+            noise.name(),
+            diffusion_shape(rows, dim, noise)
+        )));
+    }
+    let m = noise.brownian_dim(dim);
+    if dw.dim() != (rows, m) {
+        return Err(ProblemError::new(format!(
+            "{who}: expected Brownian increments of shape [{rows}, {m}], got {:?}",
+            dw.shape()
+        )));
+    }
+    if t.len() != rows || dt.len() != rows {
+        return Err(ProblemError::new(format!(
+            "{who}: expected {rows} times and steps, got {} and {}",
+            t.len(),
+            dt.len()
         )));
     }
     Ok(())

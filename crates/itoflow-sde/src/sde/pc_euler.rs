@@ -60,7 +60,7 @@ use crate::{Calculus, NoiseKind, ProblemError, Real, Sde, SolveError};
 /// let ou = SdeFn::additive(1, |_t: f64, x, mut f| f[0] = -x[0], |_t: f64, mut g| g[0] = 1.0);
 /// let x0 = Array2::from_elem((4000, 1), 2.0);
 /// let grid = TimeGrid::uniform(0.0, 1.0, 50)?;
-/// let sol = solve_sde(&ou, &pc, x0.view(), &grid, &SdeOptions::new(5))?;
+/// let sol = solve(&ou, &pc, x0.view(), &SolveOptions::grid(grid).seed(5))?;
 /// let mean = sol.last().mean().unwrap();
 /// assert!((mean - 2.0 * (-1.0f64).exp()).abs() < 0.05); // about 5 standard errors
 /// # Ok::<(), itoflow_sde::SolveError>(())

@@ -26,6 +26,7 @@
 use ndarray::{ArrayViewMut2, Axis};
 
 use super::{Corrector, Evals, RandomInput, SdeStepper, StepNoise, check_random};
+use crate::brownian::LevyArea;
 use crate::{Calculus, NoiseKind, ProblemError, Real, Sde, SolveError};
 
 /// An SDE stepper combined with a [`Corrector`] (see the [module documentation](self)).
@@ -43,7 +44,7 @@ use crate::{Calculus, NoiseKind, ProblemError, Real, Sde, SolveError};
 /// let pc = PredictorCorrector::new(EulerMaruyama, LangevinCorrector::new(score, 0.1, 2)?);
 /// let x0 = Array2::from_elem((200, d), 3.0);
 /// let grid = TimeGrid::uniform(0.0, 4.0, 100)?;
-/// let sol = solve_sde(&ou, &pc, x0.view(), &grid, &SdeOptions::new(11))?;
+/// let sol = solve(&ou, &pc, x0.view(), &SolveOptions::grid(grid).seed(11))?;
 /// let x = sol.last();
 /// let (mean, var) = (x.mean().unwrap(), x.var(0.0));
 /// // 12 800 entries of N(0, 1): standard error 0.009 on the mean, 0.013 on the variance
@@ -127,6 +128,10 @@ where
     }
 
     /// The predictor's signs.
+    fn levy_area(&self, noise: NoiseKind) -> LevyArea {
+        self.predictor.levy_area(noise)
+    }
+
     fn random_signs(&self, dim: usize, noise: NoiseKind) -> usize {
         self.predictor.random_signs(dim, noise)
     }
@@ -159,6 +164,7 @@ where
         let (pe, ce) = noise.extra.split_at(Axis(1), p);
         let pred_noise = StepNoise {
             dw: noise.dw,
+            levy: noise.levy,
             extra: pe,
             signs: noise.signs,
         };
