@@ -1,6 +1,6 @@
 //! `itoflow sample`: draw samples from a score model with any of the diffusion samplers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
@@ -12,9 +12,11 @@ use ndarray::{Array2, ArrayD, IxDyn};
 use serde_json::json;
 
 use crate::data;
+use crate::limits::{self, MAX_ITEMS, MAX_STEPS};
 use crate::model::ModelArgs;
+use crate::output;
 use crate::progress::Meter;
-use crate::store::{self, ChunkedRun, Meta, RunSpec, Shard};
+use crate::store::{self, ChunkedRun, Meta, RunSpec, ShardArg};
 
 /// The samplers, by their command-line names.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +64,7 @@ pub struct SampleArgs {
     #[arg(long, value_enum, default_value = "pc")]
     sampler: Sampler,
     /// Steps (fixed-step samplers; default: the sampler's).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_STEPS))]
     steps: Option<u64>,
     /// Relative tolerance (ode sampler).
     #[arg(long, allow_negative_numbers = true)]
@@ -90,10 +92,10 @@ pub struct SampleArgs {
     #[arg(long)]
     eps: Option<f64>,
     /// Number of samples.
-    #[arg(long, short = 'n', default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short = 'n', default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=MAX_ITEMS))]
     count: u64,
     /// Samples per chunk (one sampler call; chunks are written as they finish).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=MAX_ITEMS))]
     batch: u64,
     /// Seed: sample i is a function of (seed, i) only.
     #[arg(long, default_value_t = 0)]
@@ -104,12 +106,17 @@ pub struct SampleArgs {
     /// Also write the samples as a PNG grid (image models).
     #[arg(long)]
     grid: Option<PathBuf>,
-    /// Compute only shard k of n (contiguous index ranges); join with `itoflow merge`.
+    /// Compute only shard k of n (contiguous index ranges; `auto`: this task's shard of a Slurm
+    /// job array, `auto/N` of a Kubernetes Indexed Job of N completions); join with
+    /// `itoflow merge`.
     #[arg(long)]
-    shard: Option<Shard>,
+    shard: Option<ShardArg>,
     /// Continue an interrupted run with the same arguments.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Discard the finished chunks of an interrupted run and start over.
+    #[arg(long)]
+    overwrite: bool,
     /// Print a JSON record instead of the summary line.
     #[arg(long)]
     json: bool,
@@ -130,15 +137,19 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     if a.out.extension().and_then(|e| e.to_str()) != Some("npy") {
         bail!("--out '{}': expected a .npy file name", a.out.display());
     }
-    store::check_writable(&a.out)?;
-    if let Some(g) = &a.grid {
-        if g.extension().and_then(|e| e.to_str()) != Some("png") {
-            bail!("--grid '{}': expected a .png file name", g.display());
-        }
-        store::check_writable(g)?;
+    if let Some(g) = &a.grid
+        && g.extension().and_then(|e| e.to_str()) != Some("png")
+    {
+        bail!("--grid '{}': expected a .png file name", g.display());
     }
+    let shard = store::resolve_shard(a.shard)?;
+    let grid: Vec<(&str, &Path)> = a.grid.iter().map(|g| ("--grid", g.as_path())).collect();
+    let _claim = output::claim(&a.out, &grid, &a.model.inputs())?;
     let model = a.model.open()?;
     let info = model.info().clone();
+    if let Some(d) = &info.derivative_path {
+        output::check_not_input(&[("--out", &a.out)], &[("the derivative graph", d)])?;
+    }
     let layout = data::image_layout(&info.data_shape);
     if a.grid.is_some() && layout.is_none() {
         bail!(
@@ -180,7 +191,6 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     config.eps = a.eps.or(info.eps).or(config.eps);
     // Per-sample step control, so that adaptive samplers do not depend on the batch split.
     config.per_row = true;
-    let shard = a.shard.unwrap_or(Shard::ALL);
     let (lo, hi) = info.data_range;
     let spec = RunSpec::new(
         "sample",
@@ -201,8 +211,15 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         shard,
         chunk: a.batch as usize,
         resume: a.resume,
+        overwrite: a.overwrite,
     };
     let range = shard.range(a.count);
+    // The sampler's work: about a dozen f64 buffers of a chunk, and its time grids.
+    let rows = (a.batch).min(range.end - range.start) as u128;
+    limits::check_memory(
+        rows * info.dim() as u128 * 8 * 12 + (config.steps as u128 + 1) * 8 * 4,
+        &format!("sampling {rows} samples per chunk with {} steps", config.steps),
+    )?;
     let meter = Meter::new(range.end - range.start, "samples", a.quiet || a.json);
     let started = Instant::now();
     let mut nfe_total = 0u64;

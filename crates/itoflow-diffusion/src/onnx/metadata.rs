@@ -20,6 +20,157 @@ pub const REQUIRED_KEYS: &[&str] = &[
 /// The format version this crate reads.
 pub const FORMAT_VERSION: &str = "1";
 
+/// Every metadata key this crate reads (required and optional), for tools that set keys.
+pub const KNOWN_KEYS: &[&str] = &[
+    "itoflow.format_version",
+    "itoflow.sde",
+    "itoflow.sde.params",
+    "itoflow.prediction",
+    "itoflow.time_input",
+    "itoflow.data.shape",
+    "itoflow.data.range",
+    "itoflow.data.levels",
+    "itoflow.derivative",
+    "itoflow.derivative.outputs",
+    "itoflow.eps",
+    "itoflow.name",
+    "itoflow.description",
+    "itoflow.names.x",
+    "itoflow.names.time",
+    "itoflow.names.output",
+    "itoflow.names.v",
+    "itoflow.names.vjp",
+    "itoflow.names.jvp",
+];
+
+/// The names of the graphs' tensors (`itoflow.names.*`), so that a model exported with other
+/// names is usable without re-exporting. Defaults: the contract's names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorNames {
+    /// The noisy sample input of both graphs (`itoflow.names.x`, default `x`).
+    pub x: String,
+    /// The time input of both graphs (`itoflow.names.time`, default `time`).
+    pub time: String,
+    /// The model's raw output (`itoflow.names.output`, default `output`).
+    pub output: String,
+    /// The derivative graph's direction input (`itoflow.names.v`, default `v`).
+    pub v: String,
+    /// The derivative graph's vᵀJ output (`itoflow.names.vjp`, default `vjp`).
+    pub vjp: String,
+    /// The derivative graph's J v output (`itoflow.names.jvp`, default `jvp`).
+    pub jvp: String,
+}
+
+impl Default for TensorNames {
+    fn default() -> Self {
+        Self {
+            x: "x".into(),
+            time: "time".into(),
+            output: "output".into(),
+            v: "v".into(),
+            vjp: "vjp".into(),
+            jvp: "jvp".into(),
+        }
+    }
+}
+
+impl TensorNames {
+    /// The names from `itoflow.names.*` (defaults for absent or empty keys); the inputs must
+    /// differ from each other, and so must the outputs.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use itoflow_diffusion::onnx::TensorNames;
+    /// let m: BTreeMap<String, String> =
+    ///     [("itoflow.names.output".to_string(), "eps".to_string())].into_iter().collect();
+    /// let n = TensorNames::from_metadata(&m).unwrap();
+    /// assert_eq!((n.x.as_str(), n.output.as_str()), ("x", "eps"));
+    /// ```
+    pub fn from_metadata(metadata: &BTreeMap<String, String>) -> Result<Self, OnnxError> {
+        let mut n = TensorNames::default();
+        for (key, field) in [
+            ("itoflow.names.x", &mut n.x),
+            ("itoflow.names.time", &mut n.time),
+            ("itoflow.names.output", &mut n.output),
+            ("itoflow.names.v", &mut n.v),
+            ("itoflow.names.vjp", &mut n.vjp),
+            ("itoflow.names.jvp", &mut n.jvp),
+        ] {
+            if let Some(v) = metadata.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                *field = v.to_string();
+            }
+        }
+        let clash = |a: &str, b: &str| a == b;
+        if clash(&n.x, &n.time) || clash(&n.x, &n.v) || clash(&n.time, &n.v) {
+            return Err(OnnxError::Metadata {
+                key: "itoflow.names",
+                reason: format!(
+                    "the inputs x, time and v need distinct names, got `{}`, `{}`, `{}`",
+                    n.x, n.time, n.v
+                ),
+            });
+        }
+        if clash(&n.output, &n.vjp) || clash(&n.output, &n.jvp) || clash(&n.vjp, &n.jvp) {
+            return Err(OnnxError::Metadata {
+                key: "itoflow.names",
+                reason: format!(
+                    "the outputs output, vjp and jvp need distinct names, got `{}`, `{}`, `{}`",
+                    n.output, n.vjp, n.jvp
+                ),
+            });
+        }
+        Ok(n)
+    }
+}
+
+/// The derivative graph `name` declared by a model in `dir`, confined to that directory: a
+/// relative path of plain components (no absolute path, no `..`) that, with symbolic links
+/// resolved, stays inside `dir` or inside the directory of the model file's own target (so
+/// that a model and its derivative graph linked into place together, as in download caches,
+/// are accepted).
+fn derivative_in(dir: &Path, model_path: &Path, name: &str) -> Result<PathBuf, OnnxError> {
+    use std::path::Component;
+    let bad = |reason: String| OnnxError::Metadata {
+        key: "itoflow.derivative",
+        reason,
+    };
+    let rel = Path::new(name);
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(bad(format!(
+            "`{name}` is not a file name relative to the model's directory (absolute paths and `..` are refused)"
+        )));
+    }
+    let p = dir.join(rel);
+    if !p.is_file() {
+        return Err(bad(format!(
+            "the derivative graph {} does not exist (override `itoflow.derivative=` with an empty value to run without it)",
+            p.display()
+        )));
+    }
+    let real = std::fs::canonicalize(&p)
+        .map_err(|e| bad(format!("cannot resolve {}: {e}", p.display())))?;
+    let here = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut allowed: Vec<PathBuf> = std::fs::canonicalize(here).into_iter().collect();
+    if let Some(d) = std::fs::canonicalize(model_path)
+        .ok()
+        .and_then(|m| m.parent().map(Path::to_path_buf))
+    {
+        allowed.push(d);
+    }
+    if !allowed.iter().any(|d| real.starts_with(d)) {
+        return Err(bad(format!(
+            "{} leads outside the model's directory (to {}); derivative graphs must lie beside the model",
+            p.display(),
+            real.display()
+        )));
+    }
+    Ok(p)
+}
+
 /// Which derivative products a model offers natively.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum DerivativeKind {
@@ -88,6 +239,8 @@ pub struct ModelInfo {
     pub name: Option<String>,
     /// `itoflow.description`.
     pub description: Option<String>,
+    /// The graphs' tensor names (`itoflow.names.*`).
+    pub names: TensorNames,
     /// All metadata, overrides applied.
     pub metadata: BTreeMap<String, String>,
 }
@@ -99,7 +252,8 @@ impl ModelInfo {
     }
 
     /// Parses metadata (overrides already merged in). `model_path` locates the derivative
-    /// graph: `itoflow.derivative` relative to the model, else `<stem>.vjp.onnx` beside it.
+    /// graph: `itoflow.derivative` relative to the model (confined to its directory), else
+    /// `<stem>.vjp.onnx` beside it.
     ///
     /// ```
     /// use std::collections::BTreeMap;
@@ -211,26 +365,18 @@ impl ModelInfo {
         let dir = model_path.parent().unwrap_or(Path::new("."));
         let declared = get("itoflow.derivative").filter(|s| !s.is_empty());
         let derivative_path = match declared {
-            Some(name) => {
-                let p = dir.join(name);
-                if !p.is_file() {
-                    return Err(bad(
-                        "itoflow.derivative",
-                        format!(
-                            "the derivative graph {} does not exist (override `itoflow.derivative=` with an empty value to run without it)",
-                            p.display()
-                        ),
-                    ));
-                }
-                Some(p)
-            }
+            Some(name) => Some(derivative_in(dir, model_path, name)?),
             None => {
                 let stem = model_path
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let p = dir.join(format!("{stem}.vjp.onnx"));
-                (!metadata.contains_key("itoflow.derivative") && p.is_file()).then_some(p)
+                let name = format!("{stem}.vjp.onnx");
+                if !metadata.contains_key("itoflow.derivative") && dir.join(&name).is_file() {
+                    Some(derivative_in(dir, model_path, &name)?)
+                } else {
+                    None
+                }
             }
         };
         let derivative = match (&derivative_path, get("itoflow.derivative.outputs")) {
@@ -250,6 +396,7 @@ impl ModelInfo {
             derivative_path,
             name: get("itoflow.name").map(str::to_string),
             description: get("itoflow.description").map(str::to_string),
+            names: TensorNames::from_metadata(&metadata)?,
             metadata,
         })
     }

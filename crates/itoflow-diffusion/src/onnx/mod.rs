@@ -33,7 +33,9 @@ pub mod runtime;
 use std::path::PathBuf;
 
 pub use device::{Device, DeviceReport};
-pub use metadata::{DerivativeKind, FORMAT_VERSION, ModelInfo, REQUIRED_KEYS};
+pub use metadata::{
+    DerivativeKind, FORMAT_VERSION, KNOWN_KEYS, ModelInfo, REQUIRED_KEYS, TensorNames,
+};
 pub use network::{
     GraphSummary, ModelSummary, OnnxNetwork, OnnxOptions, OnnxScoreModel, TensorSummary, inspect,
     inspect_with,
@@ -89,7 +91,7 @@ pub enum OnnxError {
     },
     /// Required metadata keys are missing.
     #[error(
-        "{} lacks the required metadata {}; supply them as overrides (API: `OnnxOptions::overrides`, e.g. `.with_override(\"{first}\", ...)`; CLI: `--meta {first}=...`), see docs/onnx-format.md",
+        "{} lacks the required metadata {}; supply them as overrides (API: `OnnxOptions::overrides`, e.g. `.with_override(\"{first}\", ...)`; CLI: `--set {first}=...`), see docs/onnx-format.md",
         path.display(),
         missing.join(", "),
         first = missing.first().copied().unwrap_or_default()

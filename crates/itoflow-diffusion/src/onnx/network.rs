@@ -14,7 +14,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use super::device::build_session;
 use super::metadata::merge;
 use super::runtime::{Runtime, init_runtime};
-use super::{DerivativeKind, Device, DeviceReport, ModelInfo, OnnxError};
+use super::{DerivativeKind, Device, DeviceReport, ModelInfo, OnnxError, TensorNames};
 use crate::ScoreError;
 use crate::score::{Capabilities, Network, Parameterised, ScoreModel};
 use itoflow_sde::Real;
@@ -242,14 +242,28 @@ fn graph_summary(path: &Path, s: &Session) -> GraphSummary {
     }
 }
 
+/// The model graph's inputs and outputs under `names`.
+fn model_io(n: &TensorNames) -> (Vec<&str>, Vec<&str>) {
+    (vec![&n.x, &n.time], vec![&n.output])
+}
+
+/// The derivative graph's inputs and outputs under `names` for `kind`.
+fn derivative_io(n: &TensorNames, kind: DerivativeKind) -> (Vec<&str>, Vec<&str>) {
+    let outs = match kind {
+        DerivativeKind::VjpJvp => vec![n.vjp.as_str(), &n.jvp],
+        _ => vec![n.vjp.as_str()],
+    };
+    (vec![&n.x, &n.time, &n.v], outs)
+}
+
 /// Checks a graph against the contract: inputs exactly `names_in`, outputs including
-/// `names_out`, all float32 with shape `[batch, *data_shape]` (batch symbolic) except `time`
-/// (`[batch]`).
+/// `names_out`, all float32 with shape `[batch, *data_shape]` (batch symbolic) except the time
+/// input `time` (`[batch]`).
 fn check_signature(
     g: &GraphSummary,
     data_shape: &[usize],
-    names_in: &[&str],
-    names_out: &[&str],
+    (names_in, names_out): (Vec<&str>, Vec<&str>),
+    time: &str,
 ) -> Result<(), OnnxError> {
     let fail = |reason: String| OnnxError::Signature {
         path: g.path.clone(),
@@ -262,7 +276,7 @@ fn check_signature(
     want.sort_unstable();
     if sorted_have != want {
         return Err(fail(format!(
-            "inputs are {have:?}, expected exactly {names_in:?}"
+            "inputs are {have:?}, expected exactly {names_in:?} (other names: --set names.x=…, names.time=…, names.v=…)"
         )));
     }
     let check = |t: &TensorSummary, sample: &[usize]| -> Result<(), OnnxError> {
@@ -291,7 +305,7 @@ fn check_signature(
         Ok(())
     };
     for t in &g.inputs {
-        check(t, if t.name == "time" { &[] } else { data_shape })?;
+        check(t, if t.name == time { &[] } else { data_shape })?;
     }
     for name in names_out {
         let t = g.outputs.iter().find(|t| t.name == *name).ok_or_else(|| {
@@ -346,6 +360,7 @@ pub struct OnnxNetwork {
     report: DeviceReport,
     graph: GraphSummary,
     derivative_graph: Option<GraphSummary>,
+    names: TensorNames,
 }
 
 impl std::fmt::Debug for OnnxNetwork {
@@ -381,7 +396,8 @@ impl OnnxNetwork {
         let metadata = merge(read_metadata(path, &session)?, &opts.overrides);
         let mut info = ModelInfo::from_metadata(metadata, path)?;
         let graph = graph_summary(path, &session);
-        check_signature(&graph, &info.data_shape, &["x", "time"], &["output"])?;
+        let names = info.names.clone();
+        check_signature(&graph, &info.data_shape, model_io(&names), &names.time)?;
         let pool = |bytes: Arc<[u8]>, path: &Path, first: Session| Pool {
             sessions: Mutex::new(vec![Arc::new(Mutex::new(first))]),
             cap: opts.sessions,
@@ -400,15 +416,16 @@ impl OnnxNetwork {
                 let (ds, _) = build_session(&rt, &dbytes, &dpath, opts, report.used)?;
                 let dg = graph_summary(&dpath, &ds);
                 if !info.metadata.contains_key("itoflow.derivative.outputs")
-                    && dg.outputs.iter().any(|t| t.name == "jvp")
+                    && dg.outputs.iter().any(|t| t.name == names.jvp)
                 {
                     info.derivative = DerivativeKind::VjpJvp;
                 }
-                let outs: &[&str] = match info.derivative {
-                    DerivativeKind::VjpJvp => &["vjp", "jvp"],
-                    _ => &["vjp"],
-                };
-                check_signature(&dg, &info.data_shape, &["x", "time", "v"], outs)?;
+                check_signature(
+                    &dg,
+                    &info.data_shape,
+                    derivative_io(&names, info.derivative),
+                    &names.time,
+                )?;
                 (Some(pool(dbytes, &dpath, ds)), Some(dg))
             }
         };
@@ -423,6 +440,7 @@ impl OnnxNetwork {
             report,
             graph,
             derivative_graph,
+            names,
         };
         Ok((net, info))
     }
@@ -453,7 +471,7 @@ impl OnnxNetwork {
     }
 
     /// Runs `pool`'s graph on `x`, `time` (and `v`), writing output `name` into `out`, in
-    /// chunks of at most `max_batch` rows.
+    /// chunks of at most `max_batch` rows (the inputs go by their [`TensorNames`]).
     fn eval<T: Real>(
         &self,
         pool: &Pool,
@@ -497,13 +515,13 @@ impl OnnxNetwork {
             let vs = v.as_ref().map(|v| to32(v.slice(rows)));
             let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
                 (
-                    "x".into(),
+                    self.names.x.as_str().into(),
                     TensorRef::from_array_view((shape.clone(), &xs[..]))
                         .map_err(backend)?
                         .into(),
                 ),
                 (
-                    "time".into(),
+                    self.names.time.as_str().into(),
                     TensorRef::from_array_view((vec![n as i64], &ts[..]))
                         .map_err(backend)?
                         .into(),
@@ -511,7 +529,7 @@ impl OnnxNetwork {
             ];
             if let Some(vs) = &vs {
                 inputs.push((
-                    "v".into(),
+                    self.names.v.as_str().into(),
                     TensorRef::from_array_view((shape.clone(), &vs[..]))
                         .map_err(backend)?
                         .into(),
@@ -555,7 +573,7 @@ impl<T: Real> Network<T> for OnnxNetwork {
         time: ArrayView1<'_, T>,
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
-        self.eval(&self.forward, x, time, None, "output", out)
+        self.eval(&self.forward, x, time, None, &self.names.output, out)
     }
 
     fn has_vjp(&self) -> bool {
@@ -574,7 +592,7 @@ impl<T: Real> Network<T> for OnnxNetwork {
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         let pool = self.derivative_pool("vector–Jacobian products")?;
-        self.eval(pool, x, time, Some(v), "vjp", out)
+        self.eval(pool, x, time, Some(v), &self.names.vjp, out)
     }
 
     fn jvp(
@@ -590,7 +608,7 @@ impl<T: Real> Network<T> for OnnxNetwork {
             });
         }
         let pool = self.derivative_pool("Jacobian–vector products")?;
-        self.eval(pool, x, time, Some(v), "jvp", out)
+        self.eval(pool, x, time, Some(v), &self.names.jvp, out)
     }
 
     fn max_batch(&self) -> Option<usize> {
@@ -825,20 +843,20 @@ pub fn inspect_with(path: impl AsRef<Path>, opts: &OnnxOptions) -> Result<ModelS
     let info = ModelInfo::from_metadata(merge(metadata.clone(), &opts.overrides), path);
     let mut derivative = None;
     if let Ok(info) = &info {
-        if let Err(e) = check_signature(&graph, &info.data_shape, &["x", "time"], &["output"]) {
+        let names = &info.names;
+        if let Err(e) = check_signature(&graph, &info.data_shape, model_io(names), &names.time) {
             problems.push(e.to_string());
         }
         if let Some(dpath) = &info.derivative_path {
             match read_model(dpath).and_then(|b| build_session(&rt, &b, dpath, opts, Device::Cpu)) {
                 Ok((ds, _)) => {
                     let dg = graph_summary(dpath, &ds);
-                    let outs: &[&str] = match info.derivative {
-                        DerivativeKind::VjpJvp => &["vjp", "jvp"],
-                        _ => &["vjp"],
-                    };
-                    if let Err(e) =
-                        check_signature(&dg, &info.data_shape, &["x", "time", "v"], outs)
-                    {
+                    if let Err(e) = check_signature(
+                        &dg,
+                        &info.data_shape,
+                        derivative_io(names, info.derivative),
+                        &names.time,
+                    ) {
                         problems.push(e.to_string());
                     }
                     derivative = Some(dg);
