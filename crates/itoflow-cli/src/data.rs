@@ -145,7 +145,9 @@ fn check_float(x: Array2<f64>, name: &str, scaling: Scaling) -> Result<ModelData
     let (lo, hi) = scaling.range;
     let (min, max) = x
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     let width = hi - lo;
     if min < lo - width || max > hi + width {
         bail!(
@@ -185,11 +187,17 @@ pub fn write_grid(
     let pad = 2;
     let cw = w * scale + pad;
     let ch = h * scale + pad;
-    let (w_px, h_px) = (cols as u128 * cw as u128 + pad as u128, rows as u128 * ch as u128 + pad as u128);
+    let (w_px, h_px) = (
+        cols as u128 * cw as u128 + pad as u128,
+        rows as u128 * ch as u128 + pad as u128,
+    );
     if w_px > u32::MAX as u128 || h_px > u32::MAX as u128 {
         bail!("--grid: {n} samples make an image of {w_px} × {h_px} pixels, too large for PNG");
     }
-    crate::limits::check_memory(w_px * h_px * 3 * 2, &format!("--grid ({w_px} × {h_px} pixels)"))?;
+    crate::limits::check_memory(
+        w_px * h_px * 3 * 2,
+        &format!("--grid ({w_px} × {h_px} pixels)"),
+    )?;
     let (width, height) = (w_px as u32, h_px as u32);
     let (lo, hi) = range;
     let to_u8 = |v: f64| (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0).round() as u8;

@@ -41,7 +41,12 @@ pub fn available_memory() -> Option<u128> {
     if let Ok(text) = std::fs::read_to_string("/proc/meminfo") {
         let field = |name: &str| -> Option<u128> {
             let line = text.lines().find(|l| l.starts_with(name))?;
-            let kb: u128 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+            let kb: u128 = line[name.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
             Some(kb * 1024)
         };
         if let Some(avail) = field("MemAvailable:") {

@@ -124,7 +124,10 @@ fn main() -> ExitCode {
             // arguments that clap lists on the following lines.
             let text = e.render().to_string();
             let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-            let mut first = lines.next().unwrap_or("error: invalid arguments").to_string();
+            let mut first = lines
+                .next()
+                .unwrap_or("error: invalid arguments")
+                .to_string();
             if e.kind() == clap::error::ErrorKind::MissingRequiredArgument {
                 let missing: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
                 first = format!("{}: {}", first.trim_end_matches(':'), missing.join(", "));

@@ -92,7 +92,10 @@ impl ModelArgs {
 
     /// The user's model file, as an input that outputs must not overwrite.
     pub fn inputs(&self) -> Vec<(&'static str, &Path)> {
-        self.model.iter().map(|p| ("--model", p.as_path())).collect()
+        self.model
+            .iter()
+            .map(|p| ("--model", p.as_path()))
+            .collect()
     }
 
     /// The model file: the given one, or the embedded demo written to a cache directory.

@@ -263,7 +263,8 @@ pub fn check_length(h: &Header, len: u64, name: &str) -> Result<()> {
 
 /// Checks `.npy` bytes (header and length) without allocating.
 pub fn check_bytes(bytes: &[u8], name: &str) -> Result<Header> {
-    let h = parse_header(bytes).map_err(|e| anyhow!("cannot read '{name}' as an .npy array: {e}"))?;
+    let h =
+        parse_header(bytes).map_err(|e| anyhow!("cannot read '{name}' as an .npy array: {e}"))?;
     check_length(&h, bytes.len() as u64, name)?;
     Ok(h)
 }
@@ -283,7 +284,8 @@ pub fn read_file(path: &Path, extra_per_element: u64) -> Result<(Header, Vec<u8>
         .take((MAX_HEADER + 12) as u64)
         .read_to_end(&mut head)
         .map_err(|e| anyhow!("cannot read '{name}': {e}"))?;
-    let h = parse_header(&head).map_err(|e| anyhow!("cannot read '{name}' as an .npy array: {e}"))?;
+    let h =
+        parse_header(&head).map_err(|e| anyhow!("cannot read '{name}' as an .npy array: {e}"))?;
     check_length(&h, meta.len(), &name)?;
     let elements = h.elements().unwrap_or(u64::MAX) as u128;
     limits::check_memory(
@@ -291,9 +293,12 @@ pub fn read_file(path: &Path, extra_per_element: u64) -> Result<(Header, Vec<u8>
         &format!("reading '{name}'"),
     )?;
     let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(meta.len() as usize)
-        .map_err(|_| anyhow!("cannot read '{name}': {} of memory not available", limits::bytes(meta.len() as u128)))?;
+    bytes.try_reserve_exact(meta.len() as usize).map_err(|_| {
+        anyhow!(
+            "cannot read '{name}': {} of memory not available",
+            limits::bytes(meta.len() as u128)
+        )
+    })?;
     bytes.extend_from_slice(&head);
     f.read_to_end(&mut bytes)
         .map_err(|e| anyhow!("cannot read '{name}': {e}"))?;
@@ -334,7 +339,10 @@ mod tests {
         assert_eq!(h.item_size, 4);
         assert_eq!(h.data_offset, b.len());
         assert_eq!(h.data_bytes(), Some(2560));
-        assert_eq!(parse_header(&header("|u1", &[])).unwrap().shape, Vec::<usize>::new());
+        assert_eq!(
+            parse_header(&header("|u1", &[])).unwrap().shape,
+            Vec::<usize>::new()
+        );
         assert_eq!(parse_header(&header("<f8", &[3])).unwrap().shape, [3]);
     }
 
@@ -347,9 +355,19 @@ mod tests {
         assert!(e.contains("256.0 TB"), "{e}");
         let mut b = header("<f8", &[2]);
         b.extend([0u8; 17]);
-        assert!(check_bytes(&b, "x").unwrap_err().to_string().contains("trailing"));
+        assert!(
+            check_bytes(&b, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("trailing")
+        );
         let b = header("<f8", &[usize::MAX, 4]);
-        assert!(check_bytes(&b, "x").unwrap_err().to_string().contains("64 bits"));
+        assert!(
+            check_bytes(&b, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("64 bits")
+        );
     }
 
     #[test]
@@ -381,6 +399,11 @@ mod tests {
         ] {
             assert!(parse_header(&mk(text)).is_err(), "{text}");
         }
-        assert!(parse_header(&mk("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }")).is_ok());
+        assert!(
+            parse_header(&mk(
+                "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }"
+            ))
+            .is_ok()
+        );
     }
 }

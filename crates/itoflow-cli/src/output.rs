@@ -204,11 +204,7 @@ fn same_open_file(_file: &File, path: &Path) -> bool {
 /// Claims `out` for a run: `out` (and `extra` outputs such as a PNG grid) must be regular
 /// files or new, none may be one of `inputs`, and no other process may be writing `out`.
 /// Removes temporary files that a killed run left behind.
-pub fn claim(
-    out: &Path,
-    extra: &[(&str, &Path)],
-    inputs: &[(&str, &Path)],
-) -> Result<Claim> {
+pub fn claim(out: &Path, extra: &[(&str, &Path)], inputs: &[(&str, &Path)]) -> Result<Claim> {
     check_regular(out, "--out")?;
     for (flag, p) in extra {
         check_regular(p, flag)?;
@@ -226,10 +222,19 @@ pub fn claim(
         }
     }
     let claim = lock(out)?;
-    for p in [out.to_path_buf(), sidecar(out, ".meta.json"), sidecar(out, ".progress.json")]
-        .iter()
-        .chain(extra.iter().map(|(_, p)| p.to_path_buf()).collect::<Vec<_>>().iter())
-    {
+    for p in [
+        out.to_path_buf(),
+        sidecar(out, ".meta.json"),
+        sidecar(out, ".progress.json"),
+    ]
+    .iter()
+    .chain(
+        extra
+            .iter()
+            .map(|(_, p)| p.to_path_buf())
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
         let tmp = sidecar(p, ".tmp");
         if fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_file()) {
             let _ = fs::remove_file(&tmp);
@@ -329,13 +334,32 @@ mod tests {
         let e = check_not_input(&[("--out", &via_dir)], &[("--data", &hard)]).unwrap_err();
         assert!(e.to_string().contains("same file as --data"), "{e}");
         // A symbolic link, a directory and a device are not regular outputs.
-        assert!(check_regular(&soft, "--out").unwrap_err().to_string().contains("symbolic link"));
-        assert!(check_regular(dir.path(), "--out").unwrap_err().to_string().contains("directory"));
-        assert!(check_regular(Path::new("/dev/null"), "--out").unwrap_err().to_string().contains("not a regular file"));
+        assert!(
+            check_regular(&soft, "--out")
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
+        assert!(
+            check_regular(dir.path(), "--out")
+                .unwrap_err()
+                .to_string()
+                .contains("directory")
+        );
+        assert!(
+            check_regular(Path::new("/dev/null"), "--out")
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
         assert!(check_regular(&other, "--out").is_ok());
         assert!(check_regular(&dir.path().join("new.npy"), "--out").is_ok());
         assert!(check_regular(&dir.path().join("no/such/dir.npy"), "--out").is_err());
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 4, "no probe left behind");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            4,
+            "no probe left behind"
+        );
     }
 
     #[test]
@@ -347,8 +371,14 @@ mod tests {
         let first = claim(&out, &[], &[]).unwrap();
         assert!(!stale.exists(), "a killed run's temporary file is removed");
         let e = claim(&out, &[], &[]).unwrap_err().to_string();
-        assert!(e.contains("is being written by another run (process"), "{e}");
-        assert!(e.contains(&format!("process {}", std::process::id())), "{e}");
+        assert!(
+            e.contains("is being written by another run (process"),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("process {}", std::process::id())),
+            "{e}"
+        );
         drop(first);
         assert!(!sidecar(&out, ".lock").exists());
         let again = claim(&out, &[], &[]).unwrap();

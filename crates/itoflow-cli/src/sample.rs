@@ -218,7 +218,10 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     let rows = (a.batch).min(range.end - range.start) as u128;
     limits::check_memory(
         rows * info.dim() as u128 * 8 * 12 + (config.steps as u128 + 1) * 8 * 4,
-        &format!("sampling {rows} samples per chunk with {} steps", config.steps),
+        &format!(
+            "sampling {rows} samples per chunk with {} steps",
+            config.steps
+        ),
     )?;
     let meter = Meter::new(range.end - range.start, "samples", a.quiet || a.json);
     let started = Instant::now();

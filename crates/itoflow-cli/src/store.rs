@@ -136,7 +136,9 @@ impl ShardArg {
         };
         if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
             let count = num("SLURM_ARRAY_TASK_COUNT")?.ok_or_else(|| {
-                anyhow!("--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")
+                anyhow!(
+                    "--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not"
+                )
             })?;
             let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
             let step = num("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
@@ -360,9 +362,8 @@ pub fn read_sidecar(out: &Path) -> Result<(Meta, Option<String>)> {
             path.display()
         )
     })?;
-    let bad = |e: serde_json::Error| {
-        anyhow!("'{}' is not an itoflow metadata file: {e}", path.display())
-    };
+    let bad =
+        |e: serde_json::Error| anyhow!("'{}' is not an itoflow metadata file: {e}", path.display());
     let v: Value = serde_json::from_slice(&bytes).map_err(bad)?;
     let hash = v.get("sha256").and_then(Value::as_str).map(str::to_string);
     let meta: Meta = serde_json::from_value(v).map_err(bad)?;
@@ -426,7 +427,9 @@ impl ChunkedRun<'_> {
             .spec
             .item_shape
             .iter()
-            .fold(std::mem::size_of::<T>() as u128, |a, &d| a.saturating_mul(d as u128));
+            .fold(std::mem::size_of::<T>() as u128, |a, &d| {
+                a.saturating_mul(d as u128)
+            });
         let items = (range.end - range.start) as u128;
         limits::check_memory(
             items.saturating_mul(item).saturating_mul(2),
@@ -447,7 +450,8 @@ impl ChunkedRun<'_> {
         if sha256_hex(&bytes) != rec.sha256 {
             return Err("its content hash differs from the recorded one".into());
         }
-        let a = parse_npy::<T>(&bytes, &file.display().to_string()).map_err(|e| format!("{e:#}"))?;
+        let a =
+            parse_npy::<T>(&bytes, &file.display().to_string()).map_err(|e| format!("{e:#}"))?;
         if a.shape().first() != Some(&rec.count) || a.shape()[1..] != self.spec.item_shape[..] {
             return Err(format!("it has shape {:?}", a.shape()));
         }
@@ -732,7 +736,10 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Meta> {
         (first.spec.total as u128)
             .saturating_mul(item)
             .saturating_mul(16),
-        &format!("merging {} items of shape {:?}", first.spec.total, first.spec.item_shape),
+        &format!(
+            "merging {} items of shape {:?}",
+            first.spec.total, first.spec.item_shape
+        ),
     )?;
     let mut summary = serde_json::json!({
         "merged_from": metas.iter().map(|(p, m, _)| serde_json::json!({

@@ -96,7 +96,11 @@ impl TensorNames {
             ("itoflow.names.vjp", &mut n.vjp),
             ("itoflow.names.jvp", &mut n.jvp),
         ] {
-            if let Some(v) = metadata.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            if let Some(v) = metadata
+                .get(key)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+            {
                 *field = v.to_string();
             }
         }
