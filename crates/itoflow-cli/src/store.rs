@@ -850,6 +850,99 @@ mod tests {
     }
 
     #[test]
+    fn auto_shards_from_slurm_and_kubernetes() {
+        fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        }
+        let auto = ShardArg::Auto;
+        // Slurm numbers tasks as submitted: --array=1-4 starts at 1, --array=0-3 at 0.
+        for (id, min, max, k) in [("1", "1", "4", 1), ("4", "1", "4", 4), ("0", "0", "3", 1)] {
+            let vars = [
+                ("SLURM_ARRAY_TASK_ID", id),
+                ("SLURM_ARRAY_TASK_COUNT", "4"),
+                ("SLURM_ARRAY_TASK_MIN", min),
+                ("SLURM_ARRAY_TASK_MAX", max),
+            ];
+            let (s, why) = auto(None).resolve_with(env(&vars)).unwrap();
+            assert_eq!(s, Shard { k, n: 4 });
+            assert!(why.unwrap().contains(&format!("SLURM_ARRAY_TASK_ID={id}")));
+        }
+        // --array=10-16:2 → ids 10, 12, 14, 16.
+        let stepped = [
+            ("SLURM_ARRAY_TASK_ID", "14"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ("SLURM_ARRAY_TASK_MIN", "10"),
+            ("SLURM_ARRAY_TASK_MAX", "16"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+        ];
+        assert_eq!(
+            auto(Some(4)).resolve_with(env(&stepped)).unwrap().0,
+            Shard { k: 3, n: 4 }
+        );
+        assert!(auto(Some(3)).resolve_with(env(&stepped)).is_err());
+        // A list of ids that is not a range is refused.
+        let listed = [
+            ("SLURM_ARRAY_TASK_ID", "7"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_MAX", "7"),
+        ];
+        assert!(auto(None).resolve_with(env(&listed)).is_err());
+        // Kubernetes: 0-based index, the count given.
+        let k8s = [("JOB_COMPLETION_INDEX", "2")];
+        let (s, why) = auto(Some(4)).resolve_with(env(&k8s)).unwrap();
+        assert_eq!(s, Shard { k: 3, n: 4 });
+        assert!(why.unwrap().contains("Kubernetes"));
+        assert!(auto(None).resolve_with(env(&k8s)).is_err());
+        assert!(auto(Some(2)).resolve_with(env(&k8s)).is_err());
+        assert!(auto(None).resolve_with(env(&[])).is_err());
+        let bad = [("JOB_COMPLETION_INDEX", "x")];
+        assert!(auto(Some(2)).resolve_with(env(&bad)).is_err());
+        // Parsing.
+        assert_eq!("auto".parse::<ShardArg>().unwrap(), ShardArg::Auto(None));
+        assert_eq!(
+            "auto/4".parse::<ShardArg>().unwrap(),
+            ShardArg::Auto(Some(4))
+        );
+        assert_eq!(
+            "2/4".parse::<ShardArg>().unwrap(),
+            ShardArg::Fixed(Shard { k: 2, n: 4 })
+        );
+        for bad in ["auto/0", "auto/x", "autox", "5/4"] {
+            assert!(bad.parse::<ShardArg>().is_err(), "{bad}");
+        }
+        assert_eq!(Shard { k: 0, n: 0 }.range(10), 0..0);
+    }
+
+    #[test]
+    fn progress_records_outside_the_shard_are_dropped() {
+        let rec = |start, count| ChunkRecord {
+            start,
+            count,
+            info: Value::Null,
+            sha256: String::new(),
+        };
+        let kept = valid_records(
+            vec![
+                rec(4, 2),
+                rec(0, 2),
+                rec(1, 2),
+                rec(8, 5),
+                rec(2, 0),
+                rec(u64::MAX, 9),
+                rec(2, 2),
+            ],
+            &(0..10),
+        );
+        let got: Vec<(u64, usize)> = kept.iter().map(|r| (r.start, r.count)).collect();
+        assert_eq!(got, vec![(0, 2), (2, 2), (4, 2)]);
+    }
+
+    #[test]
     fn specs_survive_the_progress_file() {
         // --resume compares the spec read back from JSON with the one built from the flags.
         let spec = RunSpec::new(
