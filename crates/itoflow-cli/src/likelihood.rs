@@ -44,6 +44,9 @@ pub struct LikelihoodArgs {
     /// Absolute tolerance of the RK45 solve.
     #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     atol: f64,
+    /// Most RK45 step attempts per sample; a sample that needs more is an error naming it.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=crate::limits::MAX_STEPS))]
+    max_steps: u64,
     /// Smallest time ε (default: the model's).
     #[arg(long, allow_negative_numbers = true)]
     eps: Option<f64>,
@@ -137,6 +140,7 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
             levels: info.data_levels.map(u64::from),
         },
         dequantize: a.dequantize,
+        max_steps: Some(a.max_steps as usize),
         ..Default::default()
     };
     options

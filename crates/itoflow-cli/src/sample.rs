@@ -72,6 +72,9 @@ pub struct SampleArgs {
     /// Absolute tolerance (ode sampler).
     #[arg(long, allow_negative_numbers = true)]
     atol: Option<f64>,
+    /// Most RK45 step attempts per sample (ode); a sample that needs more is an error naming it.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=MAX_STEPS))]
+    max_steps: u64,
     /// Signal-to-noise ratio of the Langevin corrector (pc).
     #[arg(long, allow_negative_numbers = true)]
     snr: Option<f64>,
@@ -176,6 +179,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         config.snr = v;
     }
     config.lower_order_final = a.lower_order_final;
+    config.max_steps = Some(a.max_steps as usize);
     for (name, value, field) in [
         ("eta", a.eta, &mut config.eta),
         ("churn", a.churn, &mut config.edm.s_churn),
