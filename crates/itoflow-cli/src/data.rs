@@ -17,7 +17,8 @@ pub enum RawData {
 }
 
 impl RawData {
-    fn shape(&self) -> &[usize] {
+    /// The array's shape.
+    pub fn shape(&self) -> &[usize] {
         match self {
             RawData::U8(a) => a.shape(),
             RawData::F32(a) => a.shape(),
@@ -41,7 +42,12 @@ pub fn read_data(path: &Path) -> Result<(RawData, String)> {
 /// Parses `.npy` bytes of uint8, float32 or float64 values (`name` for messages).
 pub fn parse_data(bytes: &[u8], name: &str) -> Result<RawData> {
     crate::npy::check_bytes(bytes, name)?;
-    let bad = |e: ReadNpyError| anyhow!("cannot read '{name}' as an .npy array: {e}");
+    let bad = |e: ReadNpyError| {
+        anyhow!(
+            "cannot read '{name}' as an .npy array: {}",
+            crate::npy::one_line(e)
+        )
+    };
     match ArrayD::<u8>::read_npy(bytes) {
         Ok(a) => return Ok(RawData::U8(a)),
         Err(ReadNpyError::WrongDescriptor(_)) => {}
@@ -55,7 +61,8 @@ pub fn parse_data(bytes: &[u8], name: &str) -> Result<RawData> {
     match ArrayD::<f64>::read_npy(bytes) {
         Ok(a) => Ok(RawData::F64(a)),
         Err(ReadNpyError::WrongDescriptor(d)) => bail!(
-            "'{name}' holds {d} values; expected uint8 (raw levels), float32 or float64 (model space)"
+            "'{name}' holds {} values; expected uint8 (raw levels), float32 or float64 (model space)",
+            crate::npy::one_line(d)
         ),
         Err(e) => Err(bad(e)),
     }
