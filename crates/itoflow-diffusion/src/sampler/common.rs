@@ -27,10 +27,8 @@ pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
 
 /// Below this dimension the noise of a step is drawn for the whole batch at once (the core's
 /// tiles); from it on, sample by sample, each row's `d` normals by the stream's batched fill.
-/// The values are the same either way. Measured with the Philox streams (Euler–Maruyama, 1024
-/// samples, trivial score, ns per sample-step, per sample → tiles): d = 2: 84 → 9–15;
-/// d = 16: 270 → 110; d = 32: 155 → 190; d = 64: 305 → 385; with the ARS streams at d = 64 the
-/// two are level (405 vs 440 ns, Zen 3).
+/// The values are the same either way; the threshold is where the two cost about the same
+/// (`docs/benchmarks.md`, "Sampler overhead per step per sample").
 const TILE_BELOW_DIM: usize = 32;
 
 impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
