@@ -328,6 +328,25 @@ fn batch_sizes_1_7_and_64_give_bitwise_the_same_samples_and_likelihoods() {
             .collect();
         assert_eq!(runs[0], runs[1], "{sampler}: --batch 1 vs 7");
         assert_eq!(runs[0], runs[2], "{sampler}: --batch 1 vs 64");
+        // Two intra-op threads.
+        let out = dir.path().join(format!("{sampler}-threads.npy"));
+        itoflow()
+            .args([
+                "sample",
+                "--sampler",
+                sampler,
+                "-n",
+                "64",
+                "--threads",
+                "2",
+                "-q",
+            ])
+            .args(extra)
+            .args(["--atol", "1e-3", "--batch", "64", "--out"])
+            .arg(&out)
+            .assert()
+            .success();
+        assert_eq!(runs[0], std::fs::read(out).unwrap(), "{sampler}: 2 threads");
     }
     let ll: Vec<Vec<u8>> = ["1", "7", "64"]
         .iter()
