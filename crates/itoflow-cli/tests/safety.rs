@@ -471,6 +471,10 @@ fn failed_writes_leave_no_temporary_file_and_special_outputs_are_refused() {
         "-q",
     ];
     let out = dir.path().join("s.npy");
+    // The uninterrupted run (which also puts the embedded model into the cache before the
+    // file-size limit below applies).
+    let whole = dir.path().join("whole.npy");
+    ok(itoflow().args(args).arg("--out").arg(&whole));
     // File-size limit of 8 KiB: every 2 kB chunk fits, the 16 kB output does not (SIGXFSZ
     // ignored, so that the write fails with EFBIG as on a full disk).
     let cmd = format!(
@@ -489,8 +493,6 @@ fn failed_writes_leave_no_temporary_file_and_special_outputs_are_refused() {
     assert!(!left.iter().any(|n| n.ends_with(".tmp")), "{left:?}");
     assert!(!out.exists());
     ok(itoflow().args(args).arg("--out").arg(&out).arg("--resume"));
-    let whole = dir.path().join("whole.npy");
-    ok(itoflow().args(args).arg("--out").arg(&whole));
     assert_eq!(std::fs::read(&whole).unwrap(), std::fs::read(&out).unwrap());
 
     // A symbolic link, a FIFO and a directory are not regular outputs.

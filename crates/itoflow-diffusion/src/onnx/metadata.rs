@@ -147,7 +147,7 @@ fn derivative_in(dir: &Path, model_path: &Path, name: &str) -> Result<PathBuf, O
     let p = dir.join(rel);
     if !p.is_file() {
         return Err(bad(format!(
-            "the derivative graph {} does not exist (override `itoflow.derivative=` with an empty value to run without it)",
+            "the derivative graph {} does not exist (set `itoflow.derivative` to an empty value to run without it; CLI: `--set derivative=`)",
             p.display()
         )));
     }
