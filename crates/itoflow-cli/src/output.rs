@@ -68,17 +68,12 @@ pub fn check_regular(path: &Path, flag: &str) -> Result<()> {
         Err(e) => bail!("cannot write '{shown}': {e}"),
     }
     // The directory must take new files (the temporary file and the sidecars go there).
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let probe = sidecar(path, &format!(".probe{}", std::process::id()));
     match OpenOptions::new().write(true).create_new(true).open(&probe) {
         Ok(_) => {
             let _ = fs::remove_file(&probe);
             Ok(())
         }
-        Err(e) if !dir.is_dir() => bail!("cannot write '{shown}': {e}"),
         Err(e) => bail!("cannot write '{shown}': {e}"),
     }
 }
@@ -222,20 +217,14 @@ pub fn claim(out: &Path, extra: &[(&str, &Path)], inputs: &[(&str, &Path)]) -> R
         }
     }
     let claim = lock(out)?;
-    for p in [
+    let mut written = vec![
         out.to_path_buf(),
         sidecar(out, ".meta.json"),
         sidecar(out, ".progress.json"),
-    ]
-    .iter()
-    .chain(
-        extra
-            .iter()
-            .map(|(_, p)| p.to_path_buf())
-            .collect::<Vec<_>>()
-            .iter(),
-    ) {
-        let tmp = sidecar(p, ".tmp");
+    ];
+    written.extend(extra.iter().map(|(_, p)| p.to_path_buf()));
+    for p in written {
+        let tmp = sidecar(&p, ".tmp");
         if fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_file()) {
             let _ = fs::remove_file(&tmp);
         }
