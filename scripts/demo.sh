@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The itoflow demo on a fresh machine: sets up the Python environment (ONNX Runtime), builds the
-# release binary, samples 64 digits from the embedded demo model into a PNG grid and prints the
-# test-set bits/dim of the held-out digits.
+# The itoflow demo on a fresh machine: sets up what the project needs (scripts/setup.sh: system
+# packages, the Python environment with ONNX Runtime), builds the release binary, samples 64
+# digits from the embedded demo model into a PNG grid and prints the test-set bits/dim of the
+# held-out digits.
 #
 #   bash scripts/demo.sh            # writes out/demo/{samples.npy,samples.png,likelihood.json}
 #
 # Environment: DEMO_N (samples, default 64), DEMO_LL_N (held-out digits scored, default 300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-venv.sh
+bash scripts/setup.sh
 cargo build --release -p itoflow-cli
 bin=target/release/itoflow
 out=out/demo

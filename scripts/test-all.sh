@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, documentation, Rust tests (optimised: the numerical
-# suites are heavy) and the python-export tests. Expects `.venv` (scripts/setup-venv.sh).
+# suites are heavy) and the python-export tests. First sets up what they need (scripts/setup.sh:
+# system packages, the Python environment `.venv`), so that it runs on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (all targets, -D warnings)"

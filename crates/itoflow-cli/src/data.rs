@@ -17,7 +17,8 @@ pub enum RawData {
 }
 
 impl RawData {
-    fn shape(&self) -> &[usize] {
+    /// The array's shape.
+    pub fn shape(&self) -> &[usize] {
         match self {
             RawData::U8(a) => a.shape(),
             RawData::F32(a) => a.shape(),
@@ -26,16 +27,27 @@ impl RawData {
     }
 }
 
-/// Reads an `.npy` file of uint8, float32 or float64 values.
-pub fn read_data(path: &Path) -> Result<RawData> {
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow!("cannot read '{}': {e}", path.display()))?;
-    parse_data(&bytes, &path.display().to_string())
+/// Reads an `.npy` file of uint8, float32 or float64 values (its declared size checked against
+/// its length and the memory available first); returns the data and the file's SHA-256.
+pub fn read_data(path: &Path) -> Result<(RawData, String)> {
+    if !path.exists() {
+        bail!("'{}' does not exist", path.display());
+    }
+    // The model-space copy takes 8 bytes per value, the flattened one as many again.
+    let (_, bytes) = crate::npy::read_file(path, 16)?;
+    let hash = crate::output::sha256_hex(&bytes);
+    Ok((parse_data(&bytes, &path.display().to_string())?, hash))
 }
 
 /// Parses `.npy` bytes of uint8, float32 or float64 values (`name` for messages).
 pub fn parse_data(bytes: &[u8], name: &str) -> Result<RawData> {
-    let bad = |e: ReadNpyError| anyhow!("cannot read '{name}' as an .npy array: {e}");
+    crate::npy::check_bytes(bytes, name)?;
+    let bad = |e: ReadNpyError| {
+        anyhow!(
+            "cannot read '{name}' as an .npy array: {}",
+            crate::npy::one_line(e)
+        )
+    };
     match ArrayD::<u8>::read_npy(bytes) {
         Ok(a) => return Ok(RawData::U8(a)),
         Err(ReadNpyError::WrongDescriptor(_)) => {}
@@ -49,7 +61,8 @@ pub fn parse_data(bytes: &[u8], name: &str) -> Result<RawData> {
     match ArrayD::<f64>::read_npy(bytes) {
         Ok(a) => Ok(RawData::F64(a)),
         Err(ReadNpyError::WrongDescriptor(d)) => bail!(
-            "'{name}' holds {d} values; expected uint8 (raw levels), float32 or float64 (model space)"
+            "'{name}' holds {} values; expected uint8 (raw levels), float32 or float64 (model space)",
+            crate::npy::one_line(d)
         ),
         Err(e) => Err(bad(e)),
     }
@@ -124,14 +137,34 @@ pub fn to_model_space(
                 .collect();
             Ok(ModelData { x: flat(x)? })
         }
-        RawData::F32(a) => check_finite(flat(a.iter().map(|&v| v as f64).collect())?, name),
-        RawData::F64(a) => check_finite(flat(a.iter().copied().collect())?, name),
+        RawData::F32(a) => check_float(flat(a.iter().map(|&v| v as f64).collect())?, name, scaling),
+        RawData::F64(a) => check_float(flat(a.iter().copied().collect())?, name, scaling),
     }
 }
 
-fn check_finite(x: Array2<f64>, name: &str) -> Result<ModelData> {
+/// Float data must be finite and in the model's data range. Values more than one range width
+/// outside it (raw levels passed as floats, another model's scaling, garbage) are refused; values
+/// outside it by less are scored with a note on stderr.
+fn check_float(x: Array2<f64>, name: &str, scaling: Scaling) -> Result<ModelData> {
     if let Some((i, _)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
         bail!("'{name}' holds a non-finite value in sample {}", i.0);
+    }
+    let (lo, hi) = scaling.range;
+    let (min, max) = x
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let width = hi - lo;
+    if min < lo - width || max > hi + width {
+        bail!(
+            "'{name}' holds float values in [{min}, {max}], far outside the model's data range [{lo}, {hi}] (itoflow.data.range): float data must be in model space, raw levels belong in a uint8 array (or set the model's range with --set data.range=[lo,hi])"
+        );
+    }
+    if min < lo || max > hi {
+        eprintln!(
+            "note: '{name}' holds values in [{min}, {max}], outside the model's data range [{lo}, {hi}]; they are scored as given"
+        );
     }
     Ok(ModelData { x })
 }
@@ -161,7 +194,18 @@ pub fn write_grid(
     let pad = 2;
     let cw = w * scale + pad;
     let ch = h * scale + pad;
-    let (width, height) = ((cols * cw + pad) as u32, (rows * ch + pad) as u32);
+    let (w_px, h_px) = (
+        cols as u128 * cw as u128 + pad as u128,
+        rows as u128 * ch as u128 + pad as u128,
+    );
+    if w_px > u32::MAX as u128 || h_px > u32::MAX as u128 {
+        bail!("--grid: {n} samples make an image of {w_px} × {h_px} pixels, too large for PNG");
+    }
+    crate::limits::check_memory(
+        w_px * h_px * 3 * 2,
+        &format!("--grid ({w_px} × {h_px} pixels)"),
+    )?;
+    let (width, height) = (w_px as u32, h_px as u32);
     let (lo, hi) = range;
     let to_u8 = |v: f64| (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0).round() as u8;
     let mut img = image::RgbImage::from_pixel(width, height, image::Rgb([40, 40, 40]));
@@ -184,8 +228,10 @@ pub fn write_grid(
             }
         }
     }
-    let tmp = crate::store::sidecar(path, ".tmp.png");
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| anyhow!("cannot write '{}': {e}", path.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| anyhow!("cannot write '{}': {e}", path.display()))
+    crate::output::write_with(path, |f| {
+        let mut w = std::io::BufWriter::new(f);
+        img.write_to(&mut w, image::ImageFormat::Png)
+            .map_err(|e| anyhow!("{e}"))?;
+        std::io::Write::flush(&mut w).map_err(Into::into)
+    })
 }

@@ -17,6 +17,9 @@ pub struct InspectArgs {
     /// ONNX Runtime library (file or directory).
     #[arg(long, value_name = "PATH")]
     onnxruntime: Option<PathBuf>,
+    /// Set or override a model metadata key, KEY=VALUE (repeatable; as for `sample`).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::model::parse_set)]
+    set: Vec<(String, String)>,
 }
 
 /// Runs `itoflow inspect`.
@@ -26,11 +29,15 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         device: Default::default(),
         onnxruntime: a.onnxruntime.clone(),
         threads: None,
+        set: a.set.clone(),
     };
     let path = m.path()?;
     let mut opts = OnnxOptions::default();
     if let Some(p) = &a.onnxruntime {
         opts = opts.with_runtime(p);
+    }
+    for (k, v) in crate::model::overrides(&a.set) {
+        opts = opts.with_override(k, v);
     }
     let summary = inspect_with(&path, &opts).map_err(|e| anyhow!("{}: {e}", m.name()))?;
     println!("{summary}");

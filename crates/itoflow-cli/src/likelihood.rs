@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use itoflow_diffusion::likelihood::{
     DataScaling, LikelihoodOptions, LikelihoodProgress, LikelihoodRequest,
@@ -14,9 +14,11 @@ use ndarray::{Array1, Array2, ArrayD, Axis, s};
 use serde_json::{Value, json};
 
 use crate::data::{self, Scaling};
+use crate::limits::{self, MAX_ITEMS};
 use crate::model::{DIGITS_TEST, ModelArgs};
+use crate::output;
 use crate::progress::Meter;
-use crate::store::{self, ChunkedRun, Meta, RunSpec, Shard};
+use crate::store::{self, ChunkedRun, Meta, RunSpec, ShardArg};
 
 /// Arguments of `itoflow likelihood`.
 #[derive(Args, Debug)]
@@ -34,7 +36,7 @@ pub struct LikelihoodArgs {
     #[arg(long)]
     class: Option<String>,
     /// Use only the first N samples of the data.
-    #[arg(long, short = 'n', value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u64).range(1..=MAX_ITEMS))]
     limit: Option<u64>,
     /// Divergence: exact, hutchinson (one probe) or hutchinson:K.
     #[arg(long, default_value = "exact", value_parser = parse_trace)]
@@ -49,6 +51,9 @@ pub struct LikelihoodArgs {
     /// Absolute tolerance of the RK45 solve.
     #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     atol: f64,
+    /// Most RK45 step attempts per sample; a sample that needs more is an error naming it.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=crate::limits::MAX_STEPS))]
+    max_steps: u64,
     /// Smallest time ε (default: the model's).
     #[arg(long, allow_negative_numbers = true)]
     eps: Option<f64>,
@@ -56,18 +61,23 @@ pub struct LikelihoodArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Samples per chunk.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=MAX_ITEMS))]
     batch: u64,
     /// Output: `.npy` (`[N, 2]` log p, bits/dim; a third column with the Hutchinson standard
     /// error) or `.json`.
     #[arg(long, short, default_value = "likelihood.npy")]
     out: PathBuf,
-    /// Compute only shard k of n (contiguous sample ranges); join with `itoflow merge`.
+    /// Compute only shard k of n (contiguous sample ranges; `auto`: this task's shard of a
+    /// Slurm job array, `auto/N` of a Kubernetes Indexed Job of N completions); join with
+    /// `itoflow merge`.
     #[arg(long)]
-    shard: Option<Shard>,
+    shard: Option<ShardArg>,
     /// Continue an interrupted run with the same arguments.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Discard the finished chunks of an interrupted run and start over.
+    #[arg(long)]
+    overwrite: bool,
     /// Print a JSON record instead of the summary line.
     #[arg(long)]
     json: bool,
@@ -94,23 +104,31 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
             a.out.display()
         );
     }
-    store::check_writable(&a.out)?;
-    let (raw, data_name) = match (&a.data, &a.model.model) {
-        (Some(p), _) => (data::read_data(p)?, p.display().to_string()),
+    let shard = store::resolve_shard(a.shard)?;
+    let mut inputs = a.model.inputs();
+    if let Some(d) = &a.data {
+        inputs.push(("--data", d.as_path()));
+    }
+    let _claim = output::claim(&a.out, &[], &inputs)?;
+    let (raw, data_name, data_hash) = match (&a.data, &a.model.model) {
+        (Some(p), _) => {
+            let (raw, hash) = data::read_data(p)?;
+            (raw, p.display().to_string(), hash)
+        }
         (None, None) => (
             data::parse_data(DIGITS_TEST, "test_digits.npy")?,
             "test_digits.npy (embedded)".to_string(),
+            output::sha256_hex(DIGITS_TEST),
         ),
         (None, Some(_)) => bail!(
             "--data is required with --model (the embedded held-out digits go with the embedded model)"
         ),
     };
-    let data_hash = match &a.data {
-        Some(p) => content_hash(&std::fs::read(p)?),
-        None => content_hash(DIGITS_TEST),
-    };
     let model = a.model.open()?;
     let info = model.info().clone();
+    if let Some(d) = &info.derivative_path {
+        output::check_not_input(&[("--out", &a.out)], &[("the derivative graph", d)])?;
+    }
     let scaling = Scaling {
         range: info.data_range,
         levels: info.data_levels.map(u64::from),
@@ -129,6 +147,7 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
             levels: info.data_levels.map(u64::from),
         },
         dequantize: a.dequantize,
+        max_steps: Some(a.max_steps as usize),
         ..Default::default()
     };
     options
@@ -147,14 +166,13 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
     }
     let se_col = matches!(a.trace, TraceEstimator::Hutchinson { probes, .. } if probes >= 2);
     let cols = if se_col { 3 } else { 2 };
-    let shard = a.shard.unwrap_or(Shard::ALL);
     let spec = RunSpec::new(
         "likelihood",
         json!({
             "model": a.model.name(), "data": data_name, "data_hash": data_hash, "n": total,
             "trace": a.trace.to_string(), "dequantize": a.dequantize, "rtol": a.rtol,
             "atol": a.atol, "eps": options.eps, "seed": a.seed,
-            "class": labels.as_ref().map(|l| content_hash(&l.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())),
+            "class": labels.as_ref().map(|l| crate::output::sha256_hex(&l.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())),
         }),
         total,
         vec![cols],
@@ -166,8 +184,15 @@ pub fn run(a: &LikelihoodArgs) -> Result<()> {
         shard,
         chunk: a.batch as usize,
         resume: a.resume,
+        overwrite: a.overwrite,
     };
     let range = shard.range(total);
+    // The augmented PF-ODE's RK45 work: about twenty f64 buffers of a chunk.
+    let rows = (a.batch).min(range.end - range.start) as u128;
+    limits::check_memory(
+        rows * (info.dim() as u128 + 1) * 8 * 20,
+        &format!("the likelihood of {rows} samples per chunk"),
+    )?;
     let meter = Meter::new(range.end - range.start, "samples", a.quiet || a.json);
     let started = Instant::now();
     let mut nfe_total = 0u64;
@@ -383,32 +408,30 @@ pub fn write_json(out: &Path, first_index: u64, res: &ArrayD<f64>, summary: &Val
     store::write_atomic(out, serde_json::to_string_pretty(&v)?.as_bytes())
 }
 
-/// Reads a likelihood output written as JSON by [`write_json`] back into its `[N, cols]` array
-/// (`cols` = 2, or 3 with the standard errors), checking that the columns are complete.
-pub fn read_json(path: &Path, cols: usize) -> Result<ArrayD<f64>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read '{}'", path.display()))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| anyhow!("'{}' is not a likelihood JSON output: {e}", path.display()))?;
+/// Parses a likelihood output written as JSON by [`write_json`] (`name` for messages) back into
+/// its `[N, cols]` array (`cols` = 2, or 3 with the standard errors), checking that the columns
+/// are complete.
+pub fn parse_json(bytes: &[u8], name: &str, cols: usize) -> Result<ArrayD<f64>> {
+    if !(2..=3).contains(&cols) {
+        bail!("'{name}': a likelihood output has 2 or 3 columns, its metadata say {cols}");
+    }
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| anyhow!("'{name}' is not a likelihood JSON output: {e}"))?;
     let names = ["logp", "bpd", "std_err"];
     let mut columns = Vec::with_capacity(cols);
-    for name in &names[..cols.min(3)] {
+    for col in &names[..cols] {
         let column: Vec<f64> = v
-            .get(name)
+            .get(col)
             .and_then(Value::as_array)
-            .ok_or_else(|| anyhow!("'{}' has no '{name}' array", path.display()))?
+            .ok_or_else(|| anyhow!("'{name}' has no '{col}' array"))?
             .iter()
             .map(|x| x.as_f64().unwrap_or(f64::NAN)) // JSON writes NaN as null
             .collect();
         columns.push(column);
     }
     let n = columns[0].len();
-    if let Some((name, c)) = names.iter().zip(&columns).find(|(_, c)| c.len() != n) {
-        bail!(
-            "'{}': '{name}' has {} entries, 'logp' has {n}",
-            path.display(),
-            c.len()
-        );
+    if let Some((col, c)) = names.iter().zip(&columns).find(|(_, c)| c.len() != n) {
+        bail!("'{name}': '{col}' has {} entries, 'logp' has {n}", c.len());
     }
     let mut a = Array2::<f64>::zeros((n, cols));
     for (j, c) in columns.iter().enumerate() {
@@ -433,13 +456,4 @@ fn mean_se(x: &[f64]) -> (f64, f64) {
         0.0
     };
     (m, (var / n).sqrt())
-}
-
-/// A fingerprint of the data, so that `--resume` and `merge` refuse changed inputs.
-/// A content fingerprint of input bytes (recorded in run specs).
-pub fn content_hash(bytes: &[u8]) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    format!("{:016x}-{}", h.finish(), bytes.len())
 }

@@ -17,7 +17,10 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 mod data;
 mod inspect;
 mod likelihood;
+mod limits;
 mod model;
+mod npy;
+mod output;
 mod progress;
 mod sample;
 mod solve;
@@ -47,7 +50,6 @@ enum Command {
         /// gives the statistics of all the shards' samples).
         out: PathBuf,
         /// The shard outputs (each with its `.meta.json` sidecar).
-        #[arg(required = true)]
         shards: Vec<PathBuf>,
     },
 }
@@ -95,8 +97,13 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         eprintln!(
-            "error: internal error ({msg}); please report it at https://example.invalid/itoflow"
+            "error: internal error ({msg}{place}); this is a bug in itoflow {}: please report it on the project's issue tracker with the command line that caused it",
+            env!("CARGO_PKG_VERSION")
         );
     }));
     let cli = match parse() {
@@ -113,9 +120,18 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 };
             }
-            // clap's message is several lines (usage, hint); keep the first.
+            // clap's message is several lines (usage, hint); keep the first, with the missing
+            // arguments that clap lists on the following lines.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("error: invalid arguments");
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines
+                .next()
+                .unwrap_or("error: invalid arguments")
+                .to_string();
+            if e.kind() == clap::error::ErrorKind::MissingRequiredArgument {
+                let missing: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
+                first = format!("{}: {}", first.trim_end_matches(':'), missing.join(", "));
+            }
             eprintln!("{first} (see 'itoflow --help')");
             return ExitCode::from(2);
         }

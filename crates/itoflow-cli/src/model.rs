@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 use clap::Args;
-use itoflow_diffusion::onnx::{Device, OnnxOptions, OnnxScoreModel};
+use itoflow_diffusion::onnx::{Device, KNOWN_KEYS, OnnxOptions, OnnxScoreModel};
+
+use crate::output::sha256_hex;
 
 /// The digits demo model and its derivative graph (models/digits).
 const DIGITS_ONNX: &[u8] = include_bytes!("../../../models/digits/digits.onnx");
@@ -27,8 +29,45 @@ pub struct ModelArgs {
     #[arg(long, value_name = "PATH")]
     pub onnxruntime: Option<PathBuf>,
     /// ONNX Runtime intra-op threads per session.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..1025))]
     pub threads: Option<u64>,
+    /// Set or override a model metadata key, KEY=VALUE (repeatable; KEY with or without the
+    /// `itoflow.` prefix; an empty VALUE removes the key), e.g. `--set sde=vp`,
+    /// `--set derivative=model_vjp.onnx`, `--set names.output=eps` (docs/onnx-format.md).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, String)>,
+}
+
+/// Parses `--set KEY=VALUE` into the full metadata key (`itoflow.` prefixed) and the value.
+pub fn parse_set(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not KEY=VALUE (e.g. sde=vp)"))?;
+    let k = k.trim();
+    let bare = k.strip_prefix("itoflow.").unwrap_or(k);
+    if bare.is_empty()
+        || !bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(format!(
+            "'{k}' is not a metadata key (letters, digits, '.', '_' and '-', e.g. sde or names.output)"
+        ));
+    }
+    Ok((format!("itoflow.{bare}"), v.trim().to_string()))
+}
+
+/// Metadata overrides from `--set`, with a note on stderr for keys this build does not read.
+pub fn overrides(set: &[(String, String)]) -> Vec<(String, String)> {
+    for (k, _) in set {
+        if !KNOWN_KEYS.contains(&k.as_str()) {
+            eprintln!(
+                "note: --set {k}: not a metadata key this itoflow reads (known: {})",
+                KNOWN_KEYS.join(", ")
+            );
+        }
+    }
+    set.to_vec()
 }
 
 fn parse_device(s: &str) -> Result<Device, String> {
@@ -45,7 +84,18 @@ impl ModelArgs {
         if let Some(n) = self.threads {
             o = o.with_intra_threads(n as usize);
         }
+        for (k, v) in overrides(&self.set) {
+            o = o.with_override(k, v);
+        }
         o
+    }
+
+    /// The user's model file, as an input that outputs must not overwrite.
+    pub fn inputs(&self) -> Vec<(&'static str, &Path)> {
+        self.model
+            .iter()
+            .map(|p| ("--model", p.as_path()))
+            .collect()
     }
 
     /// The model file: the given one, or the embedded demo written to a cache directory.
@@ -76,18 +126,22 @@ impl ModelArgs {
     }
 }
 
-/// Writes the embedded demo model to the cache directory (once per version) and returns its
-/// path; the backend needs files, and finds the derivative graph beside the model.
+/// Writes the embedded demo model to the cache directory (once per content) and returns its
+/// path; the backend needs files, and finds the derivative graph beside the model. The files
+/// are checked against the SHA-256 of the embedded bytes on every use and rewritten when they
+/// differ (a damaged or edited cache).
 fn embedded_digits() -> Result<PathBuf> {
     let base = std::env::var_os("ITOFLOW_CACHE")
         .map(PathBuf::from)
         .or_else(|| dirs::cache_dir().map(|d| d.join("itoflow")))
         .unwrap_or_else(|| std::env::temp_dir().join("itoflow"));
+    let model_hash = sha256_hex(DIGITS_ONNX);
+    let vjp_hash = sha256_hex(DIGITS_VJP_ONNX);
     let dir = base.join(format!(
-        "digits-{}-{}-{}",
+        "digits-{}-{}{}",
         env!("CARGO_PKG_VERSION"),
-        DIGITS_ONNX.len(),
-        DIGITS_VJP_ONNX.len()
+        &model_hash[..16],
+        &vjp_hash[..16]
     ));
     std::fs::create_dir_all(&dir).map_err(|e| {
         anyhow!(
@@ -96,18 +150,23 @@ fn embedded_digits() -> Result<PathBuf> {
         )
     })?;
     let model = dir.join("digits.onnx");
-    write_once(&model, DIGITS_ONNX)?;
-    write_once(&dir.join("digits.vjp.onnx"), DIGITS_VJP_ONNX)?;
+    write_verified(&model, DIGITS_ONNX, &model_hash)?;
+    write_verified(&dir.join("digits.vjp.onnx"), DIGITS_VJP_ONNX, &vjp_hash)?;
     Ok(model)
 }
 
-fn write_once(path: &Path, bytes: &[u8]) -> Result<()> {
-    if std::fs::metadata(path).map(|m| m.len() as usize).ok() == Some(bytes.len()) {
+/// Makes `path` a regular file holding `bytes` (SHA-256 `hash`): kept when it already does,
+/// otherwise (missing, damaged, a link) replaced.
+fn write_verified(path: &Path, bytes: &[u8], hash: &str) -> Result<()> {
+    let regular = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+    if regular && std::fs::read(path).is_ok_and(|b| sha256_hex(&b) == hash) {
         return Ok(());
     }
     // Concurrent first runs each write their own temporary file and rename it into place.
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| anyhow!("cannot write '{}': {e}", path.display()))
+    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| anyhow!("cannot write '{}': {e}", path.display()))
 }

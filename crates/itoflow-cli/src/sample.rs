@@ -19,9 +19,11 @@ use ndarray::{Array1, Array2, ArrayD, IxDyn, s};
 use serde_json::json;
 
 use crate::data::{self, Scaling};
+use crate::limits::{self, MAX_ITEMS};
 use crate::model::ModelArgs;
+use crate::output;
 use crate::progress::Meter;
-use crate::store::{self, ChunkedRun, Meta, RunSpec, Shard};
+use crate::store::{self, ChunkedRun, Meta, RunSpec, ShardArg};
 
 fn parse_sampler(s: &str) -> Result<Sampler, String> {
     Sampler::from_name(s).map_err(|e| e.to_string())
@@ -117,6 +119,10 @@ pub struct SampleArgs {
     /// else the SDE's).
     #[arg(long, allow_negative_numbers = true)]
     eps: Option<f64>,
+    /// Most step attempts per sample (ode, dpm-adaptive); a sample that needs more is an error
+    /// naming it.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_steps: u64,
     /// Relative tolerance (ode, dpm-adaptive).
     #[arg(long, allow_negative_numbers = true)]
     rtol: Option<f64>,
@@ -210,10 +216,10 @@ pub struct SampleArgs {
     #[arg(long, allow_negative_numbers = true)]
     strength: Option<f64>,
     /// Number of samples.
-    #[arg(long, short = 'n', default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    #[arg(long, short = 'n', default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=MAX_ITEMS))]
     count: u64,
     /// Samples per chunk (one sampler call; chunks are written as they finish).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=MAX_ITEMS))]
     batch: u64,
     /// Seed: sample i is a function of (seed, i) only.
     #[arg(long, default_value_t = 0)]
@@ -224,12 +230,17 @@ pub struct SampleArgs {
     /// Also write the samples as a PNG grid (image models).
     #[arg(long)]
     grid: Option<PathBuf>,
-    /// Compute only shard k of n (contiguous index ranges); join with `itoflow merge`.
+    /// Compute only shard k of n (contiguous index ranges; `auto`: this task's shard of a Slurm
+    /// job array, `auto/N` of a Kubernetes Indexed Job of N completions); join with
+    /// `itoflow merge`.
     #[arg(long)]
-    shard: Option<Shard>,
+    shard: Option<ShardArg>,
     /// Continue an interrupted run with the same arguments.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Discard the finished chunks of an interrupted run and start over.
+    #[arg(long)]
+    overwrite: bool,
     /// Print a JSON record instead of the summary line.
     #[arg(long)]
     json: bool,
@@ -561,7 +572,10 @@ impl SampleArgs {
 /// The levels of `--sigmas`: a comma list, or a `.npy` (float64/float32) or `.json` list file.
 fn read_sigmas(v: &str) -> Result<Vec<f64>> {
     let levels: Vec<f64> = if v.ends_with(".npy") {
-        match data::read_data(Path::new(v)).map_err(|e| anyhow!("--sigmas: {e}"))? {
+        match data::read_data(Path::new(v))
+            .map_err(|e| anyhow!("--sigmas: {e}"))?
+            .0
+        {
             data::RawData::F64(a) => a.iter().copied().collect(),
             data::RawData::F32(a) => a.iter().map(|&x| x as f64).collect(),
             data::RawData::U8(_) => bail!("--sigmas '{v}': expected float levels, found uint8"),
@@ -604,7 +618,7 @@ fn apply_ancestral(
 
 /// Reads per-sample data for inpainting or SDEdit (`[N, dim]` in model space).
 fn read_samples(path: &Path, flag: &str, shape: &[usize], scaling: Scaling) -> Result<Array2<f64>> {
-    let raw = data::read_data(path).map_err(|e| anyhow!("--{flag}: {e}"))?;
+    let (raw, _) = data::read_data(path).map_err(|e| anyhow!("--{flag}: {e}"))?;
     let name = path.display().to_string();
     Ok(data::to_model_space(raw, &name, shape, scaling)
         .map_err(|e| anyhow!("--{flag}: {e}"))?
@@ -613,7 +627,7 @@ fn read_samples(path: &Path, flag: &str, shape: &[usize], scaling: Scaling) -> R
 
 /// Reads the inpainting mask: the data shape (one mask for all) or `[n, …]` (per row of X).
 fn read_mask(path: &Path, shape: &[usize], n: usize) -> Result<Array2<f64>> {
-    let raw = data::read_data(path).map_err(|e| anyhow!("--mask: {e}"))?;
+    let (raw, _) = data::read_data(path).map_err(|e| anyhow!("--mask: {e}"))?;
     let (dims, values): (Vec<usize>, Vec<f64>) = match raw {
         data::RawData::U8(a) => (a.shape().to_vec(), a.iter().map(|&v| v as f64).collect()),
         data::RawData::F32(a) => (a.shape().to_vec(), a.iter().map(|&v| v as f64).collect()),
@@ -654,13 +668,30 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     if a.out.extension().and_then(|e| e.to_str()) != Some("npy") {
         bail!("--out '{}': expected a .npy file name", a.out.display());
     }
-    store::check_writable(&a.out)?;
-    if let Some(g) = &a.grid {
-        if g.extension().and_then(|e| e.to_str()) != Some("png") {
-            bail!("--grid '{}': expected a .png file name", g.display());
-        }
-        store::check_writable(g)?;
+    if let Some(g) = &a.grid
+        && g.extension().and_then(|e| e.to_str()) != Some("png")
+    {
+        bail!("--grid '{}': expected a .png file name", g.display());
     }
+    let shard = store::resolve_shard(a.shard)?;
+    let grid: Vec<(&str, &Path)> = a.grid.iter().map(|g| ("--grid", g.as_path())).collect();
+    let mut inputs = a.model.inputs();
+    for (flag, p) in [
+        ("--x-init", &a.x_init),
+        ("--inpaint", &a.inpaint),
+        ("--mask", &a.mask),
+        ("--init", &a.init),
+        ("--classifier", &a.classifier),
+    ] {
+        if let Some(p) = p {
+            inputs.push((flag, p.as_path()));
+        }
+    }
+    let sigmas_file = a.sigmas.as_ref().map(PathBuf::from).filter(|p| p.is_file());
+    if let Some(p) = &sigmas_file {
+        inputs.push(("--sigmas", p.as_path()));
+    }
+    let _claim = output::claim(&a.out, &grid, &inputs)?;
     for (flag, given, needs, needed) in [
         ("mask", a.mask.is_some(), "inpaint", a.inpaint.is_some()),
         ("inpaint", a.inpaint.is_some(), "mask", a.mask.is_some()),
@@ -706,12 +737,20 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     }
     let model = a.model.open()?;
     let info = model.info().clone();
+    if let Some(d) = &info.derivative_path {
+        output::check_not_input(&[("--out", &a.out)], &[("the derivative graph", d)])?;
+    }
     let sde = info.forward.clone();
     let schedule = a.schedule(&sampler, info.eps, &sde)?;
     let mut sampler = sampler;
-    if let Sampler::Ode(o) = &mut sampler {
-        o.eps = a.eps.or(info.eps);
-        o.per_row = true;
+    match &mut sampler {
+        Sampler::Ode(o) => {
+            o.eps = a.eps.or(info.eps);
+            o.per_row = true;
+            o.max_steps = Some(a.max_steps as usize);
+        }
+        Sampler::DpmAdaptive(d) => d.max_steps = a.max_steps as usize,
+        _ => {}
     }
     let layout = data::image_layout(&info.data_shape);
     if a.grid.is_some() && layout.is_none() {
@@ -824,21 +863,16 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         }
         _ => None,
     };
-    let shard = a.shard.unwrap_or(Shard::ALL);
     let (lo, hi) = info.data_range;
     let file_hash = |p: &Option<PathBuf>| -> Result<Option<String>> {
-        match p {
-            Some(p) => Ok(Some(crate::likelihood::content_hash(
-                &std::fs::read(p).map_err(|e| anyhow!("cannot read '{}': {e}", p.display()))?,
-            ))),
-            None => Ok(None),
-        }
+        p.as_ref().map(|p| output::sha256_file(p)).transpose()
     };
     let spec_json = json!({
         "model": a.model.name(), "sampler": format!("{sampler:?}"),
         "schedule": schedule.as_ref().map(|s| format!("{s:?}")),
         "seed": a.seed, "sde": sde.name(),
         "class": a.class, "guidance": format!("{guidance:?}"),
+        "classifier": file_hash(&a.classifier)?, "sigmas": a.sigmas,
         "x_init": file_hash(&a.x_init)?, "init": file_hash(&a.init)?, "strength": a.strength,
         "inpaint": file_hash(&a.inpaint)?, "mask": file_hash(&a.mask)?,
         "resample": a.resample, "jump": a.jump,
@@ -850,8 +884,17 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         shard,
         chunk: a.batch as usize,
         resume: a.resume,
+        overwrite: a.overwrite,
     };
     let range = shard.range(a.count);
+    // The sampler's work: about a dozen f64 buffers of a chunk (twice the rows with guidance),
+    // and its levels.
+    let rows = a.batch.min(range.end - range.start) as u128;
+    let levels = schedule.as_ref().map_or(0, |s| s.steps()) as u128;
+    limits::check_memory(
+        rows * dim as u128 * 8 * 24 + (levels + 1) * 8 * 4,
+        &format!("sampling {rows} samples per chunk with {levels} noise levels"),
+    )?;
     let meter = Meter::new(range.end - range.start, "samples", a.quiet || a.json);
     let started = Instant::now();
     let mut nfe_total = 0u64;

@@ -22,8 +22,9 @@ use serde_json::{Value, json};
 /// Paths per parallel task.
 const SUB_BATCH: usize = 1024;
 
+use crate::limits::{MAX_ITEMS, MAX_STEPS};
 use crate::progress::Meter;
-use crate::store::{self, ChunkedRun, Meta, RunSpec, Shard};
+use crate::store::{self, ChunkedRun, Meta, RunSpec, Shard, ShardArg};
 
 /// Arguments of `itoflow solve`.
 #[derive(Args, Debug)]
@@ -38,10 +39,10 @@ pub struct SolveArgs {
     #[arg(long, global = true)]
     adaptive: bool,
     /// Number of sample paths.
-    #[arg(long, global = true, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_ITEMS))]
     paths: u64,
     /// Grid steps (fixed-step solvers; rk45 uses the grid only for saving).
-    #[arg(long, global = true, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_STEPS))]
     steps: u64,
     /// Initial time (default: the problem's).
     #[arg(long, global = true, allow_negative_numbers = true)]
@@ -78,14 +79,18 @@ pub struct SolveArgs {
     #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
     save_every: Option<u64>,
     /// Paths per chunk (chunks are written as they finish; see --resume).
-    #[arg(long, global = true, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=MAX_ITEMS))]
     batch: u64,
-    /// Compute only shard k of n (contiguous path ranges); join with `itoflow merge`.
+    /// Compute only shard k of n (contiguous path ranges; `auto`: this task's shard of a Slurm
+    /// job array, `auto/N` of a Kubernetes Indexed Job); join with `itoflow merge`.
     #[arg(long, global = true)]
-    shard: Option<Shard>,
+    shard: Option<ShardArg>,
     /// Continue an interrupted run with the same arguments.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "overwrite")]
     resume: bool,
+    /// Discard the finished chunks of an interrupted run and start over.
+    #[arg(long, global = true)]
+    overwrite: bool,
     /// Print a JSON record instead of the table.
     #[arg(long, global = true)]
     json: bool,
@@ -414,8 +419,12 @@ pub fn run(a: &SolveArgs) -> Result<()> {
                 out.display()
             );
         }
-        store::check_writable(out)?;
     }
+    let shard = store::resolve_shard(a.shard)?;
+    let _claim = match &a.out {
+        Some(out) => Some(crate::output::claim(out, &[], &[])?),
+        None => None,
+    };
     let steps = a.steps as usize;
     let grid = TimeGrid::uniform(t0, t1, steps).map_err(|e| anyhow!("{e}"))?;
     let save = match a.save_every {
@@ -424,7 +433,6 @@ pub fn run(a: &SolveArgs) -> Result<()> {
     };
     let save_idx = save.indices(&grid).map_err(|e| anyhow!("{e}"))?;
     let times: Vec<f64> = save_idx.iter().map(|&i| grid.times()[i]).collect();
-    let shard = a.shard.unwrap_or(Shard::ALL);
     let mut spec_json = json!({
         "problem": name, "params": params, "x0": x0, "solver": method.name(),
         "steps": steps, "t0": t0, "t1": t1, "seed": a.seed,
@@ -443,6 +451,7 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         shard,
         chunk: a.batch as usize,
         resume: a.resume,
+        overwrite: a.overwrite,
     };
     let start_time = Instant::now();
     let range = shard.range(a.paths);

@@ -230,7 +230,7 @@ fn likelihood_json_shards_merge_with_the_whole_runs_statistics() {
     for i in 0..5 {
         assert_eq!(a[[i, 1]], w["bpd"][i].as_f64().unwrap());
     }
-    // A truncated JSON shard is named.
+    // A truncated JSON shard is named: its content no longer has the hash its sidecar records.
     std::fs::write(&s3, "{\"logp\": [1.0]").unwrap();
     let out = itoflow()
         .arg("merge")
@@ -240,7 +240,7 @@ fn likelihood_json_shards_merge_with_the_whole_runs_statistics() {
         .failure();
     let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(
-        err.contains("s3.json") && err.contains("not a likelihood JSON output"),
+        err.contains("s3.json") && err.contains("does not match its metadata"),
         "{err}"
     );
 }
@@ -302,7 +302,7 @@ fn bad_models_and_data_are_one_line_errors() {
     let bytes = std::fs::read(repo().join("models/digits/test_digits.npy")).unwrap();
     let trunc = dir.path().join("trunc.npy");
     std::fs::write(&trunc, &bytes[..1000]).unwrap();
-    one_line_failure(&mut ll(&trunc), "cannot read");
+    one_line_failure(&mut ll(&trunc), "but holds 872 B of data (truncated");
     // Not an .npy at all.
     let junk = dir.path().join("junk.npy");
     std::fs::write(&junk, b"hello").unwrap();

@@ -368,3 +368,160 @@ fn sample_errors_are_one_line() {
         assert_eq!(err.trim_end().lines().count(), 1, "{extra:?}: {err}");
     }
 }
+
+#[test]
+fn batch_sizes_1_7_and_64_give_bitwise_the_same_samples_and_likelihoods() {
+    // The shipped digits model on the CPU execution provider: the user guide's promise, for a
+    // fixed-step and the adaptive sampler and for the likelihood (per-sample step control).
+    let dir = tempfile::tempdir().unwrap();
+    for (sampler, extra) in [
+        ("em", &["--steps", "30"][..]),
+        ("euler-ancestral", &["--steps", "10"][..]),
+        ("dpmpp-3m-sde", &["--steps", "10"][..]),
+        ("ode", &["--rtol", "1e-3", "--atol", "1e-3"][..]),
+        ("dpm-adaptive", &["--rtol", "1e-2", "--atol", "1e-2"][..]),
+    ] {
+        let runs: Vec<Vec<u8>> = ["1", "7", "64"]
+            .iter()
+            .map(|b| {
+                let out = dir.path().join(format!("{sampler}-{b}.npy"));
+                itoflow()
+                    .args([
+                        "sample",
+                        "--sampler",
+                        sampler,
+                        "-n",
+                        "64",
+                        "--threads",
+                        "1",
+                        "-q",
+                    ])
+                    .args(extra)
+                    .args(["--batch", b, "--out"])
+                    .arg(&out)
+                    .assert()
+                    .success();
+                std::fs::read(out).unwrap()
+            })
+            .collect();
+        assert_eq!(runs[0], runs[1], "{sampler}: --batch 1 vs 7");
+        assert_eq!(runs[0], runs[2], "{sampler}: --batch 1 vs 64");
+        // Two intra-op threads.
+        let out = dir.path().join(format!("{sampler}-threads.npy"));
+        itoflow()
+            .args([
+                "sample",
+                "--sampler",
+                sampler,
+                "-n",
+                "64",
+                "--threads",
+                "2",
+                "-q",
+            ])
+            .args(extra)
+            .args(["--batch", "64", "--out"])
+            .arg(&out)
+            .assert()
+            .success();
+        assert_eq!(runs[0], std::fs::read(out).unwrap(), "{sampler}: 2 threads");
+    }
+    let ll: Vec<Vec<u8>> = ["1", "7", "64"]
+        .iter()
+        .map(|b| {
+            let out = dir.path().join(format!("ll-{b}.npy"));
+            itoflow()
+                .args([
+                    "likelihood",
+                    "-n",
+                    "20",
+                    "--trace",
+                    "hutchinson:2",
+                    "--threads",
+                    "1",
+                ])
+                .args([
+                    "--rtol", "1e-3", "--atol", "1e-3", "-q", "--batch", b, "--out",
+                ])
+                .arg(&out)
+                .assert()
+                .success();
+            std::fs::read(out).unwrap()
+        })
+        .collect();
+    assert_eq!(ll[0], ll[1]);
+    assert_eq!(ll[0], ll[2]);
+}
+
+#[test]
+fn shard_auto_reads_slurm_and_kubernetes_task_indices() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.npy");
+    itoflow()
+        .args(FAST)
+        .args(["-n", "10", "--out"])
+        .arg(&whole)
+        .assert()
+        .success();
+    // Slurm: --array=1-4 (ids from 1); Kubernetes: completion indices 0..3 with auto/4.
+    let mut slurm = Vec::new();
+    let mut k8s = Vec::new();
+    for i in 0..4u64 {
+        let p = dir.path().join(format!("slurm{i}.npy"));
+        let out = itoflow()
+            .args(FAST)
+            .args(["-n", "10", "--shard", "auto", "--out"])
+            .arg(&p)
+            .env("SLURM_ARRAY_TASK_ID", (i + 1).to_string())
+            .env("SLURM_ARRAY_TASK_COUNT", "4")
+            .env("SLURM_ARRAY_TASK_MIN", "1")
+            .env("SLURM_ARRAY_TASK_MAX", "4")
+            .assert()
+            .success();
+        let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(
+            err.contains(&format!("shard {}/4 from Slurm", i + 1)),
+            "{err}"
+        );
+        slurm.push(p);
+        let p = dir.path().join(format!("k8s{i}.npy"));
+        itoflow()
+            .args(FAST)
+            .args(["-n", "10", "--shard", "auto/4", "--out"])
+            .arg(&p)
+            .env("JOB_COMPLETION_INDEX", i.to_string())
+            .assert()
+            .success()
+            .stderr(predicate::str::contains(format!(
+                "shard {}/4 from Kubernetes",
+                i + 1
+            )));
+        k8s.push(p);
+    }
+    for (name, shards) in [("slurm", &slurm), ("k8s", &k8s)] {
+        let merged = dir.path().join(format!("{name}-merged.npy"));
+        itoflow()
+            .arg("merge")
+            .arg(&merged)
+            .args(shards)
+            .assert()
+            .success();
+        assert_eq!(
+            std::fs::read(&whole).unwrap(),
+            std::fs::read(&merged).unwrap(),
+            "{name}"
+        );
+    }
+    // Without a job array's variables `auto` says what it looked for.
+    itoflow()
+        .args(FAST)
+        .args(["-n", "10", "--shard", "auto", "--out"])
+        .arg(dir.path().join("x.npy"))
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("JOB_COMPLETION_INDEX")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "neither SLURM_ARRAY_TASK_ID (a Slurm job array) nor JOB_COMPLETION_INDEX",
+        ));
+}

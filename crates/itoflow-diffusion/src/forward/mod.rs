@@ -382,11 +382,15 @@ pub(crate) fn check_positive(name: &'static str, v: f64) -> Result<(), Diffusion
     Ok(())
 }
 
+/// Most discretisation steps `N` of a forward SDE: its discrete schedule is held in memory
+/// (two `f64` per step), and `N` may come from a model file's metadata.
+pub const MAX_N: usize = 1_000_000;
+
 pub(crate) fn check_n(n: usize) -> Result<(), DiffusionError> {
-    if n < 2 {
+    if !(2..=MAX_N).contains(&n) {
         return Err(DiffusionError::invalid(
             "N",
-            format!("need at least 2 discretisation steps, got {n}"),
+            format!("need between 2 and {MAX_N} discretisation steps, got {n}"),
         ));
     }
     Ok(())

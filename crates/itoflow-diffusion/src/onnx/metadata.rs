@@ -24,60 +24,6 @@ pub const FORMAT_VERSION: &str = "2";
 /// Every format version this crate reads.
 pub const FORMAT_VERSIONS: &[&str] = &["1", "2"];
 
-/// The graph tensor names (`itoflow.names.*`; defaults `x`, `time`, `output`, `vjp`, `jvp`,
-/// `label`, `embedding`, and for classifiers `logits`, `grad`), so that a foreign model
-/// can be used without re-exporting.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorNames {
-    /// The noisy sample input.
-    pub x: String,
-    /// The time input.
-    pub time: String,
-    /// The raw network output (score models).
-    pub output: String,
-    /// The direction input `v` of the derivative graph.
-    pub v: String,
-    /// vᵀJ output of the derivative graph.
-    pub vjp: String,
-    /// J v output of the derivative graph.
-    pub jvp: String,
-    /// The class-label input.
-    pub label: String,
-    /// The conditioning-tensor input.
-    pub embedding: String,
-    /// Classifier logits output.
-    pub logits: String,
-    /// Classifier input-gradient output.
-    pub grad: String,
-}
-
-impl TensorNames {
-    pub(crate) fn from_metadata(metadata: &BTreeMap<String, String>) -> Result<Self, OnnxError> {
-        let name = |key: &'static str, default: &str| -> Result<String, OnnxError> {
-            match metadata.get(key).map(|s| s.trim()) {
-                None | Some("") => Ok(default.to_string()),
-                Some(s) if s.chars().all(|c| !c.is_control()) => Ok(s.to_string()),
-                Some(s) => Err(OnnxError::Metadata {
-                    key,
-                    reason: format!("not a tensor name: {s:?}"),
-                }),
-            }
-        };
-        Ok(TensorNames {
-            x: name("itoflow.names.x", "x")?,
-            time: name("itoflow.names.time", "time")?,
-            output: name("itoflow.names.output", "output")?,
-            v: name("itoflow.names.v", "v")?,
-            vjp: name("itoflow.names.vjp", "vjp")?,
-            jvp: name("itoflow.names.jvp", "jvp")?,
-            label: name("itoflow.names.label", "label")?,
-            embedding: name("itoflow.names.embedding", "embedding")?,
-            logits: name("itoflow.names.logits", "logits")?,
-            grad: name("itoflow.names.grad", "grad")?,
-        })
-    }
-}
-
 /// What a file holds (`itoflow.kind`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ModelKind {
@@ -96,6 +42,188 @@ impl ModelKind {
             ModelKind::Classifier => "classifier",
         }
     }
+}
+
+/// Every metadata key this crate reads (required and optional), for tools that set keys.
+pub const KNOWN_KEYS: &[&str] = &[
+    "itoflow.format_version",
+    "itoflow.sde",
+    "itoflow.sde.params",
+    "itoflow.prediction",
+    "itoflow.time_input",
+    "itoflow.data.shape",
+    "itoflow.data.range",
+    "itoflow.data.levels",
+    "itoflow.derivative",
+    "itoflow.derivative.outputs",
+    "itoflow.eps",
+    "itoflow.name",
+    "itoflow.description",
+    "itoflow.names.x",
+    "itoflow.names.time",
+    "itoflow.names.output",
+    "itoflow.names.v",
+    "itoflow.names.vjp",
+    "itoflow.names.jvp",
+    "itoflow.names.label",
+    "itoflow.names.embedding",
+    "itoflow.names.logits",
+    "itoflow.names.grad",
+    "itoflow.kind",
+    "itoflow.cond.num_classes",
+    "itoflow.cond.null_label",
+    "itoflow.cond.embedding.shape",
+    "itoflow.cond.embedding.null",
+];
+
+/// The names of the graphs' tensors (`itoflow.names.*`), so that a model exported with other
+/// names is usable without re-exporting. Defaults: the contract's names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorNames {
+    /// The noisy sample input of both graphs (`itoflow.names.x`, default `x`).
+    pub x: String,
+    /// The time input of both graphs (`itoflow.names.time`, default `time`).
+    pub time: String,
+    /// The model's raw output (`itoflow.names.output`, default `output`).
+    pub output: String,
+    /// The derivative graph's direction input (`itoflow.names.v`, default `v`).
+    pub v: String,
+    /// The derivative graph's vᵀJ output (`itoflow.names.vjp`, default `vjp`).
+    pub vjp: String,
+    /// The derivative graph's J v output (`itoflow.names.jvp`, default `jvp`).
+    pub jvp: String,
+    /// The class-label input (`itoflow.names.label`, default `label`).
+    pub label: String,
+    /// The conditioning-tensor input (`itoflow.names.embedding`, default `embedding`).
+    pub embedding: String,
+    /// A classifier's logits output (`itoflow.names.logits`, default `logits`).
+    pub logits: String,
+    /// A classifier's input-gradient output (`itoflow.names.grad`, default `grad`).
+    pub grad: String,
+}
+
+impl Default for TensorNames {
+    fn default() -> Self {
+        Self {
+            x: "x".into(),
+            time: "time".into(),
+            output: "output".into(),
+            v: "v".into(),
+            vjp: "vjp".into(),
+            jvp: "jvp".into(),
+            label: "label".into(),
+            embedding: "embedding".into(),
+            logits: "logits".into(),
+            grad: "grad".into(),
+        }
+    }
+}
+
+impl TensorNames {
+    /// The names from `itoflow.names.*` (defaults for absent or empty keys); the inputs must
+    /// differ from each other, and so must the outputs.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use itoflow_diffusion::onnx::TensorNames;
+    /// let m: BTreeMap<String, String> =
+    ///     [("itoflow.names.output".to_string(), "eps".to_string())].into_iter().collect();
+    /// let n = TensorNames::from_metadata(&m).unwrap();
+    /// assert_eq!((n.x.as_str(), n.output.as_str()), ("x", "eps"));
+    /// ```
+    pub fn from_metadata(metadata: &BTreeMap<String, String>) -> Result<Self, OnnxError> {
+        let mut n = TensorNames::default();
+        for (key, field) in [
+            ("itoflow.names.x", &mut n.x),
+            ("itoflow.names.time", &mut n.time),
+            ("itoflow.names.output", &mut n.output),
+            ("itoflow.names.v", &mut n.v),
+            ("itoflow.names.vjp", &mut n.vjp),
+            ("itoflow.names.jvp", &mut n.jvp),
+            ("itoflow.names.label", &mut n.label),
+            ("itoflow.names.embedding", &mut n.embedding),
+            ("itoflow.names.logits", &mut n.logits),
+            ("itoflow.names.grad", &mut n.grad),
+        ] {
+            if let Some(v) = metadata
+                .get(key)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+            {
+                *field = v.to_string();
+            }
+        }
+        let inputs = [&n.x, &n.time, &n.v, &n.label, &n.embedding];
+        if (0..inputs.len()).any(|i| (0..i).any(|j| inputs[i] == inputs[j])) {
+            return Err(OnnxError::Metadata {
+                key: "itoflow.names",
+                reason: format!(
+                    "the inputs x, time, v, label and embedding need distinct names, got `{}`, \
+                     `{}`, `{}`, `{}`, `{}`",
+                    n.x, n.time, n.v, n.label, n.embedding
+                ),
+            });
+        }
+        let clash = |a: &str, b: &str| a == b;
+        if clash(&n.output, &n.vjp) || clash(&n.output, &n.jvp) || clash(&n.vjp, &n.jvp) {
+            return Err(OnnxError::Metadata {
+                key: "itoflow.names",
+                reason: format!(
+                    "the outputs output, vjp and jvp need distinct names, got `{}`, `{}`, `{}`",
+                    n.output, n.vjp, n.jvp
+                ),
+            });
+        }
+        Ok(n)
+    }
+}
+
+/// The derivative graph `name` declared by a model in `dir`, confined to that directory: a
+/// relative path of plain components (no absolute path, no `..`) that, with symbolic links
+/// resolved, stays inside `dir` or inside the directory of the model file's own target (so
+/// that a model and its derivative graph linked into place together, as in download caches,
+/// are accepted).
+fn derivative_in(dir: &Path, model_path: &Path, name: &str) -> Result<PathBuf, OnnxError> {
+    use std::path::Component;
+    let bad = |reason: String| OnnxError::Metadata {
+        key: "itoflow.derivative",
+        reason,
+    };
+    let rel = Path::new(name);
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(bad(format!(
+            "`{name}` is not a file name relative to the model's directory (absolute paths and `..` are refused)"
+        )));
+    }
+    let p = dir.join(rel);
+    if !p.is_file() {
+        return Err(bad(format!(
+            "the derivative graph {} does not exist (set `itoflow.derivative` to an empty value to run without it; CLI: `--set derivative=`)",
+            p.display()
+        )));
+    }
+    let real = std::fs::canonicalize(&p)
+        .map_err(|e| bad(format!("cannot resolve {}: {e}", p.display())))?;
+    let here = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut allowed: Vec<PathBuf> = std::fs::canonicalize(here).into_iter().collect();
+    if let Some(d) = std::fs::canonicalize(model_path)
+        .ok()
+        .and_then(|m| m.parent().map(Path::to_path_buf))
+    {
+        allowed.push(d);
+    }
+    if !allowed.iter().any(|d| real.starts_with(d)) {
+        return Err(bad(format!(
+            "{} leads outside the model's directory (to {}); derivative graphs must lie beside the model",
+            p.display(),
+            real.display()
+        )));
+    }
+    Ok(p)
 }
 
 /// Which derivative products a model offers natively.
@@ -183,7 +311,8 @@ impl ModelInfo {
     }
 
     /// Parses metadata (overrides already merged in). `model_path` locates the derivative
-    /// graph: `itoflow.derivative` relative to the model, else `<stem>.vjp.onnx` beside it.
+    /// graph: `itoflow.derivative` relative to the model (confined to its directory), else
+    /// `<stem>.vjp.onnx` beside it.
     ///
     /// ```
     /// use std::collections::BTreeMap;
@@ -333,26 +462,18 @@ impl ModelInfo {
             .filter(|s| !s.is_empty())
             .filter(|_| kind == ModelKind::Score);
         let derivative_path = match declared {
-            Some(name) => {
-                let p = dir.join(name);
-                if !p.is_file() {
-                    return Err(bad(
-                        "itoflow.derivative",
-                        format!(
-                            "the derivative graph {} does not exist (override `itoflow.derivative=` with an empty value to run without it)",
-                            p.display()
-                        ),
-                    ));
-                }
-                Some(p)
-            }
+            Some(name) => Some(derivative_in(dir, model_path, name)?),
             None => {
                 let stem = model_path
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let p = dir.join(format!("{stem}.vjp.onnx"));
-                (!metadata.contains_key("itoflow.derivative") && p.is_file()).then_some(p)
+                let name = format!("{stem}.vjp.onnx");
+                if !metadata.contains_key("itoflow.derivative") && dir.join(&name).is_file() {
+                    Some(derivative_in(dir, model_path, &name)?)
+                } else {
+                    None
+                }
             }
         };
         let derivative = match (&derivative_path, get("itoflow.derivative.outputs")) {

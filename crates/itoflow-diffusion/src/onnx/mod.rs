@@ -35,8 +35,8 @@ use std::path::PathBuf;
 
 pub use device::{Device, DeviceReport};
 pub use metadata::{
-    DerivativeKind, FORMAT_VERSION, FORMAT_VERSIONS, ModelInfo, ModelKind, REQUIRED_KEYS,
-    TensorNames,
+    DerivativeKind, FORMAT_VERSION, FORMAT_VERSIONS, KNOWN_KEYS, ModelInfo, ModelKind,
+    REQUIRED_KEYS, TensorNames,
 };
 pub use network::{
     GraphSummary, ModelSummary, OnnxClassifier, OnnxEvalClassifier, OnnxNetwork, OnnxOptions,
@@ -93,7 +93,7 @@ pub enum OnnxError {
     },
     /// Required metadata keys are missing.
     #[error(
-        "{} lacks the required metadata {}; supply them as overrides (API: `OnnxOptions::overrides`, e.g. `.with_override(\"{first}\", ...)`; CLI: `--meta {first}=...`), see docs/onnx-format.md",
+        "{} lacks the required metadata {}; supply them as overrides (API: `OnnxOptions::overrides`, e.g. `.with_override(\"{first}\", ...)`; CLI: `--set {first}=...`), see docs/onnx-format.md",
         path.display(),
         missing.join(", "),
         first = missing.first().copied().unwrap_or_default()

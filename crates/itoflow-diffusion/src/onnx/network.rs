@@ -306,8 +306,8 @@ fn check_signature(g: &GraphSummary, inputs: &[Port], outputs: &[Port]) -> Resul
     want.sort_unstable();
     if sorted_have != want {
         return Err(fail(format!(
-            "inputs are {have:?}, expected exactly {names_in:?} (tensor names can be set with \
-             the itoflow.names.* metadata keys)"
+            "inputs are {have:?}, expected exactly {names_in:?} (other names: the \
+             itoflow.names.* keys, CLI --set names.x=…)"
         )));
     }
     let check = |t: &TensorSummary, port: &Port| -> Result<(), OnnxError> {

@@ -37,7 +37,8 @@ pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
 
 /// Below this dimension the noise of a step is drawn for the whole batch at once (the core's
 /// tiles); from it on, sample by sample, each row's `d` normals by the stream's batched fill.
-/// The values are the same either way (docs/benchmarks.md has the measured crossover).
+/// The values are the same either way; the threshold is where the two cost about the same
+/// (`docs/benchmarks.md`, "Sampler overhead per step per sample").
 const TILE_BELOW_DIM: usize = 32;
 
 impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {

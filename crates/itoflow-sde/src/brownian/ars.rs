@@ -18,9 +18,8 @@
 //! Three implementations give bitwise identical blocks: AES-NI (`aesenc` on one block per
 //! instruction), VAES (two blocks per 256-bit instruction, with AVX2) and a portable table
 //! implementation of the AES round for CPUs without AES instructions. On AES hardware a block
-//! costs about a third of a Philox4x32-10 block (measured on AMD Zen 3: 0.37 ns per 64-bit
-//! word with VAES, against 1.06 ns for a hand-written AVX2 Philox, whose multiplications
-//! saturate the vector multiplier; `docs/benchmarks.md`).
+//! is cheaper than a Philox4x32-10 block, whose multiplications saturate the vector multiplier
+//! (the measurements are in `docs/benchmarks.md`, "Why the generator changed").
 
 /// Rounds of the ARS variant the random streams use.
 pub const ARS_ROUNDS: usize = 7;

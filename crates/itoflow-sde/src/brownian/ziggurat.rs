@@ -166,9 +166,9 @@ pub(crate) fn fast_batch(t: &Tables, words: &[u64], out: &mut [f64], rejected: &
 /// The ziggurat's fast path with AVX2, four words at a time.
 ///
 /// The layer index of each word is read from memory as its low byte (so no vector-to-integer
-/// transfers, which were the bottleneck of a register version: 1.1 → 0.6 ns per normal on AMD
-/// Zen 3), and `(x_i, x_{i+1})` comes with one 16-byte load per word from [`Tables::pairs`]
-/// (gathers are slower on that core). The abscissa `2·unit_f64(w) − 1` is formed exactly from
+/// transfers, which were the bottleneck of a register version; `docs/benchmarks.md`, "The tile
+/// fill"), and `(x_i, x_{i+1})` comes with one 16-byte load per word from [`Tables::pairs`]
+/// (instead of two gathers, which were slower on the machine measured). The abscissa `2·unit_f64(w) − 1` is formed exactly from
 /// the integer bits and the product and comparison are the scalar code's IEEE operations, so
 /// the candidates and the accept decisions are bitwise those of [`fast`].
 #[cfg(target_arch = "x86_64")]
