@@ -10,8 +10,8 @@ use itoflow_diffusion::constraint::{Constraint, Inpaint, Resample};
 use itoflow_diffusion::guidance::Guidance;
 use itoflow_diffusion::onnx::OnnxClassifier;
 use itoflow_diffusion::sampler::{
-    Ancestral, Corrector, DdpmVariance, SampleRequest, Sampler, SamplerProgress, SdeSolverType,
-    Start, UniPcVariant,
+    Ancestral, Corrector, DdpmVariance, NoiseSource, SampleRequest, Sampler, SamplerProgress,
+    SdeSolverType, Start, UniPcVariant,
 };
 use itoflow_diffusion::schedule::Schedule;
 use itoflow_diffusion::{Conditioning, ForwardSde, ScoreModel};
@@ -49,6 +49,14 @@ fn parse_interval(s: &str) -> Result<(f64, f64), String> {
     let lo: f64 = a.trim().parse().map_err(|_| bad())?;
     let hi: f64 = b.trim().parse().map_err(|_| bad())?;
     Ok((lo, hi))
+}
+
+fn parse_noise(s: &str) -> Result<NoiseSource, String> {
+    match s {
+        "counter" => Ok(NoiseSource::Counter),
+        "tree" | "brownian-tree" => Ok(NoiseSource::BrownianTree { tolerance: None }),
+        _ => Err(format!("'{s}': expected counter or tree")),
+    }
 }
 
 fn parse_corrector(s: &str) -> Result<Corrector, String> {
@@ -173,6 +181,11 @@ pub struct SampleArgs {
     /// Second-order correction of dpmpp-2m-sde: midpoint or heun.
     #[arg(long, value_parser = parse_solver_type)]
     solver_type: Option<SdeSolverType>,
+    /// Step noise of the stochastic σ-space samplers: `counter` (per-step draws, default) or
+    /// `tree` (a Brownian tree over σ̃: the noise of an interval depends only on the interval,
+    /// so more steps approach the same noise path).
+    #[arg(long, value_parser = parse_noise)]
+    noise: Option<NoiseSource>,
     /// Initial states `.npy` `[N, …data shape]` at the first noise level, in the sampler's
     /// coordinates (x at T for em/reverse-diffusion/ancestral/pc/ode; the scaled x̃ = x/s(t) at
     /// the first level for the σ-space samplers); sample i starts from row i.
@@ -673,6 +686,12 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     {
         bail!("--grid '{}': expected a .png file name", g.display());
     }
+    if a.noise.is_some() && !sampler.is_stochastic() {
+        bail!(
+            "--noise applies to stochastic samplers; '{}' with these parameters draws no noise",
+            sampler.name()
+        );
+    }
     let shard = store::resolve_shard(a.shard)?;
     let grid: Vec<(&str, &Path)> = a.grid.iter().map(|g| ("--grid", g.as_path())).collect();
     let mut inputs = a.model.inputs();
@@ -876,6 +895,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         "x_init": file_hash(&a.x_init)?, "init": file_hash(&a.init)?, "strength": a.strength,
         "inpaint": file_hash(&a.inpaint)?, "mask": file_hash(&a.mask)?,
         "resample": a.resample, "jump": a.jump,
+        "noise": a.noise.map(|n| format!("{n:?}")),
     });
     let spec = RunSpec::new("sample", spec_json, a.count, info.data_shape.clone(), "f32");
     let run = ChunkedRun {
@@ -937,6 +957,9 @@ pub fn run(a: &SampleArgs) -> Result<()> {
             .progress(&mut cb);
         if let Some(s) = &schedule {
             req = req.schedule(s.clone());
+        }
+        if let Some(n) = a.noise {
+            req = req.noise(n);
         }
         if let Some(c) = &constraint {
             req = req.constraint(c);

@@ -28,6 +28,6 @@ pub use error::{DiffusionError, ScoreError};
 pub use forward::{Forward, ForwardSde};
 pub use gmm::GaussianMixture;
 pub use likelihood::{LikelihoodOptions, LikelihoodRequest, LikelihoodResult};
-pub use sampler::{SampleReport, SampleRequest, Sampler, Samples, Start};
+pub use sampler::{NoiseSource, SampleReport, SampleRequest, Sampler, Samples, Start};
 pub use schedule::Schedule;
 pub use score::{Capabilities, Network, Parameterised, Prediction, ScoreModel, TimeInput};

@@ -377,8 +377,10 @@ impl Schedule {
                     .collect()
             }
             Schedule::Explicit(ref v) => {
-                let limit = if t_top >= t_max {
-                    sde.sigma_tilde(MAX_OVERSHOOT * t_max)
+                // (Beyond T some SDEs are undefined, e.g. the cosine schedule's ᾱ.)
+                let over = sde.sigma_tilde(MAX_OVERSHOOT * t_max);
+                let limit = if t_top >= t_max && over.is_finite() && over > top {
+                    over
                 } else {
                     top
                 };

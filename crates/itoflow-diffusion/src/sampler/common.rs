@@ -9,9 +9,10 @@ use crate::condition::{Cond, Conditioning};
 use crate::constraint::Constraint;
 use crate::forward::{Forward, ForwardSde};
 use crate::guidance::Guided;
+use crate::schedule::Levels;
 use crate::{DiffusionError, ScoreModel};
 use itoflow_sde::Real;
-use itoflow_sde::brownian::{BrownianPaths, ExtraNormals, RandomStream};
+use itoflow_sde::brownian::{BrownianPaths, BrownianTree, ExtraNormals, LevyArea, RandomStream};
 
 /// The state of one sampling run besides `x`.
 pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
@@ -32,6 +33,8 @@ pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
     draws: Vec<(u32, usize)>,
     /// Noise generators by (tag, rows, d), for small d.
     noise: Vec<((u32, usize, usize), ExtraNormals)>,
+    /// Step noise from a Brownian tree over σ̃ instead of per-step draws.
+    tree: Option<BrownianTree>,
     buf: Vec<f64>,
 }
 
@@ -66,8 +69,30 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
             scaled: Array2::zeros((0, 0)),
             draws: Vec::new(),
             noise: Vec::new(),
+            tree: None,
             buf: Vec::new(),
         }
+    }
+
+    /// Draws the step noise from a Brownian tree over the levels' σ̃ range (widened by
+    /// Karras' largest churn, `σ̂ ≤ (1 + (√2 − 1)) σ`), of resolution `tolerance`.
+    pub fn use_tree(
+        &mut self,
+        levels: &Levels,
+        tolerance: Option<f64>,
+        d: usize,
+    ) -> Result<(), DiffusionError> {
+        let lo = levels.sigma[..levels.positive()]
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let hi = levels.sigma[0] * std::f64::consts::SQRT_2;
+        let tol = tolerance.unwrap_or((hi - lo) * (-20f64).exp2());
+        let tree = BrownianTree::new(self.seed, lo, hi, tol, d.max(1), LevyArea::None)
+            .map_err(DiffusionError::Solve)?
+            .with_tag(tags::TREE);
+        self.tree = Some(tree);
+        Ok(())
     }
 
     /// The constraint of the request, if any.
@@ -343,10 +368,32 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
         }
     }
 
-    /// Step noise for the interval from `from` to `to` (the next draw of
-    /// [`tags::PREDICTOR`]).
-    pub fn step_noise(&mut self, _from: f64, _to: f64, out: ArrayViewMut2<'_, T>) {
-        self.normals(tags::PREDICTOR, out);
+    /// Step noise for the step from noise level `from` to `to`: the next draw of
+    /// [`tags::PREDICTOR`], or with a tree `(W(hi) − W(lo))/√(hi − lo)` over the interval.
+    pub fn step_noise(&mut self, from: f64, to: f64, mut out: ArrayViewMut2<'_, T>) {
+        let Some(tree) = &self.tree else {
+            self.normals(tags::PREDICTOR, out);
+            return;
+        };
+        let (lo, hi) = if from < to { (from, to) } else { (to, from) };
+        let (span_lo, span_hi) = tree.span();
+        let (lo, hi) = (lo.max(span_lo), hi.min(span_hi));
+        let d = out.ncols();
+        self.buf.resize(d, 0.0);
+        let scale = 1.0 / (hi - lo).max(f64::MIN_POSITIVE).sqrt();
+        for (r, mut row) in out.axis_iter_mut(Axis(0)).enumerate() {
+            if hi > lo
+                && tree
+                    .increment(self.first + r as u64, lo, hi, &mut self.buf)
+                    .is_ok()
+            {
+                for (o, &w) in row.iter_mut().zip(&self.buf) {
+                    *o = T::c(w * scale);
+                }
+            } else {
+                row.fill(T::zero());
+            }
+        }
     }
 
     /// Reports the progress of an adaptive run: `done` samples (or step groups) finished, the

@@ -13,10 +13,23 @@
 //! | [`Sampler::Ancestral`] (`ancestral`) | `score_sde.rs` | score_sde's DDPM / SMLD ancestral sampling (VP, VE) | N |
 //! | [`Sampler::Pc`] (`pc`) | `score_sde.rs`, `corrector.rs` | reverse-diffusion predictor + Langevin corrector | N (1 + corrector steps) |
 //! | [`Sampler::Ode`] (`ode`) | `ode.rs` | probability-flow ODE with adaptive RK45 | adaptive |
-//! | [`Sampler::Euler`] (`euler`) | `euler.rs` | Karras et al. 2022, Alg. 1 / Alg. 2 without the correction | N |
-//! | [`Sampler::Heun`] (`heun`, alias `edm-heun`) | `euler.rs` | Karras et al. 2022, Alg. 2 | 2N − 1 |
+//! | [`Sampler::Euler`] (`euler`) | `euler.rs` | Karras et al. 2022, Alg. 2 without the correction (churn optional) | N |
+//! | [`Sampler::Heun`] (`heun`, `edm-heun`) | `euler.rs` | Karras et al. 2022, Alg. 2 | 2N − 1 |
+//! | [`Sampler::Dpm2`] (`dpm2`) | `euler.rs` | DPM-Solver-2 in σ̃ with churn (k-diffusion) | 2N − 1 |
+//! | [`Sampler::EulerAncestral`] (`euler-ancestral`) | `euler.rs` | Euler to σ_down + σ_up noise | N |
+//! | [`Sampler::Dpm2Ancestral`] (`dpm2-ancestral`) | `euler.rs` | DPM-Solver-2 to σ_down + noise | 2N − 1 |
+//! | [`Sampler::DpmPp2sAncestral`] (`dpmpp-2s-ancestral`) | `euler.rs` | DPM-Solver++(2S) ancestral (Lu et al. 2022) | 2N − 1 |
+//! | [`Sampler::DpmPpSde`] (`dpmpp-sde`) | `euler.rs` | DPM-Solver++ SDE, two ancestral half steps | 2N − 1 |
 //! | [`Sampler::Ddim`] (`ddim`) | `euler.rs` | DDIM with stochasticity η (Song, Meng & Ermon 2021) | N |
+//! | [`Sampler::Ddpm`] (`ddpm`) | `euler.rs` | DDPM ancestral sampling (Ho et al. 2020; diffusers' variances) | N |
+//! | [`Sampler::Lms`] (`lms`) | `multistep.rs` | linear multistep in σ̃, orders 1–4 | N |
 //! | [`Sampler::DpmPp2m`] (`dpmpp-2m`) | `multistep.rs` | DPM-Solver++(2M) (Lu et al. 2022) | N |
+//! | [`Sampler::DpmPp2mSde`] (`dpmpp-2m-sde`) | `multistep.rs` | DPM-Solver++(2M) SDE, midpoint or Heun correction | N |
+//! | [`Sampler::DpmPp3mSde`] (`dpmpp-3m-sde`) | `multistep.rs` | DPM-Solver++(3M) SDE | N |
+//! | [`Sampler::UniPc`] (`unipc`) | `multistep.rs` | UniPC, B(h) = bh1/bh2, orders 1–3, UniC corrector (Zhao et al. 2023) | N |
+//! | [`Sampler::Deis`] (`deis`) | `multistep.rs` | DEIS-tAB, orders 1–3 (Zhang & Chen 2023) | N |
+//! | [`Sampler::DpmSolver`] (`dpm-solver`) | `dpm_solver.rs` | DPM-Solver-1/2/3, singlestep (Lu et al. 2022) | order × N |
+//! | [`Sampler::DpmAdaptive`] (`dpm-adaptive`) | `dpm_solver.rs` | DPM-Solver-12/23 with PID step control | adaptive |
 //!
 //! N is the number of noise levels before the final 0 of the schedule.
 //!
@@ -107,6 +120,29 @@ pub mod tags {
     pub const CORRECTOR: u32 = core::EXTRA;
     /// Noise of constraints (forward-noised known data, RePaint jumps, SDEdit's start).
     pub const CONSTRAINT: u32 = core::USER + 0x636f;
+    /// The Brownian tree of [`super::NoiseSource::BrownianTree`].
+    pub const TREE: u32 = core::USER + 0x7472;
+}
+
+/// Where the step noise of the stochastic samplers comes from.
+///
+/// * [`NoiseSource::Counter`] (default): draw `k` of sample `i` is positions `k·d…` of the
+///   stream `(seed, i, tags::PREDICTOR)`: the `k`-th step's noise, whatever its interval.
+/// * [`NoiseSource::BrownianTree`]: the noise of a step over the noise levels `σ' < σ` is
+///   `(W(σ) − W(σ'))/√(σ − σ')` for one Brownian motion `W` per sample, indexed by σ̃, read from
+///   a virtual Brownian tree of the core crate (k-diffusion's `BrownianTreeNoiseSampler`
+///   idea): the noise of an interval depends only on the interval, so runs with more steps
+///   approach the solution of the same noise path.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum NoiseSource {
+    /// Per-step draws from the counter-based streams.
+    #[default]
+    Counter,
+    /// A virtual Brownian tree over the schedule's noise levels.
+    BrownianTree {
+        /// The tree's resolution in σ̃ (`None`: the span of the schedule over 2²⁰).
+        tolerance: Option<f64>,
+    },
 }
 
 /// Karras et al.'s stochastic churn (Alg. 2): before the step from `σ_i`, noise is added to
@@ -734,6 +770,7 @@ pub struct SampleRequest<'a, M: ?Sized> {
     cond: Option<&'a Conditioning>,
     guidance: Guidance<'a>,
     constraint: Option<&'a Constraint>,
+    noise: NoiseSource,
     progress: Option<&'a mut dyn FnMut(SamplerProgress)>,
 }
 
@@ -750,8 +787,15 @@ impl<'a, M: ?Sized> SampleRequest<'a, M> {
             cond: None,
             guidance: Guidance::None,
             constraint: None,
+            noise: NoiseSource::Counter,
             progress: None,
         }
+    }
+
+    /// Where the stochastic samplers' step noise comes from (default: per-step draws).
+    pub fn noise(mut self, noise: NoiseSource) -> Self {
+        self.noise = noise;
+        self
     }
 
     /// The noise-level schedule (default: [`Sampler::default_schedule`]).
@@ -823,6 +867,7 @@ impl<'a, M: ?Sized> SampleRequest<'a, M> {
             cond,
             guidance,
             constraint,
+            noise,
             progress,
         } = self;
         sampler.validate()?;
@@ -896,6 +941,14 @@ impl<'a, M: ?Sized> SampleRequest<'a, M> {
         let levels = resolve_levels(&sampler, schedule.as_ref(), sde, &start)?;
         let guided = Guided::new(model, guidance);
         let mut ctx = Ctx::new(guided, sde, seed, indices.start, cond, constraint, progress);
+        if let NoiseSource::BrownianTree { tolerance } = noise {
+            let Some(lv) = levels.as_ref().filter(|_| !sampler.is_score_sde()) else {
+                return Err(DiffusionError::Unsupported(format!(
+                    "Brownian-tree noise is for the σ-space samplers, not '{sampler}'"
+                )));
+            };
+            ctx.use_tree(lv, tolerance, d)?;
+        }
         let x0 = initial_states(&mut ctx, &sampler, levels.as_ref(), &start, count, d)?;
         if count == 0 {
             return Ok(Samples {
@@ -977,6 +1030,25 @@ fn resolve_levels(
     let levels = schedule.levels_below(sde, t_top)?;
     if sampler.is_score_sde() {
         score_sde::check_levels(sampler, sde, &levels)?;
+    }
+    // A multistep method of order k needs k steps to reach its order.
+    let multistep = match *sampler {
+        Sampler::Lms { order } | Sampler::UniPc { order, .. } | Sampler::Deis { order, .. } => {
+            order
+        }
+        Sampler::DpmPp3mSde(_) => 3,
+        Sampler::DpmPp2m { .. } | Sampler::DpmPp2mSde { .. } => 2,
+        _ => 1,
+    };
+    if levels.steps() < multistep {
+        return Err(DiffusionError::invalid(
+            "steps",
+            format!(
+                "'{sampler}' of order {multistep} needs at least {multistep} steps; the schedule \
+                 has {}",
+                levels.steps()
+            ),
+        ));
     }
     Ok(Some(levels))
 }
