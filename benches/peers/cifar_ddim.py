@@ -37,7 +37,8 @@ CIFAR is True; itoflow does not clip), ``set_alpha_to_one=True``, ``steps_offset
 ᾱ = 1, σ̃ = 0), η = 0, 50 steps = 50 UNet evaluations.
 
 Timing: best and median of ``--reps`` runs after one warm-up, at ``--threads`` (1 and 2) —
-torch.set_num_threads for the pipeline, intra_op_num_threads for onnxruntime, same batch, same NFE.
+torch.set_num_threads for the pipeline, intra_op_num_threads for onnxruntime, same batch, same NFE;
+the pipeline and the ONNX loop alternate run by run so that both see the same machine load.
 """
 
 from __future__ import annotations
@@ -164,16 +165,6 @@ def ddim_loop(eps_fn, sched, latents: torch.Tensor) -> torch.Tensor:
     return latents
 
 
-def time_it(fn, reps: int):
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {"best": min(times), "median": statistics.median(times), "all": times}
-
-
 def run(args) -> None:
     import onnxruntime as ort
     import diffusers
@@ -232,22 +223,37 @@ def run(args) -> None:
 
     timings = []
     for threads in args.threads:
+        # the two implementations alternate run by run, so that both see the same machine load
         torch.set_num_threads(threads)
-        with torch.no_grad():
-            pipe = DDIMPipeline(unet=unet, scheduler=ddim_scheduler())
-            pipe.set_progress_bar_config(disable=True)
-            tp = time_it(lambda: pipe(batch_size=b, generator=torch.Generator().manual_seed(NOISE_SEED), eta=0.0,
-                                      num_inference_steps=STEPS, output_type="pt"), args.reps)
-        timings.append({"impl": "diffusers DDIMPipeline (torch eager, default attention)", "threads": threads,
-                        "batch": b, "nfe": STEPS, **tp})
-        print(f"pipeline  threads {threads}: best {tp['best']:.2f} s, median {tp['median']:.2f} s", flush=True)
+        pipe = DDIMPipeline(unet=unet, scheduler=ddim_scheduler())
+        pipe.set_progress_bar_config(disable=True)
         t0 = time.perf_counter()
         sess = ort_session(threads)
         create = time.perf_counter() - t0
-        to = time_it(lambda: ddim_loop(onnx_eps(sess), ddim_scheduler(), x_init.clone()), args.reps)
-        timings.append({"impl": "DDIMScheduler loop + onnxruntime (the exported ONNX)", "threads": threads,
-                        "batch": b, "nfe": STEPS, "session_create_seconds": create, **to})
-        print(f"onnx loop threads {threads}: best {to['best']:.2f} s, median {to['median']:.2f} s", flush=True)
+
+        def run_pipe():
+            with torch.no_grad():
+                pipe(batch_size=b, generator=torch.Generator().manual_seed(NOISE_SEED), eta=0.0,
+                     num_inference_steps=STEPS, output_type="pt")
+
+        def run_onnx():
+            ddim_loop(onnx_eps(sess), ddim_scheduler(), x_init.clone())
+
+        run_pipe()
+        run_onnx()
+        tp, to = [], []
+        for _ in range(args.reps):
+            for fn, acc in ((run_pipe, tp), (run_onnx, to)):
+                t0 = time.perf_counter()
+                fn()
+                acc.append(time.perf_counter() - t0)
+        for impl, ts, extra in (("diffusers DDIMPipeline (torch eager, default attention)", tp, {}),
+                                ("DDIMScheduler loop + onnxruntime (the exported ONNX)", to,
+                                 {"session_create_seconds": create})):
+            timings.append({"impl": impl, "threads": threads, "batch": b, "nfe": STEPS, "best": min(ts),
+                            "median": statistics.median(ts), "all": ts, **extra})
+            print(f"{impl[:40]:<40} threads {threads}: best {min(ts):.2f} s, median {statistics.median(ts):.2f} s",
+                  flush=True)
 
     report = {
         "script": "benches/peers/cifar_ddim.py",
