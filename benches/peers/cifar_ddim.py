@@ -10,6 +10,7 @@ onnxscript) from the repository root:
 
     PYTHONPATH=python-export python benches/peers/cifar_ddim.py prepare   # build, save, export (+ derivative graph), verify
     PYTHONPATH=python-export python benches/peers/cifar_ddim.py run       # DDIM 50 steps: torch pipeline and ONNX loop, timed
+    PYTHONPATH=python-export python benches/peers/cifar_ddim.py percall   # one UNet call: torch vs onnxruntime, op profile
 
 Everything goes to ``out/cifar/`` (git-ignored; the ONNX files are ~140 MB each):
 
@@ -36,7 +37,8 @@ CIFAR is True; itoflow does not clip), ``set_alpha_to_one=True``, ``steps_offset
 ᾱ = 1, σ̃ = 0), η = 0, 50 steps = 50 UNet evaluations.
 
 Timing: best and median of ``--reps`` runs after one warm-up, at ``--threads`` (1 and 2) —
-torch.set_num_threads for the pipeline, intra_op_num_threads for onnxruntime, same batch, same NFE.
+torch.set_num_threads for the pipeline, intra_op_num_threads for onnxruntime, same batch, same NFE;
+the pipeline and the ONNX loop alternate run by run so that both see the same machine load.
 """
 
 from __future__ import annotations
@@ -163,16 +165,6 @@ def ddim_loop(eps_fn, sched, latents: torch.Tensor) -> torch.Tensor:
     return latents
 
 
-def time_it(fn, reps: int):
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {"best": min(times), "median": statistics.median(times), "all": times}
-
-
 def run(args) -> None:
     import onnxruntime as ort
     import diffusers
@@ -231,22 +223,37 @@ def run(args) -> None:
 
     timings = []
     for threads in args.threads:
+        # the two implementations alternate run by run, so that both see the same machine load
         torch.set_num_threads(threads)
-        with torch.no_grad():
-            pipe = DDIMPipeline(unet=unet, scheduler=ddim_scheduler())
-            pipe.set_progress_bar_config(disable=True)
-            tp = time_it(lambda: pipe(batch_size=b, generator=torch.Generator().manual_seed(NOISE_SEED), eta=0.0,
-                                      num_inference_steps=STEPS, output_type="pt"), args.reps)
-        timings.append({"impl": "diffusers DDIMPipeline (torch eager, default attention)", "threads": threads,
-                        "batch": b, "nfe": STEPS, **tp})
-        print(f"pipeline  threads {threads}: best {tp['best']:.2f} s, median {tp['median']:.2f} s", flush=True)
+        pipe = DDIMPipeline(unet=unet, scheduler=ddim_scheduler())
+        pipe.set_progress_bar_config(disable=True)
         t0 = time.perf_counter()
         sess = ort_session(threads)
         create = time.perf_counter() - t0
-        to = time_it(lambda: ddim_loop(onnx_eps(sess), ddim_scheduler(), x_init.clone()), args.reps)
-        timings.append({"impl": "DDIMScheduler loop + onnxruntime (the exported ONNX)", "threads": threads,
-                        "batch": b, "nfe": STEPS, "session_create_seconds": create, **to})
-        print(f"onnx loop threads {threads}: best {to['best']:.2f} s, median {to['median']:.2f} s", flush=True)
+
+        def run_pipe():
+            with torch.no_grad():
+                pipe(batch_size=b, generator=torch.Generator().manual_seed(NOISE_SEED), eta=0.0,
+                     num_inference_steps=STEPS, output_type="pt")
+
+        def run_onnx():
+            ddim_loop(onnx_eps(sess), ddim_scheduler(), x_init.clone())
+
+        run_pipe()
+        run_onnx()
+        tp, to = [], []
+        for _ in range(args.reps):
+            for fn, acc in ((run_pipe, tp), (run_onnx, to)):
+                t0 = time.perf_counter()
+                fn()
+                acc.append(time.perf_counter() - t0)
+        for impl, ts, extra in (("diffusers DDIMPipeline (torch eager, default attention)", tp, {}),
+                                ("DDIMScheduler loop + onnxruntime (the exported ONNX)", to,
+                                 {"session_create_seconds": create})):
+            timings.append({"impl": impl, "threads": threads, "batch": b, "nfe": STEPS, "best": min(ts),
+                            "median": statistics.median(ts), "all": ts, **extra})
+            print(f"{impl[:40]:<40} threads {threads}: best {min(ts):.2f} s, median {statistics.median(ts):.2f} s",
+                  flush=True)
 
     report = {
         "script": "benches/peers/cifar_ddim.py",
@@ -276,6 +283,53 @@ def run(args) -> None:
     print(json.dumps(report["checks"]))
 
 
+def percall(args) -> None:
+    """One UNet evaluation, torch eager vs onnxruntime, interleaved (same load), and where
+    onnxruntime spends its time (its profiler, summed by op type)."""
+    import onnxruntime as ort
+    from diffusers import UNet2DModel
+
+    torch.set_num_threads(args.threads)
+    unet = UNet2DModel.from_pretrained(str(OUT / "pipeline" / "unet"), local_files_only=True).float().eval()
+    x = torch.randn((args.batch, 3, 32, 32), generator=torch.Generator().manual_seed(1))
+    t = torch.full((args.batch,), 500.0)
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = args.threads
+    o.inter_op_num_threads = 1
+    o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(str(OUT / "cifar_ddpm.onnx"), sess_options=o, providers=["CPUExecutionProvider"])
+    feeds = {"x": x.numpy(), "time": t.numpy()}
+    with torch.no_grad():
+        unet(x, t)
+        sess.run(["output"], feeds)
+        tt, to = [], []
+        for _ in range(args.calls):
+            t0 = time.perf_counter()
+            unet(x, t)
+            tt.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            sess.run(["output"], feeds)
+            to.append(time.perf_counter() - t0)
+    print(f"batch {args.batch}, {args.threads} thread(s), {args.calls} calls each: torch eager median "
+          f"{statistics.median(tt) * 1e3:.0f} ms (best {min(tt) * 1e3:.0f}), onnxruntime median "
+          f"{statistics.median(to) * 1e3:.0f} ms (best {min(to) * 1e3:.0f})")
+    o.enable_profiling = True
+    o.profile_file_prefix = str(OUT / "ort_profile")
+    sess = ort.InferenceSession(str(OUT / "cifar_ddpm.onnx"), sess_options=o, providers=["CPUExecutionProvider"])
+    for _ in range(3):
+        sess.run(["output"], feeds)
+    prof = sess.end_profiling()
+    by_op: dict = {}
+    for ev in json.loads(Path(prof).read_text()):
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+            op = ev.get("args", {}).get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + ev["dur"] / 3e3
+    total = sum(by_op.values())
+    print("onnxruntime time per call by op type (ms):")
+    for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {op:<24} {ms:8.1f}  {ms / total * 100:5.1f} %")
+
+
 def _cpu() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -296,9 +350,15 @@ def main() -> int:
     r.add_argument("--batch", type=int, default=4)
     r.add_argument("--threads", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2])
     r.add_argument("--reps", type=int, default=3)
+    c = sub.add_parser("percall", help="one UNet call: torch eager vs onnxruntime, and onnxruntime's op profile")
+    c.add_argument("--batch", type=int, default=4)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--calls", type=int, default=5)
     args = ap.parse_args()
     if args.cmd == "prepare":
         prepare(args)
+    elif args.cmd == "percall":
+        percall(args)
     else:
         run(args)
     return 0
