@@ -91,13 +91,8 @@ pub struct ModelData {
     pub x: Array2<f64>,
 }
 
-/// Checks the shape against the model's per-sample `shape` and maps raw levels to model space.
-pub fn to_model_space(
-    raw: RawData,
-    name: &str,
-    shape: &[usize],
-    scaling: Scaling,
-) -> Result<ModelData> {
+/// The number of samples in `raw` if its shape is `[N, …shape]` or `[N, dim]` with `N ≥ 1`.
+fn sample_count(raw: &RawData, name: &str, shape: &[usize]) -> Result<usize> {
     let dim: usize = shape.iter().product();
     let s = raw.shape().to_vec();
     let ok = !s.is_empty() && (s[1..] == *shape || s[1..] == [dim]);
@@ -111,10 +106,38 @@ pub fn to_model_space(
                 .join(", ")
         );
     }
-    let n = s[0];
-    if n == 0 {
+    if s[0] == 0 {
         bail!("'{name}' holds no samples");
     }
+    Ok(s[0])
+}
+
+/// Sampler states (initial noise): float arrays of the model's per-sample shape, finite, any
+/// magnitude.
+pub fn to_states(raw: RawData, name: &str, shape: &[usize]) -> Result<Array2<f64>> {
+    let n = sample_count(&raw, name, shape)?;
+    let dim: usize = shape.iter().product();
+    let v: Vec<f64> = match raw {
+        RawData::U8(_) => bail!("'{name}' holds uint8 values; sampler states must be floats"),
+        RawData::F32(a) => a.iter().map(|&v| v as f64).collect(),
+        RawData::F64(a) => a.iter().copied().collect(),
+    };
+    let x = Array2::from_shape_vec((n, dim), v).map_err(|e| anyhow!("{e}"))?;
+    if let Some((i, _)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        bail!("'{name}' holds a non-finite value in sample {}", i.0);
+    }
+    Ok(x)
+}
+
+/// Checks the shape against the model's per-sample `shape` and maps raw levels to model space.
+pub fn to_model_space(
+    raw: RawData,
+    name: &str,
+    shape: &[usize],
+    scaling: Scaling,
+) -> Result<ModelData> {
+    let dim: usize = shape.iter().product();
+    let n = sample_count(&raw, name, shape)?;
     let flat = |v: Vec<f64>| Array2::from_shape_vec((n, dim), v).map_err(|e| anyhow!("{e}"));
     match raw {
         RawData::U8(a) => {

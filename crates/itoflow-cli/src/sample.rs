@@ -33,10 +33,22 @@ fn parse_schedule(s: &str) -> Result<Schedule, String> {
     s.parse::<Schedule>().map_err(|e| e.to_string())
 }
 
-fn parse_labels(s: &str) -> Result<Vec<i64>, String> {
+/// `--class`: one label or a comma list of them.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(transparent)]
+struct Labels(Vec<i64>);
+
+impl std::ops::Deref for Labels {
+    type Target = [i64];
+    fn deref(&self) -> &[i64] {
+        &self.0
+    }
+}
+
+fn parse_labels(s: &str) -> Result<Labels, String> {
     let v: Result<Vec<i64>, _> = s.split(',').map(|p| p.trim().parse::<i64>()).collect();
     match v {
-        Ok(v) if !v.is_empty() => Ok(v),
+        Ok(v) if !v.is_empty() => Ok(Labels(v)),
         _ => Err(format!(
             "'{s}' is not a class label or a comma-separated list of them (e.g. 7 or 0,1,2)"
         )),
@@ -193,8 +205,8 @@ pub struct SampleArgs {
     x_init: Option<PathBuf>,
     /// Class label(s): one label, or a comma list cycled over the samples (sample i gets
     /// list[i mod len]).
-    #[arg(long, value_parser = parse_labels)]
-    class: Option<Vec<i64>>,
+    #[arg(long, value_parser = parse_labels, allow_hyphen_values = true)]
+    class: Option<Labels>,
     /// Classifier-free guidance scale w: ε̂ = ε_u + w(ε_c − ε_u) (1 = conditional, 0 =
     /// unconditional); needs --class and a model with a null label.
     #[arg(long, allow_negative_numbers = true)]
@@ -638,7 +650,8 @@ fn read_samples(path: &Path, flag: &str, shape: &[usize], scaling: Scaling) -> R
         .x)
 }
 
-/// Reads the inpainting mask: the data shape (one mask for all) or `[n, …]` (per row of X).
+/// Reads the inpainting mask: the data shape or `[1, …]` (one mask for all) or `[n, …]` (per row
+/// of X).
 fn read_mask(path: &Path, shape: &[usize], n: usize) -> Result<Array2<f64>> {
     let (raw, _) = data::read_data(path).map_err(|e| anyhow!("--mask: {e}"))?;
     let (dims, values): (Vec<usize>, Vec<f64>) = match raw {
@@ -647,7 +660,8 @@ fn read_mask(path: &Path, shape: &[usize], n: usize) -> Result<Array2<f64>> {
         data::RawData::F64(a) => (a.shape().to_vec(), a.iter().copied().collect()),
     };
     let dim: usize = shape.iter().product();
-    let rows = if dims == shape || dims == [dim] {
+    let one = |d: &[usize]| d == shape || d == [dim];
+    let rows = if one(&dims) || (dims.len() > 1 && dims[0] == 1 && one(&dims[1..])) {
         1
     } else if !dims.is_empty() && dims[0] == n && (dims[1..] == *shape || dims[1..] == [dim]) {
         n
@@ -786,7 +800,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     // Conditioning.
     let spec = ScoreModel::<f64>::conditioning(&model).clone();
     if let Some(labels) = &a.class {
-        for &y in labels {
+        for &y in labels.iter() {
             spec.check_class(y)
                 .map_err(|e| anyhow!("--class {y}: {e}"))?;
         }
@@ -822,15 +836,9 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     // Starts and constraints.
     let x_init = match &a.x_init {
         Some(p) => {
-            let x = read_samples(
-                p,
-                "x-init",
-                &info.data_shape,
-                Scaling {
-                    levels: None,
-                    ..scaling
-                },
-            )?;
+            let (raw, _) = data::read_data(p).map_err(|e| anyhow!("--x-init: {e}"))?;
+            let x = data::to_states(raw, &p.display().to_string(), &info.data_shape)
+                .map_err(|e| anyhow!("--x-init: {e}"))?;
             if (x.nrows() as u64) < a.count {
                 bail!(
                     "--x-init '{}' has {} rows but {} samples were asked for (sample i starts \
@@ -1085,8 +1093,8 @@ mod tests {
 
     #[test]
     fn labels_and_intervals_parse() {
-        assert_eq!(parse_labels("7").unwrap(), vec![7]);
-        assert_eq!(parse_labels("0, 1,2").unwrap(), vec![0, 1, 2]);
+        assert_eq!(*parse_labels("7").unwrap(), [7]);
+        assert_eq!(*parse_labels("0, 1,2").unwrap(), [0, 1, 2]);
         assert!(parse_labels("").is_err());
         assert!(parse_labels("a").is_err());
         assert_eq!(parse_interval("0.3,5").unwrap(), (0.3, 5.0));

@@ -245,7 +245,12 @@ impl Prediction {
 pub enum TimeInput {
     /// The SDE time `t`.
     T,
-    /// `t (N − 1) / T` (score_sde's discrete-time convention; DDPM timesteps).
+    /// The DDPM timestep of the current noise level. For VP SDEs the fractional position of
+    /// `ln σ̃(t)` among the discrete levels' `ln σ̃_i` ([`Vp::timestep_of_sigma_tilde`], as
+    /// diffusers and k-diffusion evaluate discrete-time models), so a discrete level `τ` is
+    /// evaluated at exactly `τ`; for other SDEs `t (N − 1) / T`.
+    ///
+    /// [`Vp::timestep_of_sigma_tilde`]: crate::forward::Vp::timestep_of_sigma_tilde
     Index,
     /// The noise level σ̃(t) = σ(t)/s(t) (σ(t) for VE and EDM).
     Sigma,
@@ -276,7 +281,10 @@ impl TimeInput {
     pub fn value(self, sde: &Forward, t: f64) -> f64 {
         match self {
             TimeInput::T => t,
-            TimeInput::Index => t * (sde.n() as f64 - 1.0) / sde.t_max(),
+            TimeInput::Index => match sde {
+                Forward::Vp(vp) => vp.timestep_of_sigma_tilde(vp.sigma_tilde(t)),
+                _ => t * (sde.n() as f64 - 1.0) / sde.t_max(),
+            },
             TimeInput::Sigma => sde.sigma_tilde(t),
             TimeInput::EdmCNoise => 0.25 * sde.sigma_tilde(t).ln(),
         }
@@ -394,8 +402,8 @@ pub struct Parameterised<N> {
 }
 
 impl<N> Parameterised<N> {
-    /// Wraps `net`; checks that the combination makes sense (`index` needs a discrete VP-type
-    /// SDE for ε-models, `edm_c_noise` needs `edm_denoiser`).
+    /// Wraps `net`; checks that the combination makes sense (`edm_c_noise` needs
+    /// `edm_denoiser`).
     pub fn new(
         net: N,
         sde: Forward,
@@ -456,13 +464,7 @@ impl<N> Parameterised<N> {
         let time = self.time_input.value(sde, t);
         let (c_in, a, b) = match self.prediction {
             Prediction::Score => (1.0, 1.0, 0.0),
-            Prediction::Epsilon => {
-                let sig = match (&self.sde, self.time_input) {
-                    (Forward::Vp(vp), TimeInput::Index) => vp.discrete_std(t),
-                    _ => sigma,
-                };
-                (1.0, -1.0 / sig, 0.0)
-            }
+            Prediction::Epsilon => (1.0, -1.0 / sigma, 0.0),
             Prediction::X0 => (1.0, s / (sigma * sigma), -1.0 / (sigma * sigma)),
             Prediction::V => {
                 let n2 = s * s + sigma * sigma;
@@ -626,4 +628,37 @@ fn combine<T: Real>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::Vp;
+
+    /// A discrete-time VP model is evaluated at exactly its integer timestep on every discrete
+    /// level (what diffusers passes), whatever time the continuous SDE assigns to that level, and
+    /// its ε is converted with the level's own σ = √(1 − ᾱ_τ).
+    #[test]
+    fn index_time_hits_the_discrete_levels() {
+        let vp = Vp::from_ddpm_linear(1e-4, 0.02, 1000).unwrap();
+        let sde = Forward::Vp(vp.clone());
+        let p = Parameterised::new((), sde.clone(), Prediction::Epsilon, TimeInput::Index).unwrap();
+        for tau in [0usize, 1, 19, 500, 980, 999] {
+            let a = vp.alphas_cumprod()[tau];
+            let t = sde.t_of_sigma_tilde(((1.0 - a) / a).sqrt());
+            let c = p.affine(t);
+            assert!((c.time - tau as f64).abs() < 1e-8, "τ = {tau}: {}", c.time);
+            assert!((c.a + 1.0 / (1.0 - a).sqrt()).abs() < 1e-9 / (1.0 - a).sqrt(), "τ = {tau}");
+        }
+        // Between levels: linear in ln σ̃; beyond them: clamped.
+        let s = |i: usize| {
+            let a = vp.alphas_cumprod()[i];
+            ((1.0 - a) / a).sqrt()
+        };
+        let mid = (s(400) * s(401)).sqrt();
+        assert!((vp.timestep_of_sigma_tilde(mid) - 400.5).abs() < 1e-9);
+        assert_eq!(vp.timestep_of_sigma_tilde(1e-9), 0.0);
+        assert_eq!(vp.timestep_of_sigma_tilde(1e9), 999.0);
+        assert_eq!(TimeInput::Index.value(&sde, 0.0), 0.0);
+    }
 }

@@ -25,6 +25,8 @@ pub struct Vp {
     pub t_max: f64,
     betas: Vec<f64>,
     alphas_cumprod: Vec<f64>,
+    /// `ln σ̃_i = ½ ln((1 − ᾱ_i)/ᾱ_i)`, increasing in `i`.
+    log_sigmas: Vec<f64>,
 }
 
 impl Default for Vp {
@@ -46,6 +48,10 @@ impl Vp {
             acc *= 1.0 - b;
             alphas_cumprod.push(acc);
         }
+        let log_sigmas = alphas_cumprod
+            .iter()
+            .map(|&a| 0.5 * ((1.0 - a) / a).ln())
+            .collect();
         Ok(Self {
             beta_min,
             beta_max,
@@ -53,6 +59,7 @@ impl Vp {
             t_max,
             betas,
             alphas_cumprod,
+            log_sigmas,
         })
     }
 
@@ -92,11 +99,36 @@ impl Vp {
         &self.alphas_cumprod
     }
 
-    /// The discrete noise level `√(1 − ᾱ_i)` at the step of `t` (score_sde's
-    /// `sqrt_1m_alphas_cumprod[timestep]`, used to convert ε-predictions of discrete-time
-    /// models).
-    pub fn discrete_std(&self, t: f64) -> f64 {
-        (1.0 - self.alphas_cumprod[timestep(t, self.t_max, self.n)]).sqrt()
+    /// The fractional DDPM timestep of the noise level `σ̃`: the position of `ln σ̃` among the
+    /// discrete levels' `ln σ̃_i = ½ ln((1 − ᾱ_i)/ᾱ_i)`, linearly interpolated and clamped to
+    /// `[0, N − 1]` (diffusers' `_sigma_to_t`, k-diffusion's `DiscreteSchedule.sigma_to_t`).
+    /// At a discrete level it is that level's integer timestep, which is what a network trained
+    /// on DDPM timesteps expects there.
+    ///
+    /// ```
+    /// use itoflow_diffusion::forward::Vp;
+    /// let vp = Vp::default();
+    /// let a = vp.alphas_cumprod()[980];
+    /// let sigma = ((1.0 - a) / a).sqrt();
+    /// assert!((vp.timestep_of_sigma_tilde(sigma) - 980.0).abs() < 1e-9);
+    /// ```
+    pub fn timestep_of_sigma_tilde(&self, sigma: f64) -> f64 {
+        let ls = &self.log_sigmas;
+        let l = sigma.ln();
+        if l.is_nan() {
+            return f64::NAN;
+        }
+        if l <= ls[0] {
+            return 0.0;
+        }
+        let last = ls.len() - 1;
+        if l >= ls[last] {
+            return last as f64;
+        }
+        // ls[i] < l ≤ ls[i + 1]
+        let i = ls.partition_point(|&v| v < l) - 1;
+        let w = (l - ls[i]) / (ls[i + 1] - ls[i]);
+        i as f64 + w
     }
 }
 
