@@ -51,7 +51,7 @@ use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
 use num_complex::Complex64;
 
 use crate::condition::{Cond, Gathered};
-use crate::score::{Capabilities, ScoreModel};
+use crate::score::{Capabilities, Product, ScoreModel};
 use crate::{DiffusionError, ScoreError};
 use itoflow_sde::Real;
 use itoflow_sde::brownian::{RandomStream, tags};
@@ -526,6 +526,8 @@ pub struct DivergenceEstimator<'m, T, M: ?Sized> {
     model: &'m M,
     dim: usize,
     method: ProductMethod,
+    /// The model returns the score with its products at the cost of the products.
+    fused: bool,
     max_rows: usize,
     calls: AtomicUsize,
     rows: AtomicUsize,
@@ -535,12 +537,8 @@ pub struct DivergenceEstimator<'m, T, M: ?Sized> {
 impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
     /// An estimator using the products `source` resolves to for `model`.
     pub fn new(model: &'m M, source: ProductSource) -> Result<Self, DiffusionError> {
-        let method = ProductMethod::resolve(
-            source,
-            model.capabilities(),
-            COMPLEX_STEP,
-            default_fd_step::<T>(),
-        )?;
+        let caps = model.capabilities();
+        let method = ProductMethod::resolve(source, caps, COMPLEX_STEP, default_fd_step::<T>())?;
         let dim = model.dim();
         if dim == 0 {
             return Err(DiffusionError::invalid(
@@ -562,6 +560,7 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
             model,
             dim,
             method,
+            fused: caps.fused,
             max_rows,
             calls: AtomicUsize::new(0),
             rows: AtomicUsize::new(0),
@@ -760,9 +759,12 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
             acc: vec![0.0; n * out_cols],
         };
         match self.method {
+            ProductMethod::Jvp | ProductMethod::Vjp if self.fused => {
+                self.model_products(x, t, cond, &dirs, m, Some(score.view_mut()), &mut red)?;
+            }
             ProductMethod::Jvp | ProductMethod::Vjp => {
                 self.plain_score(x, t, cond, score.view_mut())?;
-                self.model_products(x, t, cond, &dirs, m, &mut red)?;
+                self.model_products(x, t, cond, &dirs, m, None, &mut red)?;
             }
             ProductMethod::ComplexStep { h } => {
                 self.plain_score(x, t, cond, score.view_mut())?;
@@ -849,7 +851,11 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
         Ok(())
     }
 
-    /// `J v` or `vᵀ J` from the model for all `n·m` directions.
+    /// `J v` or `vᵀ J` from the model for all `n·m` directions; with `score`, also the score of
+    /// every row: each call returns the score of its rows with their products
+    /// ([`ScoreModel::score_and_product`], for models where that costs one evaluation) and a
+    /// row's score is taken from its first direction.
+    #[allow(clippy::too_many_arguments)]
     fn model_products(
         &self,
         x: ArrayView2<'_, T>,
@@ -857,14 +863,20 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
         cond: &Cond<'_>,
         dirs: &Dirs<'_, T>,
         m: usize,
+        mut score: Option<ArrayViewMut2<'_, T>>,
         red: &mut Reducer<'_, '_, T>,
     ) -> Result<(), ScoreError> {
         let d = self.dim;
         let total = x.nrows() * m;
         let chunk = total.min(self.max_rows);
+        let product = match self.method {
+            ProductMethod::Vjp => Product::Vjp,
+            _ => Product::Jvp,
+        };
         let mut xs = Array2::<T>::zeros((chunk, d));
         let mut vs = Array2::<T>::zeros((chunk, d));
         let mut ps = Array2::<T>::zeros((chunk, d));
+        let mut ss = Array2::<T>::zeros((if score.is_some() { chunk } else { 0 }, d));
         let mut ts = ndarray::Array1::<T>::zeros(chunk);
         let mut cs = Gathered::new(cond, chunk);
         let mut start = 0;
@@ -880,27 +892,39 @@ impl<'m, T: Real, M: ScoreModel<T> + ?Sized> DivergenceEstimator<'m, T, M> {
             }
             let rg = ndarray::s![..len, ..];
             self.count(len);
-            let res = match self.method {
-                ProductMethod::Vjp => self.model.score_vjp(
-                    xs.slice(rg),
-                    ts.slice(ndarray::s![..len]),
-                    cs.view(len),
-                    vs.slice(rg),
+            let (xc, tc, cc, vc) = (
+                xs.slice(rg),
+                ts.slice(ndarray::s![..len]),
+                cs.view(len),
+                vs.slice(rg),
+            );
+            let res = match (&score, product) {
+                (Some(_), _) => self.model.score_and_product(
+                    product,
+                    xc,
+                    tc,
+                    cc,
+                    vc,
+                    ss.slice_mut(rg),
                     ps.slice_mut(rg),
                 ),
-                _ => self.model.score_jvp(
-                    xs.slice(rg),
-                    ts.slice(ndarray::s![..len]),
-                    cs.view(len),
-                    vs.slice(rg),
-                    ps.slice_mut(rg),
-                ),
+                (None, Product::Vjp) => self.model.score_vjp(xc, tc, cc, vc, ps.slice_mut(rg)),
+                (None, Product::Jvp) => self.model.score_jvp(xc, tc, cc, vc, ps.slice_mut(rg)),
             };
             res.map_err(|e| Self::map_err(e, |cr| (start + cr) / m, &t))?;
             for (c, e) in (start..end).enumerate() {
                 let p = ps.row(c);
                 if p.iter().any(|v| !v.is_finite()) {
                     return Err(Self::non_finite(e / m, &t));
+                }
+                if let Some(score) = score.as_mut()
+                    && e % m == 0
+                {
+                    let sr = ss.row(c);
+                    if sr.iter().any(|v| !v.is_finite()) {
+                        return Err(Self::non_finite(e / m, &t));
+                    }
+                    score.row_mut(e / m).assign(&sr);
                 }
                 red.add(e, |i| p[i].f64(), d);
             }

@@ -820,6 +820,7 @@ impl<T: Real> ScoreModel<T> for GaussianMixture {
             jvp: true,
             vjp: true,
             complex: true,
+            fused: false,
         }
     }
 

@@ -32,7 +32,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Zip, s};
 use crate::condition::{Cond, CondSpec};
 use crate::forward::{Forward, ForwardSde};
 use crate::gmm::GaussianMixture;
-use crate::score::{Capabilities, ScoreModel};
+use crate::score::{Capabilities, Product, ScoreModel};
 use crate::{DiffusionError, ScoreError};
 use itoflow_sde::Real;
 
@@ -486,6 +486,7 @@ impl<T: Real, M: ScoreModel<T> + ?Sized> ScoreModel<T> for Guided<'_, M> {
             Guidance::None => inner,
             Guidance::ClassifierFree { .. } => Capabilities {
                 complex: false,
+                fused: false,
                 ..inner
             },
             // The classifier's gradient comes without its Jacobian.
@@ -534,6 +535,29 @@ impl<T: Real, M: ScoreModel<T> + ?Sized> ScoreModel<T> for Guided<'_, M> {
             Guidance::Classifier { .. } => Err(ScoreError::Unsupported {
                 what: "Jacobian products of a classifier-guided score",
             }),
+        }
+    }
+
+    fn score_and_product(
+        &self,
+        product: Product,
+        x: ArrayView2<'_, T>,
+        t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
+        v: ArrayView2<'_, T>,
+        mut score: ArrayViewMut2<'_, T>,
+        mut prod: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        if let Guidance::None = self.guidance {
+            self.count(x.nrows());
+            return self
+                .model
+                .score_and_product(product, x, t, cond, v, score, prod);
+        }
+        self.score(x, t, cond, score.view_mut())?;
+        match product {
+            Product::Jvp => self.score_jvp(x, t, cond, v, prod.view_mut()),
+            Product::Vjp => self.score_vjp(x, t, cond, v, prod.view_mut()),
         }
     }
 

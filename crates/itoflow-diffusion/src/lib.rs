@@ -30,4 +30,4 @@ pub use gmm::GaussianMixture;
 pub use likelihood::{LikelihoodOptions, LikelihoodRequest, LikelihoodResult};
 pub use sampler::{NoiseSource, SampleReport, SampleRequest, Sampler, Samples, Start};
 pub use schedule::Schedule;
-pub use score::{Capabilities, Network, Parameterised, Prediction, ScoreModel, TimeInput};
+pub use score::{Capabilities, Network, Parameterised, Prediction, Product, ScoreModel, TimeInput};

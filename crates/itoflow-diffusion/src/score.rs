@@ -42,6 +42,10 @@ pub struct Capabilities {
     pub vjp: bool,
     /// Evaluation at complex `x` (for complex-step differentiation).
     pub complex: bool,
+    /// [`ScoreModel::score_and_product`] costs one evaluation (a derivative graph that also
+    /// returns the output), so callers that need the score and products of the same rows ask
+    /// for both at once.
+    pub fused: bool,
 }
 
 /// A batched score network for a forward SDE: `∇ₓ log p_t(x | c)` for `x` `[B, d]`, one time
@@ -107,6 +111,28 @@ pub trait ScoreModel<T: Real>: Send + Sync {
         Err(ScoreError::Unsupported {
             what: "vector–Jacobian products",
         })
+    }
+
+    /// The score and a Jacobian product of the same rows (`score`, `prod`), as
+    /// [`ScoreModel::score`] followed by [`ScoreModel::score_jvp`] or [`ScoreModel::score_vjp`];
+    /// models whose derivative evaluation also yields the output (an ONNX derivative graph)
+    /// override it to evaluate the network once.
+    #[allow(clippy::too_many_arguments)]
+    fn score_and_product(
+        &self,
+        product: Product,
+        x: ArrayView2<'_, T>,
+        t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
+        v: ArrayView2<'_, T>,
+        score: ArrayViewMut2<'_, T>,
+        prod: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        self.score(x, t, cond, score)?;
+        match product {
+            Product::Jvp => self.score_jvp(x, t, cond, v, prod),
+            Product::Vjp => self.score_vjp(x, t, cond, v, prod),
+        }
     }
 
     /// The score at complex `x` (only when `capabilities().complex`), for complex-step
@@ -175,6 +201,18 @@ impl<T: Real, M: ScoreModel<T> + ?Sized> ScoreModel<T> for &M {
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         (**self).score_vjp(x, t, cond, v, out)
+    }
+    fn score_and_product(
+        &self,
+        product: Product,
+        x: ArrayView2<'_, T>,
+        t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
+        v: ArrayView2<'_, T>,
+        score: ArrayViewMut2<'_, T>,
+        prod: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        (**self).score_and_product(product, x, t, cond, v, score, prod)
     }
     fn score_complex(
         &self,
@@ -301,6 +339,25 @@ impl TimeInput {
     }
 }
 
+/// Which Jacobian product a combined call computes alongside the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Product {
+    /// `J v` (forward mode).
+    Jvp,
+    /// `vᵀ J` (reverse mode).
+    Vjp,
+}
+
+impl Product {
+    /// What the product is, for [`ScoreError::Unsupported`].
+    pub fn what(self) -> &'static str {
+        match self {
+            Product::Jvp => "Jacobian–vector products",
+            Product::Vjp => "vector–Jacobian products",
+        }
+    }
+}
+
 /// A raw network `o = net(x_in, τ, c)` for a batch, as trained (before conversion to a score),
 /// with one conditioning per row.
 pub trait Network<T: Real>: Send + Sync {
@@ -357,6 +414,31 @@ pub trait Network<T: Real>: Send + Sync {
         Err(ScoreError::Unsupported {
             what: "Jacobian–vector products",
         })
+    }
+
+    /// Whether [`Network::forward_and_product`] costs one evaluation.
+    fn fused_products(&self) -> bool {
+        false
+    }
+
+    /// The raw output and a Jacobian product of the same rows (`out`, `prod`). A derivative
+    /// graph that returns both does it in one evaluation; the default makes two calls.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_and_product(
+        &self,
+        product: Product,
+        x: ArrayView2<'_, T>,
+        time: ArrayView1<'_, T>,
+        cond: Cond<'_>,
+        v: ArrayView2<'_, T>,
+        out: ArrayViewMut2<'_, T>,
+        prod: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        self.forward(x, time, cond, out)?;
+        match product {
+            Product::Jvp => self.jvp(x, time, cond, v, prod),
+            Product::Vjp => self.vjp(x, time, cond, v, prod),
+        }
     }
 
     /// Largest batch per call, if any.
@@ -528,26 +610,7 @@ impl<T: Real, N: Network<T>> ScoreModel<T> for Parameterised<N> {
         let (maps, x_in, time) = prepare(self, x, t);
         self.net
             .forward(x_in.view(), time.view(), cond, out.view_mut())?;
-        for (r, ((mut o, xr), m)) in out
-            .outer_iter_mut()
-            .zip(x.outer_iter())
-            .zip(&maps)
-            .enumerate()
-        {
-            let (a, b) = (T::c(m.a), T::c(m.b));
-            let mut finite = true;
-            Zip::from(&mut o).and(&xr).for_each(|o, &x| {
-                *o = a * *o + b * x;
-                finite &= o.is_finite();
-            });
-            if !finite {
-                return Err(ScoreError::NonFinite {
-                    row: r,
-                    t: t[r].f64(),
-                });
-            }
-        }
-        Ok(())
+        affine_rows(&maps, score_coef, t, x, out)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -555,6 +618,7 @@ impl<T: Real, N: Network<T>> ScoreModel<T> for Parameterised<N> {
             jvp: self.net.has_jvp(),
             vjp: self.net.has_vjp(),
             complex: false,
+            fused: self.net.fused_products(),
         }
     }
 
@@ -569,7 +633,7 @@ impl<T: Real, N: Network<T>> ScoreModel<T> for Parameterised<N> {
         let (maps, x_in, time) = prepare(self, x, t);
         self.net
             .jvp(x_in.view(), time.view(), cond, v, out.view_mut())?;
-        combine(&maps, t, v, out)
+        affine_rows(&maps, product_coef, t, v, out)
     }
 
     fn score_vjp(
@@ -583,7 +647,31 @@ impl<T: Real, N: Network<T>> ScoreModel<T> for Parameterised<N> {
         let (maps, x_in, time) = prepare(self, x, t);
         self.net
             .vjp(x_in.view(), time.view(), cond, v, out.view_mut())?;
-        combine(&maps, t, v, out)
+        affine_rows(&maps, product_coef, t, v, out)
+    }
+
+    fn score_and_product(
+        &self,
+        product: Product,
+        x: ArrayView2<'_, T>,
+        t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
+        v: ArrayView2<'_, T>,
+        mut score: ArrayViewMut2<'_, T>,
+        mut prod: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        let (maps, x_in, time) = prepare(self, x, t);
+        self.net.forward_and_product(
+            product,
+            x_in.view(),
+            time.view(),
+            cond,
+            v,
+            score.view_mut(),
+            prod.view_mut(),
+        )?;
+        affine_rows(&maps, score_coef, t, x, score)?;
+        affine_rows(&maps, product_coef, t, v, prod)
     }
 
     fn max_batch(&self) -> Option<usize> {
@@ -601,23 +689,27 @@ impl<T: Real, N: Network<T>> ScoreModel<T> for Parameterised<N> {
     }
 }
 
-/// `out ← a c_in out + b v` per row (the chain rule through the affine map).
-fn combine<T: Real>(
+/// `out ← α out + β y` per row with `(α, β) = coef(map of the row)`: the score
+/// (`(a, b)`, `y = x`) or the chain rule of a Jacobian product through the affine map
+/// (`(a c_in, b)`, `y = v`).
+fn affine_rows<T: Real>(
     maps: &[Affine],
+    coef: impl Fn(&Affine) -> (f64, f64),
     t: ArrayView1<'_, T>,
-    v: ArrayView2<'_, T>,
+    y: ArrayView2<'_, T>,
     mut out: ArrayViewMut2<'_, T>,
 ) -> Result<(), ScoreError> {
-    for (r, ((mut o, vr), m)) in out
+    for (r, ((mut o, yr), m)) in out
         .outer_iter_mut()
-        .zip(v.outer_iter())
+        .zip(y.outer_iter())
         .zip(maps)
         .enumerate()
     {
-        let (ac, b) = (T::c(m.a * m.c_in), T::c(m.b));
+        let (a, b) = coef(m);
+        let (a, b) = (T::c(a), T::c(b));
         let mut finite = true;
-        Zip::from(&mut o).and(&vr).for_each(|o, &v| {
-            *o = ac * *o + b * v;
+        Zip::from(&mut o).and(&yr).for_each(|o, &y| {
+            *o = a * *o + b * y;
             finite &= o.is_finite();
         });
         if !finite {
@@ -628,6 +720,16 @@ fn combine<T: Real>(
         }
     }
     Ok(())
+}
+
+/// The score coefficients of a row map.
+fn score_coef(m: &Affine) -> (f64, f64) {
+    (m.a, m.b)
+}
+
+/// The Jacobian-product coefficients of a row map.
+fn product_coef(m: &Affine) -> (f64, f64) {
+    (m.a * m.c_in, m.b)
 }
 
 #[cfg(test)]
@@ -648,7 +750,10 @@ mod tests {
             let t = sde.t_of_sigma_tilde(((1.0 - a) / a).sqrt());
             let c = p.affine(t);
             assert!((c.time - tau as f64).abs() < 1e-8, "τ = {tau}: {}", c.time);
-            assert!((c.a + 1.0 / (1.0 - a).sqrt()).abs() < 1e-9 / (1.0 - a).sqrt(), "τ = {tau}");
+            assert!(
+                (c.a + 1.0 / (1.0 - a).sqrt()).abs() < 1e-9 / (1.0 - a).sqrt(),
+                "τ = {tau}"
+            );
         }
         // Between levels: linear in ln σ̃; beyond them: clamped.
         let s = |i: usize| {

@@ -14,7 +14,7 @@ use itoflow_diffusion::onnx::{
     DerivativeKind, Device, ModelInfo, OnnxError, OnnxNetwork, OnnxOptions, OnnxScoreModel,
     init_runtime, inspect, locate_runtime,
 };
-use itoflow_diffusion::score::{Network, Prediction, ScoreModel, TimeInput};
+use itoflow_diffusion::score::{Network, Prediction, Product, ScoreModel, TimeInput};
 use itoflow_diffusion::{DiffusionError, ScoreError};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use ndarray_npy::read_npy;
@@ -194,8 +194,52 @@ fn digits_matches_torch_reference() {
             );
         }
     }
-    assert!(ScoreModel::<f32>::capabilities(&model).vjp);
-    assert!(ScoreModel::<f32>::capabilities(&model).jvp);
+    let caps = ScoreModel::<f32>::capabilities(&model);
+    assert!(caps.vjp && caps.jvp && caps.fused);
+
+    // One derivative-graph call returns the score with either product: the same numbers as
+    // the forward graph and the product alone (the two graphs are separately optimised by ONNX
+    // Runtime, so the output may differ in float32 rounding).
+    let mut prod = Array2::<f32>::zeros(x.raw_dim());
+    let mut both = Array2::<f32>::zeros(x.raw_dim());
+    for (product, want) in [(Product::Vjp, &vjp), (Product::Jvp, &jvp)] {
+        net.forward_and_product(
+            product,
+            x.view(),
+            t.view(),
+            cond,
+            v.view(),
+            both.view_mut(),
+            prod.view_mut(),
+        )
+        .unwrap();
+        assert!(max_abs_diff(&both, &out) < 1e-5, "{product:?}: output");
+        assert_eq!(&prod, want, "{product:?}: the product");
+        let mut alone = Array2::<f32>::zeros(x.raw_dim());
+        match product {
+            Product::Vjp => model.score_vjp(x.view(), t.view(), cond, v.view(), alone.view_mut()),
+            Product::Jvp => model.score_jvp(x.view(), t.view(), cond, v.view(), alone.view_mut()),
+        }
+        .unwrap();
+        model
+            .score_and_product(
+                product,
+                x.view(),
+                t.view(),
+                cond,
+                v.view(),
+                both.view_mut(),
+                prod.view_mut(),
+            )
+            .unwrap();
+        assert_eq!(prod, alone, "{product:?}: the score's product");
+        for (a, b) in both.iter().zip(&score) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "{product:?}: {a} vs {b}"
+            );
+        }
+    }
 }
 
 /// The noise-conditional classifier (logits and ∇ₓ log p(y | x)) and the evaluation

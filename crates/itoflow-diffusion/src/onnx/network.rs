@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
-use ort::session::{Session, SessionInputValue};
+use ort::session::{OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use super::device::build_session;
@@ -19,7 +19,7 @@ use super::{DerivativeKind, Device, DeviceReport, ModelInfo, OnnxError};
 use crate::ScoreError;
 use crate::condition::{Cond, CondSpec};
 use crate::forward::Forward;
-use crate::score::{Capabilities, Network, Parameterised, ScoreModel};
+use crate::score::{Capabilities, Network, Parameterised, Product, ScoreModel};
 use itoflow_sde::Real;
 use num_complex::Complex64;
 
@@ -496,6 +496,9 @@ pub struct OnnxNetwork {
     report: DeviceReport,
     graph: GraphSummary,
     derivative_graph: Option<GraphSummary>,
+    /// Whether the derivative graph also returns the network output (as itoflow's exporter's
+    /// do), so that one call serves the output and a Jacobian product.
+    derivative_has_output: bool,
 }
 
 impl std::fmt::Debug for OnnxNetwork {
@@ -572,6 +575,14 @@ impl OnnxNetwork {
                 (Some(pool(dbytes, &dpath, ds)), Some(dg))
             }
         };
+        let derivative_has_output = derivative_graph.as_ref().is_some_and(|dg| {
+            check_signature(
+                dg,
+                &score_inputs(&info, true),
+                &[Port::f32(&info.names.output, &info.data_shape)],
+            )
+            .is_ok()
+        });
         let net = OnnxNetwork {
             path: path.to_path_buf(),
             dim: info.dim(),
@@ -585,6 +596,7 @@ impl OnnxNetwork {
             report,
             graph,
             derivative_graph,
+            derivative_has_output,
         };
         Ok((net, info))
     }
@@ -625,7 +637,23 @@ impl OnnxNetwork {
         cond: &Cond<'_>,
         v: Option<ArrayView2<'_, T>>,
         name: &str,
-        mut out: ArrayViewMut2<'_, T>,
+        out: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        self.eval_many(pool, x, time, cond, v, &[name], [out])
+    }
+
+    /// Runs `pool`'s graph and writes its outputs `names[k]` to `outs[k]`; only those outputs
+    /// are computed.
+    #[allow(clippy::too_many_arguments)]
+    fn eval_many<T: Real, const K: usize>(
+        &self,
+        pool: &Pool,
+        x: ArrayView2<'_, T>,
+        time: ArrayView1<'_, T>,
+        cond: &Cond<'_>,
+        v: Option<ArrayView2<'_, T>>,
+        names: &[&str; K],
+        mut outs: [ArrayViewMut2<'_, T>; K],
     ) -> Result<(), ScoreError> {
         let b = x.nrows();
         let d = self.dim;
@@ -635,8 +663,10 @@ impl OnnxNetwork {
         if time.len() != b {
             return Err(ScoreError::shape("time", b, time.len()));
         }
-        if out.dim() != (b, d) {
-            return Err(ScoreError::shape("output", (b, d), out.dim()));
+        for out in &outs {
+            if out.dim() != (b, d) {
+                return Err(ScoreError::shape("output", (b, d), out.dim()));
+            }
         }
         if let Some(v) = &v
             && v.dim() != (b, d)
@@ -644,6 +674,16 @@ impl OnnxNetwork {
             return Err(ScoreError::shape("v", (b, d), v.dim()));
         }
         self.cond.check(cond, b)?;
+        // A derivative graph has several outputs; ask for the ones needed only.
+        let options = match v {
+            Some(_) => {
+                let select = names
+                    .iter()
+                    .fold(OutputSelector::no_default(), |s, n| s.with(*n));
+                Some(RunOptions::new().map_err(backend)?.with_outputs(select))
+            }
+            None => None,
+        };
         let mut shape: Vec<i64> = vec![0];
         shape.extend(self.data_shape.iter().map(|&s| s as i64));
         let mut start = 0;
@@ -673,18 +713,23 @@ impl OnnxNetwork {
                 );
             }
             inputs.cond(&self.cond, &self.names, &cond.rows(start..end), n);
-            let mut chunk = out.slice_mut(rows);
             pool.with(|session| {
-                let outputs = session.run(inputs.values()?).map_err(backend)?;
-                let value = outputs
-                    .get(name)
-                    .ok_or_else(|| backend(format!("the graph returned no `{name}`")))?;
-                let (oshape, data) = value.try_extract_tensor::<f32>().map_err(backend)?;
-                if **oshape != shape[..] {
-                    return Err(ScoreError::shape(name, &shape, &**oshape));
+                let outputs = match &options {
+                    Some(o) => session.run_with_options(inputs.values()?, o),
+                    None => session.run(inputs.values()?),
                 }
-                for (o, &s) in chunk.iter_mut().zip(data) {
-                    *o = T::c(f64::from(s));
+                .map_err(backend)?;
+                for (name, out) in names.iter().zip(outs.iter_mut()) {
+                    let value = outputs
+                        .get(*name)
+                        .ok_or_else(|| backend(format!("the graph returned no `{name}`")))?;
+                    let (oshape, data) = value.try_extract_tensor::<f32>().map_err(backend)?;
+                    if **oshape != shape[..] {
+                        return Err(ScoreError::shape(*name, &shape, &**oshape));
+                    }
+                    for (o, &s) in out.slice_mut(rows).iter_mut().zip(data) {
+                        *o = T::c(f64::from(s));
+                    }
                 }
                 Ok(())
             })?;
@@ -754,6 +799,47 @@ impl<T: Real> Network<T> for OnnxNetwork {
         }
         let pool = self.derivative_pool("Jacobian–vector products")?;
         self.eval(pool, x, time, &cond, Some(v), &self.names.jvp, out)
+    }
+
+    fn fused_products(&self) -> bool {
+        self.derivative_has_output
+    }
+
+    fn forward_and_product(
+        &self,
+        product: Product,
+        x: ArrayView2<'_, T>,
+        time: ArrayView1<'_, T>,
+        cond: Cond<'_>,
+        v: ArrayView2<'_, T>,
+        mut out: ArrayViewMut2<'_, T>,
+        prod: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        let supported = match product {
+            Product::Vjp => self.kind != DerivativeKind::None,
+            Product::Jvp => self.kind == DerivativeKind::VjpJvp,
+        };
+        if !(supported && self.derivative_has_output) {
+            self.forward(x, time, cond, out.view_mut())?;
+            return match product {
+                Product::Vjp => self.vjp(x, time, cond, v, prod),
+                Product::Jvp => self.jvp(x, time, cond, v, prod),
+            };
+        }
+        let pool = self.derivative_pool(product.what())?;
+        let name = match product {
+            Product::Vjp => &self.names.vjp,
+            Product::Jvp => &self.names.jvp,
+        };
+        self.eval_many(
+            pool,
+            x,
+            time,
+            &cond,
+            Some(v),
+            &[&self.names.output, name],
+            [out, prod],
+        )
     }
 
     fn max_batch(&self) -> Option<usize> {
@@ -877,6 +963,19 @@ impl<T: Real> ScoreModel<T> for OnnxScoreModel {
         out: ArrayViewMut2<'_, T>,
     ) -> Result<(), ScoreError> {
         self.model.score_vjp(x, t, cond, v, out)
+    }
+    fn score_and_product(
+        &self,
+        product: Product,
+        x: ArrayView2<'_, T>,
+        t: ArrayView1<'_, T>,
+        cond: Cond<'_>,
+        v: ArrayView2<'_, T>,
+        score: ArrayViewMut2<'_, T>,
+        prod: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ScoreError> {
+        self.model
+            .score_and_product(product, x, t, cond, v, score, prod)
     }
     fn score_complex(
         &self,
