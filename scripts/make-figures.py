@@ -5,7 +5,10 @@
     scripts/bench-peers.sh                       # writes docs/data/peers.json
     .venv-peers/bin/python scripts/make-figures.py
 
-Writes docs/img/strong_convergence.png and docs/img/peers.png (matplotlib, Agg backend), and
+    cargo run --release --example sampler_work_precision   # docs/data/sampler_work_precision.json
+
+Writes docs/img/strong_convergence.png, docs/img/peers.png and
+docs/img/sampler_work_precision.png (matplotlib, Agg backend), and
 docs/img/digits_samples.png: 100 digits from the embedded demo model with the `itoflow` CLI
 (`cargo build --release -p itoflow-cli` first; predictor–corrector, 1000 steps, seed 0).
 """
@@ -95,6 +98,38 @@ def peers():
     print(out)
 
 
+def sampler_work_precision():
+    path = os.path.join(DATA, "sampler_work_precision.json")
+    if not os.path.exists(path):
+        print(f"skip: {path} missing", file=sys.stderr)
+        return
+    with open(path) as f:
+        wp = json.load(f)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    styles = ["o-", "s-", "^-", "v-", "D-", "x-", "+-", "*-"]
+    for ax, stochastic in zip(axes, (False, True)):
+        rows = [r for r in wp["samplers"] if r["stochastic"] == stochastic]
+        for i, r in enumerate(rows):
+            nfe = [run["nfe"] for run in r["runs"]]
+            err = [run["error"] for run in r["runs"]]
+            ax.plot(nfe, err, styles[i % len(styles)], ms=3.5, lw=1,
+                    label=f"{r['sampler']} ({r['order_in_nfe']:.2f})")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6.5, ncol=2)
+    axes[0].set_ylabel("RMS error vs the exact PF-ODE solution")
+    axes[0].set_title("deterministic samplers (order in NFE)", fontsize=9)
+    axes[1].set_ylabel("median distance to 4096 levels, same Brownian tree")
+    axes[1].set_title("stochastic samplers, tree noise (order in NFE)", fontsize=9)
+    fig.suptitle(wp["problem"], fontsize=9)
+    fig.tight_layout()
+    out = os.path.join(IMG, "sampler_work_precision.png")
+    fig.savefig(out, dpi=120)
+    print(out)
+
+
 def digits_grid():
     import subprocess
 
@@ -112,4 +147,5 @@ if __name__ == "__main__":
     os.makedirs(IMG, exist_ok=True)
     convergence()
     peers()
+    sampler_work_precision()
     digits_grid()

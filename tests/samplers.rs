@@ -1352,24 +1352,32 @@ fn deterministic_sigma_samplers_converge() {
     }
 }
 
-/// With noise from a Brownian tree the stochastic samplers converge to the solution of one
-/// noise path: the distance to a 1024-level run of the same tree shrinks with the levels at an
-/// order read off a log–log fit (Euler ancestral ≈ 1 on this additive-noise problem).
+/// With noise from a Brownian tree every stochastic sampler converges to the solution of one
+/// noise path: the distance to a 4096-level run of the same tree shrinks with the levels at an
+/// order read off a log–log fit (about 1 for all of them on this additive-noise problem:
+/// `examples/sampler_work_precision.rs` measures 0.90–1.27 on a finer ladder). The distance is
+/// the median over samples, since a path near a decision between components may end in the
+/// other one at some step counts.
 #[test]
 fn brownian_tree_noise_converges_pathwise() {
-    use itoflow::diffusion::sampler::NoiseSource;
+    use itoflow::diffusion::sampler::{Ancestral, NoiseSource, SdeSolverType};
     let sde = edm();
     let gmm = mixture(2, sde.clone());
-    let n = 256u64;
+    let n = 128u64;
     let tree = NoiseSource::BrownianTree { tolerance: None };
-    let run = |name: &str, levels: usize| {
-        SampleRequest::new(&gmm, Sampler::from_name(name).unwrap())
-            .schedule(Schedule::Karras {
+    let run = |sampler: Sampler, levels: usize| {
+        let schedule = if sampler.is_score_sde() {
+            Schedule::uniform(levels)
+        } else {
+            Schedule::Karras {
                 steps: levels,
                 sigma_min: Some(0.05),
                 sigma_max: Some(20.0),
                 rho: 7.0,
-            })
+            }
+        };
+        SampleRequest::new(&gmm, sampler)
+            .schedule(schedule)
             .noise(tree)
             .seed(5)
             .indices(0..n)
@@ -1377,15 +1385,40 @@ fn brownian_tree_noise_converges_pathwise() {
             .unwrap()
             .x
     };
-    for name in ["euler-ancestral", "dpmpp-2m-sde"] {
-        let reference = run(name, 1024);
+    let median = |a: &Array2<f64>, b: &Array2<f64>| {
+        let mut e: Vec<f64> = a
+            .outer_iter()
+            .zip(b.outer_iter())
+            .map(|(x, y)| (&x - &y).mapv(|v| v * v).sum().sqrt())
+            .collect();
+        e.sort_by(f64::total_cmp);
+        0.5 * (e[e.len() / 2 - 1] + e[e.len() / 2])
+    };
+    let samplers = [
+        Sampler::from_name("euler-ancestral").unwrap(),
+        Sampler::from_name("dpm2-ancestral").unwrap(),
+        Sampler::from_name("dpmpp-2s-ancestral").unwrap(),
+        Sampler::from_name("dpmpp-sde").unwrap(),
+        Sampler::from_name("dpmpp-2m-sde").unwrap(),
+        Sampler::DpmPp2mSde {
+            noise: Ancestral::default(),
+            solver: SdeSolverType::Heun,
+        },
+        Sampler::from_name("dpmpp-3m-sde").unwrap(),
+        Sampler::from_name("ddpm").unwrap(),
+        Sampler::Ddim {
+            eta: 1.0,
+            clip: None,
+        },
+        Sampler::from_name("em").unwrap(),
+        Sampler::from_name("reverse-diffusion").unwrap(),
+    ];
+    for sampler in samplers {
+        let reference = run(sampler, 4096);
         let levels = [16usize, 32, 64, 128];
         let errs: Vec<f64> = levels
             .iter()
-            .map(|&l| {
-                let x = run(name, l);
-                (&x - &reference).mapv(|v| v * v).sum().sqrt() / (n as f64).sqrt()
-            })
+            .map(|&l| median(&run(sampler, l), &reference))
             .collect();
         let (lx, ly): (Vec<f64>, Vec<f64>) = levels
             .iter()
@@ -1401,11 +1434,16 @@ fn brownian_tree_noise_converges_pathwise() {
             .sum::<f64>()
             / lx.iter().map(|x| (x - mx).powi(2)).sum::<f64>();
         eprintln!(
-            "{name} with tree noise: errors {errs:?}, order {:.2}",
+            "{sampler:?} with tree noise: errors {errs:?}, order {:.2}",
             -slope
         );
-        assert!(errs.windows(2).all(|w| w[1] < w[0]), "{name}: {errs:?}");
-        assert!(-slope > 0.7, "{name}: order {}", -slope);
+        assert!(
+            errs.windows(2).all(|w| w[1] < w[0]),
+            "{sampler:?}: {errs:?}"
+        );
+        // DPM++ SDE's two half-steps reach order 1 latest (0.8 here, 0.9 on the example's
+        // finer ladder).
+        assert!(-slope > 0.7, "{sampler:?}: order {}", -slope);
     }
     // Per-step draws do not converge pathwise: a refined schedule draws other noise.
     let counter = |levels| {

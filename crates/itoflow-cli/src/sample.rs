@@ -193,9 +193,9 @@ pub struct SampleArgs {
     /// Second-order correction of dpmpp-2m-sde: midpoint or heun.
     #[arg(long, value_parser = parse_solver_type)]
     solver_type: Option<SdeSolverType>,
-    /// Step noise of the stochastic σ-space samplers: `counter` (per-step draws, default) or
-    /// `tree` (a Brownian tree over σ̃: the noise of an interval depends only on the interval,
-    /// so more steps approach the same noise path).
+    /// Step noise of the stochastic samplers: `counter` (per-step draws, default) or `tree` (a
+    /// Brownian tree over σ̃, over t for the score_sde samplers: the noise of an interval
+    /// depends only on the interval, so more steps approach the same noise path).
     #[arg(long, value_parser = parse_noise)]
     noise: Option<NoiseSource>,
     /// Initial states `.npy` `[N, …data shape]` at the first noise level, in the sampler's

@@ -4,7 +4,7 @@
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, s};
 
-use super::{SamplerProgress, tags};
+use super::{SamplerProgress, TreeClock, tags};
 use crate::condition::{Cond, Conditioning};
 use crate::constraint::Constraint;
 use crate::forward::{Forward, ForwardSde};
@@ -74,20 +74,48 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
         }
     }
 
-    /// Draws the step noise from a Brownian tree over the levels' σ̃ range (widened by
-    /// Karras' largest churn, `σ̂ ≤ (1 + (√2 − 1)) σ`), of resolution `tolerance`.
+    /// Draws the step noise from a Brownian tree of resolution `tolerance` (default: the
+    /// smaller of the span·2⁻²⁰ and the shortest step·2⁻¹²) over the levels'
+    /// σ̃ range (widened by Karras' largest churn, `σ̂ ≤ (1 + (√2 − 1)) σ`) or, with
+    /// [`TreeClock::Time`], over their time range.
     pub fn use_tree(
         &mut self,
         levels: &Levels,
+        clock: TreeClock,
         tolerance: Option<f64>,
         d: usize,
     ) -> Result<(), DiffusionError> {
-        let lo = levels.sigma[..levels.positive()]
-            .iter()
-            .copied()
+        let k = levels.positive();
+        let (lo, hi) = match clock {
+            TreeClock::Sigma => (
+                levels.sigma[..k]
+                    .iter()
+                    .copied()
+                    .fold(f64::INFINITY, f64::min),
+                levels.sigma[0] * std::f64::consts::SQRT_2,
+            ),
+            TreeClock::Time => (
+                levels.t[..=k.min(levels.t.len() - 1)]
+                    .iter()
+                    .copied()
+                    .fold(f64::INFINITY, f64::min),
+                levels.t[0],
+            ),
+        };
+        // Inside a leaf the tree interpolates linearly, which shrinks the variance of an
+        // increment whose ends fall inside leaves by up to a leaf's length: leaves of 2⁻¹²
+        // of the shortest step keep that below 2⁻¹¹ of the step's variance.
+        let grid: Vec<f64> = match clock {
+            TreeClock::Sigma => levels.sigma[..k].to_vec(),
+            TreeClock::Time => levels.t[..k].to_vec(),
+        };
+        let shortest = grid
+            .windows(2)
+            .map(|w| (w[0] - w[1]).abs())
+            .filter(|&h| h > 0.0)
             .fold(f64::INFINITY, f64::min);
-        let hi = levels.sigma[0] * std::f64::consts::SQRT_2;
-        let tol = tolerance.unwrap_or((hi - lo) * (-20f64).exp2());
+        let tol =
+            tolerance.unwrap_or(((hi - lo) * (-20f64).exp2()).min(shortest * (-12f64).exp2()));
         let tree = BrownianTree::new(self.seed, lo, hi, tol, d.max(1), LevyArea::None)
             .map_err(DiffusionError::Solve)?
             .with_tag(tags::TREE);
@@ -368,8 +396,9 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
         }
     }
 
-    /// Step noise for the step from noise level `from` to `to`: the next draw of
-    /// [`tags::PREDICTOR`], or with a tree `(W(hi) − W(lo))/√(hi − lo)` over the interval.
+    /// Step noise for the step from noise level (or, on a [`TreeClock::Time`] tree, time)
+    /// `from` to `to`: the next draw of [`tags::PREDICTOR`], or with a tree
+    /// `(W(hi) − W(lo))/√(hi − lo)` over the interval.
     pub fn step_noise(&mut self, from: f64, to: f64, mut out: ArrayViewMut2<'_, T>) {
         let Some(tree) = &self.tree else {
             self.normals(tags::PREDICTOR, out);

@@ -132,7 +132,10 @@ pub mod tags {
 ///   `(W(σ) − W(σ'))/√(σ − σ')` for one Brownian motion `W` per sample, indexed by σ̃, read from
 ///   a virtual Brownian tree of the core crate (k-diffusion's `BrownianTreeNoiseSampler`
 ///   idea): the noise of an interval depends only on the interval, so runs with more steps
-///   approach the solution of the same noise path.
+///   approach the solution of the same noise path. The score_sde samplers step in `t`, and
+///   their tree is indexed by `t` (`(W(t) − W(t'))/√(t − t')`: Euler–Maruyama's own Brownian
+///   increments); the predictor's noise comes from the tree, a corrector's Langevin noise
+///   from the counter streams.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum NoiseSource {
     /// Per-step draws from the counter-based streams.
@@ -140,9 +143,21 @@ pub enum NoiseSource {
     Counter,
     /// A virtual Brownian tree over the schedule's noise levels.
     BrownianTree {
-        /// The tree's resolution in σ̃ (`None`: the span of the schedule over 2²⁰).
+        /// The tree's resolution in σ̃ (in `t` for the score_sde samplers). `None`: the
+        /// smaller of the schedule's span·2⁻²⁰ and its shortest step·2⁻¹². Within a leaf the
+        /// tree interpolates linearly, so a step shorter than a few leaves gets too little
+        /// noise.
         tolerance: Option<f64>,
     },
+}
+
+/// The variable a Brownian tree of step noise is indexed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TreeClock {
+    /// The noise level σ̃ (the σ-space samplers).
+    Sigma,
+    /// The SDE time `t` (the score_sde samplers).
+    Time,
 }
 
 /// Karras et al.'s stochastic churn (Alg. 2): before the step from `σ_i`, noise is added to
@@ -942,12 +957,17 @@ impl<'a, M: ?Sized> SampleRequest<'a, M> {
         let guided = Guided::new(model, guidance);
         let mut ctx = Ctx::new(guided, sde, seed, indices.start, cond, constraint, progress);
         if let NoiseSource::BrownianTree { tolerance } = noise {
-            let Some(lv) = levels.as_ref().filter(|_| !sampler.is_score_sde()) else {
+            let Some(lv) = levels.as_ref() else {
                 return Err(DiffusionError::Unsupported(format!(
-                    "Brownian-tree noise is for the σ-space samplers, not '{sampler}'"
+                    "Brownian-tree noise is for the fixed-step samplers, not '{sampler}'"
                 )));
             };
-            ctx.use_tree(lv, tolerance, d)?;
+            let clock = if sampler.is_score_sde() {
+                TreeClock::Time
+            } else {
+                TreeClock::Sigma
+            };
+            ctx.use_tree(lv, clock, tolerance, d)?;
         }
         let x0 = initial_states(&mut ctx, &sampler, levels.as_ref(), &start, count, d)?;
         if count == 0 {

@@ -108,7 +108,7 @@ pub(super) fn run<T: Real, M: ScoreModel<T> + ?Sized>(
             }
         }
         ctx.score(x.view(), t, score.view_mut())?;
-        ctx.normals(tags::PREDICTOR, z.view_mut());
+        ctx.step_noise(t, levels.t[k + 1], z.view_mut());
         let (cx, cs, cz) = match sampler {
             // x̄ = x − [f(t) x − g(t)² s] Δt,  x ← x̄ + g(t) √Δt z.
             Sampler::EulerMaruyama { .. } => {
