@@ -25,7 +25,7 @@
 //! ε-models (time input `index`) on the VP SDE, σ is the discrete `√(1 − ᾱ_i)` at
 //! `i = ⌊t(N−1)/T⌋`, as score_sde's `get_score_fn` does.
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{Array1, ArrayView1, ArrayView2, ArrayViewMut2, CowArray, Ix2, Zip};
 use num_complex::Complex64;
 
 use crate::condition::{Cond, CondSpec};
@@ -569,20 +569,35 @@ impl<N> Parameterised<N> {
     }
 }
 
-/// Per-row affine maps and the scaled input of a batch.
-fn prepare<T: Real, N>(
+/// Per-row affine maps and the scaled input of a batch (the caller's rows themselves when no
+/// row is scaled). Rows of one time share one map (samplers evaluate whole batches at one time).
+fn prepare<'x, T: Real, N>(
     p: &Parameterised<N>,
-    x: ArrayView2<'_, T>,
+    x: ArrayView2<'x, T>,
     t: ArrayView1<'_, T>,
-) -> (Vec<Affine>, Array2<T>, Array1<T>) {
-    let maps: Vec<Affine> = t.iter().map(|&ti| p.affine(ti.f64())).collect();
-    let mut x_in = x.to_owned();
-    for (mut row, m) in x_in.outer_iter_mut().zip(&maps) {
-        if m.c_in != 1.0 {
-            let c = T::c(m.c_in);
-            row.mapv_inplace(|v| v * c);
-        }
+) -> (Vec<Affine>, CowArray<'x, T, Ix2>, Array1<T>) {
+    let mut maps: Vec<Affine> = Vec::with_capacity(t.len());
+    let mut last: Option<(T, Affine)> = None;
+    for &ti in t {
+        let m = match last {
+            Some((tl, m)) if tl == ti => m,
+            _ => p.affine(ti.f64()),
+        };
+        last = Some((ti, m));
+        maps.push(m);
     }
+    let x_in = if maps.iter().all(|m| m.c_in == 1.0) {
+        CowArray::from(x)
+    } else {
+        let mut x_in = x.to_owned();
+        for (mut row, m) in x_in.outer_iter_mut().zip(&maps) {
+            if m.c_in != 1.0 {
+                let c = T::c(m.c_in);
+                row.mapv_inplace(|v| v * c);
+            }
+        }
+        CowArray::from(x_in)
+    };
     let time = maps.iter().map(|m| T::c(m.time)).collect();
     (maps, x_in, time)
 }

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
@@ -389,16 +389,73 @@ pub(crate) fn classifier_outputs(info: &ModelInfo) -> Vec<Port> {
 }
 
 /// The input tensors of one graph call, owned until the call.
+/// Named input tensors of one run; float inputs are borrowed when the caller's rows already are
+/// contiguous `f32`.
 #[derive(Default)]
-pub(crate) struct Inputs {
-    f32s: Vec<(String, Vec<i64>, Vec<f32>)>,
+pub(crate) struct Inputs<'a> {
+    f32s: Vec<(String, Vec<i64>, Cow<'a, [f32]>)>,
     i64s: Vec<(String, Vec<i64>, Vec<i64>)>,
 }
 
-impl Inputs {
+/// `s` as `f32` if `T` is `f32`.
+fn as_f32<T: Real>(s: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32 (same type, same layout).
+        unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) }
+    })
+}
+
+/// `s` as `f32` if `T` is `f32`.
+fn as_f32_mut<T: Real>(s: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32 (same type, same layout); the borrow is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) }
+    })
+}
+
+/// The rows of `a` as one `f32` slice: borrowed when `a` is contiguous `f32`, else converted.
+fn f32_rows<'a, T: Real>(a: ArrayView2<'a, T>) -> Cow<'a, [f32]> {
+    match a.to_slice() {
+        Some(s) => match as_f32(s) {
+            Some(f) => Cow::Borrowed(f),
+            None => Cow::Owned(s.iter().map(|e| e.f64() as f32).collect()),
+        },
+        None => Cow::Owned(a.iter().map(|e| e.f64() as f32).collect()),
+    }
+}
+
+/// Copies a run's `f32` output into `out` (widened for `f64`).
+fn write_rows<T: Real>(data: &[f32], mut out: ArrayViewMut2<'_, T>) {
+    match out.as_slice_mut() {
+        Some(o) => match as_f32_mut(o) {
+            Some(f) => f.copy_from_slice(data),
+            None => {
+                for (o, &v) in o.iter_mut().zip(data) {
+                    *o = T::c(f64::from(v));
+                }
+            }
+        },
+        None => {
+            for (o, &v) in out.iter_mut().zip(data) {
+                *o = T::c(f64::from(v));
+            }
+        }
+    }
+}
+
+impl<'a> Inputs<'a> {
     pub fn f32(&mut self, name: &str, shape: &[i64], values: impl Iterator<Item = f32>) {
+        self.f32s.push((
+            name.to_string(),
+            shape.to_vec(),
+            Cow::Owned(values.collect()),
+        ));
+    }
+
+    /// A float input from rows of the caller (borrowed when they are contiguous `f32`).
+    pub fn rows<T: Real>(&mut self, name: &str, shape: &[i64], rows: ArrayView2<'a, T>) {
         self.f32s
-            .push((name.to_string(), shape.to_vec(), values.collect()));
+            .push((name.to_string(), shape.to_vec(), f32_rows(rows)));
     }
 
     pub fn i64(&mut self, name: &str, shape: &[i64], values: impl Iterator<Item = i64>) {
@@ -499,6 +556,9 @@ pub struct OnnxNetwork {
     /// Whether the derivative graph also returns the network output (as itoflow's exporter's
     /// do), so that one call serves the output and a Jacobian product.
     derivative_has_output: bool,
+    /// Nanoseconds spent inside ONNX Runtime's `Run` and the number of runs.
+    runtime_ns: AtomicU64,
+    runs: AtomicU64,
 }
 
 impl std::fmt::Debug for OnnxNetwork {
@@ -597,6 +657,8 @@ impl OnnxNetwork {
             graph,
             derivative_graph,
             derivative_has_output,
+            runtime_ns: AtomicU64::new(0),
+            runs: AtomicU64::new(0),
         };
         Ok((net, info))
     }
@@ -609,6 +671,17 @@ impl OnnxNetwork {
     /// The device in use and the reason for a CPU fallback.
     pub fn device_report(&self) -> &DeviceReport {
         &self.report
+    }
+
+    /// The time spent inside ONNX Runtime (its `Run` calls, from the first input handed over
+    /// to the last output returned) and the number of runs, summed over all threads since the
+    /// network was opened: the rest of a caller's time is its own (input and output
+    /// conversion, the solver).
+    pub fn runtime_usage(&self) -> (std::time::Duration, u64) {
+        (
+            std::time::Duration::from_nanos(self.runtime_ns.load(Ordering::Relaxed)),
+            self.runs.load(Ordering::Relaxed),
+        )
     }
 
     /// The derivative products in use ([`DerivativeKind::None`]: no derivative graph).
@@ -693,11 +766,7 @@ impl OnnxNetwork {
             shape[0] = n as i64;
             let rows = ndarray::s![start..end, ..];
             let mut inputs = Inputs::default();
-            inputs.f32(
-                &self.names.x,
-                &shape,
-                x.slice(rows).iter().map(|e| e.f64() as f32),
-            );
+            inputs.rows(&self.names.x, &shape, x.slice(rows));
             inputs.f32(
                 &self.names.time,
                 &[n as i64],
@@ -706,19 +775,20 @@ impl OnnxNetwork {
                     .map(|e| e.f64() as f32),
             );
             if let Some(v) = &v {
-                inputs.f32(
-                    &self.names.v,
-                    &shape,
-                    v.slice(rows).iter().map(|e| e.f64() as f32),
-                );
+                inputs.rows(&self.names.v, &shape, v.slice(rows));
             }
             inputs.cond(&self.cond, &self.names, &cond.rows(start..end), n);
             pool.with(|session| {
+                let values = inputs.values()?;
+                let clock = std::time::Instant::now();
                 let outputs = match &options {
-                    Some(o) => session.run_with_options(inputs.values()?, o),
-                    None => session.run(inputs.values()?),
+                    Some(o) => session.run_with_options(values, o),
+                    None => session.run(values),
                 }
                 .map_err(backend)?;
+                self.runtime_ns
+                    .fetch_add(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                self.runs.fetch_add(1, Ordering::Relaxed);
                 for (name, out) in names.iter().zip(outs.iter_mut()) {
                     let value = outputs
                         .get(*name)
@@ -727,9 +797,7 @@ impl OnnxNetwork {
                     if **oshape != shape[..] {
                         return Err(ScoreError::shape(*name, &shape, &**oshape));
                     }
-                    for (o, &s) in out.slice_mut(rows).iter_mut().zip(data) {
-                        *o = T::c(f64::from(s));
-                    }
+                    write_rows(data, out.slice_mut(rows));
                 }
                 Ok(())
             })?;
