@@ -193,8 +193,10 @@ pub struct SampleArgs {
     x_init: Option<PathBuf>,
     /// Class label(s): one label, or a comma list cycled over the samples (sample i gets
     /// list[i mod len]).
+    // The qualified path keeps clap from reading `Vec` as "one value per occurrence": the
+    // parser returns the whole list.
     #[arg(long, value_parser = parse_labels)]
-    class: Option<Vec<i64>>,
+    class: Option<std::vec::Vec<i64>>,
     /// Classifier-free guidance scale w: ε̂ = ε_u + w(ε_c − ε_u) (1 = conditional, 0 =
     /// unconditional); needs --class and a model with a null label.
     #[arg(long, allow_negative_numbers = true)]
