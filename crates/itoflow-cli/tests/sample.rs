@@ -274,6 +274,43 @@ fn sample_resume_after_kill_is_bitwise_identical() {
 }
 
 #[test]
+fn class_labels_and_guidance_reach_the_sampler() {
+    let dir = tempfile::tempdir().unwrap();
+    // One label, and a comma list cycled over the samples (sample i gets list[i mod len]);
+    // classifier-free guidance evaluates every sample twice, in one model call per step.
+    let mut samples = Vec::new();
+    for (name, class, list) in [("one", "0", vec![0]), ("list", "0,1,2", vec![0, 1, 2])] {
+        let out = dir.path().join(format!("{name}.npy"));
+        let v = stdout_json(
+            itoflow()
+                .args(FAST)
+                .args([
+                    "-n",
+                    "4",
+                    "--class",
+                    class,
+                    "--guidance",
+                    "2",
+                    "--json",
+                    "--out",
+                ])
+                .arg(&out),
+        );
+        assert_eq!(v["class"], serde_json::json!(list));
+        let nfe = v["nfe"].as_u64().unwrap();
+        assert_eq!(v["model_calls"].as_u64().unwrap(), nfe);
+        assert_eq!(v["row_evals"].as_u64().unwrap(), 2 * 4 * nfe);
+        let a: ArrayD<f32> = read_npy(&out).unwrap();
+        samples.push(a.into_shape_with_order((4, 64)).unwrap());
+    }
+    // Samples 0 and 3 carry class 0 in both runs: bitwise equal; samples 1 and 2 differ.
+    for i in 0..4 {
+        let same = samples[0].row(i) == samples[1].row(i);
+        assert_eq!(same, i % 3 == 0, "sample {i}");
+    }
+}
+
+#[test]
 fn sample_errors_are_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
