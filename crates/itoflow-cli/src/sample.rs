@@ -45,6 +45,14 @@ impl std::ops::Deref for Labels {
     }
 }
 
+/// `--sampler`'s help: every name of [`Sampler::NAMES`].
+fn sampler_help() -> String {
+    format!(
+        "Sampler: {} (heun also as edm-heun)",
+        Sampler::NAMES.join(", ")
+    )
+}
+
 fn parse_labels(s: &str) -> Result<Labels, String> {
     let v: Result<Vec<i64>, _> = s.split(',').map(|p| p.trim().parse::<i64>()).collect();
     match v {
@@ -109,10 +117,7 @@ fn parse_solver_type(s: &str) -> Result<SdeSolverType, String> {
 pub struct SampleArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Sampler: em, reverse-diffusion, ancestral, pc, ode, euler, heun (alias edm-heun), ddim,
-    /// dpmpp-2m, euler-ancestral, dpm2, dpm2-ancestral, lms, dpmpp-2s-ancestral, dpmpp-sde,
-    /// dpmpp-2m-sde, dpmpp-3m-sde.
-    #[arg(long, default_value = "pc", value_parser = parse_sampler)]
+    #[arg(long, default_value = "pc", value_parser = parse_sampler, help = sampler_help())]
     sampler: Sampler,
     /// Noise-level schedule: karras, exponential, polyexponential, uniform (in t), or
     /// diffusers' discrete spacings leading, trailing, linspace (default: the sampler's).

@@ -795,3 +795,41 @@ fn class_guidance_gives_the_asked_digits() {
         );
     }
 }
+
+/// `--help` names every sampler and schedule the CLI accepts.
+#[test]
+fn help_lists_every_sampler_and_schedule() {
+    let out = itoflow().args(["sample", "--help"]).assert().success();
+    let help = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    for name in [
+        "euler",
+        "euler-ancestral",
+        "heun",
+        "dpm2",
+        "dpm2-ancestral",
+        "lms",
+        "dpmpp-2s-ancestral",
+        "dpmpp-sde",
+        "dpmpp-2m",
+        "dpmpp-2m-sde",
+        "dpmpp-3m-sde",
+        "dpm-solver",
+        "dpm-adaptive",
+        "unipc",
+        "deis",
+        "ddpm",
+        "em",
+        "pc",
+        "ode",
+        "ddim",
+        "karras",
+        "exponential",
+        "polyexponential",
+        "uniform",
+        "leading",
+        "trailing",
+        "linspace",
+    ] {
+        assert!(help.contains(name), "--help does not mention {name}");
+    }
+}
