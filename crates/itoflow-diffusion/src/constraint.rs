@@ -341,7 +341,10 @@ impl Constraint {
         };
         match self {
             Constraint::Inpaint(i) => {
-                let mut z = Array2::<T>::zeros(x.raw_dim());
+                let mut z = std::mem::take(&mut ctx.constraint_noise);
+                if z.dim() != x.dim() {
+                    z = Array2::<T>::zeros(x.raw_dim());
+                }
                 if b > 0.0 {
                     ctx.constraint_normals(z.view_mut());
                 }
@@ -359,6 +362,7 @@ impl Constraint {
                             }
                         });
                 }
+                ctx.constraint_noise = z;
                 Ok(())
             }
             Constraint::Colorize(c) => {

@@ -36,6 +36,8 @@ pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
     /// Step noise from a Brownian tree over σ̃ instead of per-step draws.
     tree: Option<BrownianTree>,
     buf: Vec<f64>,
+    /// Scratch for a constraint's per-step noise (reused across steps).
+    pub(crate) constraint_noise: Array2<T>,
 }
 
 /// Below this dimension the noise of a step is drawn for the whole batch at once (the core's
@@ -71,6 +73,7 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
             noise: Vec::new(),
             tree: None,
             buf: Vec::new(),
+            constraint_noise: Array2::zeros((0, 0)),
         }
     }
 
