@@ -38,12 +38,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for batch in [1usize, 64, 256] {
         // Any fixed states: x̃ = σ_max z.
         let mut k = 0u64;
-        let x0 = Array2::<f32>::from_shape_fn((batch, 64), |_| {
+        let x0 = Array2::<f64>::from_shape_fn((batch, 64), |_| {
             k = k
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let u = ((k >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-            (sigma_max * (2.0 * u - 1.0) * 1.7) as f32
+            sigma_max * (2.0 * u - 1.0) * 1.7
         });
         for (name, sampler, steps) in [
             ("euler", Sampler::from_name("euler")?, nfe),
