@@ -426,6 +426,12 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         None => None,
     };
     let steps = a.steps as usize;
+    // The grid's times, once and in every concurrently solved sub-batch's options.
+    let copies = 1 + rayon::current_num_threads() as u128;
+    crate::limits::check_memory(
+        (steps as u128 + 1) * 8 * copies,
+        &format!("a grid of {steps} steps"),
+    )?;
     let grid = TimeGrid::uniform(t0, t1, steps).map_err(|e| anyhow!("{e}"))?;
     let save = match a.save_every {
         Some(k) => SaveAt::Every(k as usize),
@@ -483,7 +489,13 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         } else {
             SolveOptions::grid(grid.clone()).save(save.clone())
         };
-        o.seed(a.seed).first_path(start).max_steps(max_steps)
+        // --max-steps bounds adaptive step attempts; a fixed grid takes the steps it was given.
+        let limit = if adaptive {
+            max_steps
+        } else {
+            max_steps.max(steps)
+        };
+        o.seed(a.seed).first_path(start).max_steps(limit)
     };
     // One path's result depends only on (seed, path index), so sub-batches run in parallel
     // and are joined in order.

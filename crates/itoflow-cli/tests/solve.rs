@@ -604,3 +604,30 @@ fn adaptive_usage_errors_are_one_line() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// A fixed grid larger than the memory available is refused before anything is allocated; a
+/// fixed grid longer than --max-steps (which bounds adaptive step attempts) runs.
+#[test]
+fn grid_memory_is_checked_and_max_steps_bounds_adaptive_steps_only() {
+    let out = itoflow()
+        .env("ITOFLOW_MEMORY_LIMIT", "100000000")
+        .args(["solve", "--steps", "100000000", "--paths", "1", "gbm"])
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("a grid of 100000000 steps needs"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    itoflow()
+        .args([
+            "solve",
+            "--steps",
+            "2000",
+            "--max-steps",
+            "100",
+            "--paths",
+            "2",
+            "gbm",
+        ])
+        .assert()
+        .success();
+}
