@@ -14,20 +14,17 @@ use itoflow_sde::Real;
 /// **The noise norm.** score_sde uses the *batch mean* of `‖z_i‖`, which ties a sample to its
 /// batch; using each row's own `‖z_i‖` instead makes the step size correlate with the very noise
 /// it scales, which inflates the injected variance by `E‖z‖⁴/(E‖z‖²)² = 1 + 2/d` and visibly
-/// biases the sampled law in low dimension (measured on a 2-D mixture: covariance z-score 13,
-/// KS distance 0.19 at N = 4096). itoflow uses the value the batch mean estimates,
+/// biases the sampled law in low dimension (measurements in `docs/benchmarks.md`, "The Langevin
+/// corrector's step rules"). itoflow uses the value the batch mean estimates,
 /// `‖z‖ := E‖z‖ = √2 Γ((d+1)/2)/Γ(d/2)`, exactly and per sample: batch-independent and
 /// unbiased. The step size stays per row through `‖s_i‖`, as the rule prescribes; a step size
 /// that depends on the state is itself a bias of unadjusted Langevin, small when `‖s‖`
-/// concentrates (high dimension: a 16-D mixture passes moment and KS tests at N = 4096) but
-/// visible in 2-D (KS distance ≈ 0.13 at snr 0.16) — there prefer `annealed` (state-independent
+/// concentrates (high dimension) but visible in 2-D — there prefer `annealed` (state-independent
 /// step `2α(snr σ(t))²`) or score_sde's batch rule ([`langevin_step_batch`]). A row whose
 /// score is exactly zero is left unchanged.
 ///
-/// **Why low dimension, and not the snr.** The 2-D bias does not shrink with the snr (VP,
-/// 500 levels, N = 4096, two seeds: KS 0.07–0.09 at snr 0.04, 0.10 at 0.08, 0.13–0.14 at 0.16;
-/// the batch and annealed rules give 0.009–0.034 at the same settings). Near a zero of the
-/// score (a mode) `‖s_i‖ ∝ r`, the distance to it, so the jump `√(2ε_i)‖z‖ ∝ 1/r`; with
+/// **Why low dimension, and not the snr.** The 2-D bias does not shrink with the snr. Near a
+/// zero of the score (a mode) `‖s_i‖ ∝ r`, the distance to it, so the jump `√(2ε_i)‖z‖ ∝ 1/r`; with
 /// `P(r < ρ) ∝ ρ^d` the jumps have the tail `P(jump > j) ∝ j^{−d}`: infinite variance for
 /// `d ≤ 2`, negligible for `d ≥ 16` and for images.
 ///
