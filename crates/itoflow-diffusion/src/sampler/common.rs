@@ -454,6 +454,15 @@ pub(crate) fn with_levels(forward: &Forward, n: usize) -> Result<Forward, Diffus
     if forward.n() == n {
         return Ok(forward.clone());
     }
+    if n > crate::forward::MAX_N {
+        return Err(DiffusionError::invalid(
+            "steps",
+            format!(
+                "the score_sde samplers step on the SDE's discretisation, at most {} levels; got {n}",
+                crate::forward::MAX_N
+            ),
+        ));
+    }
     let mut p = forward.params();
     if let Some(obj) = p.as_object_mut() {
         obj.insert("N".to_string(), serde_json::json!(n));
