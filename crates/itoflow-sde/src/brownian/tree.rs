@@ -29,8 +29,9 @@
 //!   for stochastic differential equations*, PhD thesis, Oxford, §5.
 //!
 //! `z_j` is normal `c·n + j` and `z'_j` normal `c·n + m + j` for Brownian motion `j < m`;
-//! `c = m` (increments only) or `2m` (with the area), rounded up to an even number so that a
-//! node's normals are whole generator blocks. Every node's values are therefore a pure
+//! `c = m` (increments only) or `2m` (with the area), the normals per node (a generator block
+//! holds two normals, so with `c = 1` the splits of nodes `2i` and `2i + 1`, often consecutive,
+//! share one block). Every node's values are therefore a pure
 //! function of `(seed, path, node)` and of its ancestors' values, computed by the same
 //! operations in the same order whichever query reaches it: results are bitwise identical in
 //! any query order, on any thread and in any batch split.
@@ -127,7 +128,7 @@ pub struct BrownianTree {
     dim: usize,
     levy: LevyArea,
     depth: u32,
-    /// Normals per node (even).
+    /// Normals per node.
     per_node: usize,
     /// Node length per level, `span / 2^level`.
     lens: Vec<f64>,
@@ -190,7 +191,7 @@ impl BrownianTree {
                 ));
             }
         }
-        let per_node = (levy.normals() * dim).div_ceil(2) * 2;
+        let per_node = levy.normals() * dim;
         // Normals up to per_node · 2^depth must be addressable by a 64-bit index.
         let bits = usize::BITS - (per_node - 1).leading_zeros();
         if bits + depth > 63 {
@@ -372,28 +373,40 @@ struct Split {
 /// Where the normals of a group of paths come from.
 #[derive(Clone, Debug)]
 enum Normals {
-    /// One path: its stream.
-    One(RandomStream),
-    /// Consecutive paths: a tile that generates a node's normals for every row at once.
-    Many(NormalTile),
+    /// One path: its stream, the normals of the current split and the last generator block
+    /// (index and words; consecutive splits of a level often share it).
+    One(RandomStream, Vec<f64>, (u64, [u64; 2])),
+    /// Consecutive paths: a tile that generates a node's normals for every row at once, column
+    /// by column (normal `start + q` of every row side by side).
+    Many(NormalTile, usize),
 }
 
 impl Normals {
-    /// Normals `start … start + per − 1` (`start`, `per` even) of every path, `[rows, per]`.
+    /// Makes normals `start … start + per − 1` of every path current.
     #[inline]
-    fn fill(&mut self, start: u64, per: usize, z: &mut [f64]) {
+    fn prepare(&mut self, start: u64, per: usize) {
         match self {
-            // A few normals of one stream: block by block (the values of `fill_normals`).
-            Normals::One(s) if per <= 16 => {
-                for (b, pair) in z.chunks_exact_mut(2).enumerate() {
-                    let i = start + 2 * b as u64;
-                    let [w0, w1] = s.block(i / 2);
-                    pair[0] = s.normal_from(w0, i);
-                    pair[1] = s.normal_from(w1, i + 1);
+            // A few normals of one stream: word by word (the values of `fill_normals`).
+            Normals::One(s, z, last) if per <= 16 => {
+                for (k, z) in z.iter_mut().enumerate() {
+                    let i = start + k as u64;
+                    if last.0 != i / 2 {
+                        *last = (i / 2, s.block(i / 2));
+                    }
+                    *z = s.normal_from(last.1[(i & 1) as usize], i);
                 }
             }
-            Normals::One(s) => s.fill_normals(start, z),
-            Normals::Many(tile) => tile.write_rows(start, per, 1.0, z),
+            Normals::One(s, z, _) => s.fill_normals(start, z),
+            Normals::Many(tile, q) => *q = tile.ensure(start, per),
+        }
+    }
+
+    /// Normal `start + j` of the current set, of every row (`[rows]`).
+    #[inline(always)]
+    fn column(&self, j: usize) -> &[f64] {
+        match self {
+            Normals::One(_, z, _) => &z[j..j + 1],
+            Normals::Many(tile, q) => tile.column(q + j),
         }
     }
 }
@@ -422,8 +435,6 @@ pub struct TreePath {
     first_path: u64,
     rows: usize,
     normals: Normals,
-    /// Normals of one split, `[rows, per_node]`.
-    z: Vec<f64>,
     /// Node states: the root, and the cached split of every level.
     nodes: Nodes,
     /// Results of the last query, `[rows·dim]`: the increment and the area `A`.
@@ -474,15 +485,16 @@ impl TreePath {
     fn new(tree: &BrownianTree, first_path: u64, rows: usize) -> Self {
         let lanes = rows * tree.dim;
         let normals = if rows == 1 {
-            Normals::One(RandomStream::new(tree.seed, first_path, tree.tag))
+            Normals::One(
+                RandomStream::new(tree.seed, first_path, tree.tag),
+                vec![0.0; tree.per_node],
+                (u64::MAX, [0; 2]),
+            )
         } else {
-            Normals::Many(NormalTile::new(
-                tree.seed,
-                first_path,
-                tree.tag,
-                rows,
-                tree.per_node,
-            ))
+            Normals::Many(
+                NormalTile::new(tree.seed, first_path, tree.tag, rows, tree.per_node),
+                0,
+            )
         };
         let area = tree.levy == LevyArea::SpaceTime;
         let zeros = |n: usize| vec![0.0; n];
@@ -492,7 +504,6 @@ impl TreePath {
             first_path,
             rows,
             normals,
-            z: zeros(rows * tree.per_node),
             nodes: Nodes {
                 lanes,
                 root_w: zeros(lanes),
@@ -621,7 +632,7 @@ impl TreePath {
         let tree = &self.tree;
         let per = tree.per_node;
         let start = per as u64 * id;
-        self.normals.fill(start, per, &mut self.z);
+        self.normals.prepare(start, per);
         let h = tree.node_len(level);
         let area = tree.levy == LevyArea::SpaceTime;
         let lanes = self.nodes.lanes;
@@ -640,7 +651,14 @@ impl TreePath {
         };
         let dst = &mut below[0];
         split_lanes(
-            pw, pa, &self.z, per, tree.dim, h, area, &mut dst.w, &mut dst.a,
+            pw,
+            pa,
+            &self.normals,
+            tree.dim,
+            h,
+            area,
+            &mut dst.w,
+            &mut dst.a,
         );
         dst.node = id;
     }
@@ -656,7 +674,7 @@ impl TreePath {
     /// documentation).
     fn ordered(&mut self, s: f64, t: f64) {
         let d = self.tree.depth;
-        let n = (d as f64).exp2();
+        let n = (1u64 << d) as f64;
         let leaf = self.tree.node_len(d);
         let area = self.tree.levy == LevyArea::SpaceTime;
         // Leaf coordinates: s in leaf ks at θs ∈ [0, 1), t in leaf kt at θt ∈ (0, 1].
@@ -809,30 +827,32 @@ impl TreePath {
     fn root(&mut self) {
         let tree = &self.tree;
         let per = tree.per_node;
-        self.normals.fill(0, per, &mut self.z);
+        self.normals.prepare(0, per);
         let m = tree.dim;
         let sq = tree.span.sqrt();
         let sa = tree.span * (tree.span / 12.0).sqrt();
-        for (r, z) in self.z.chunks_exact(per).enumerate() {
-            for j in 0..m {
-                self.nodes.root_w[r * m + j] = sq * z[j];
-                if tree.levy == LevyArea::SpaceTime {
-                    self.nodes.root_a[r * m + j] = sa * z[m + j];
+        for j in 0..m {
+            for (r, &z) in self.normals.column(j).iter().enumerate() {
+                self.nodes.root_w[r * m + j] = sq * z;
+            }
+            if tree.levy == LevyArea::SpaceTime {
+                for (r, &z) in self.normals.column(m + j).iter().enumerate() {
+                    self.nodes.root_a[r * m + j] = sa * z;
                 }
             }
         }
     }
 }
 
-/// Splits a node of length `h` with state `(pw, pa)` (`[lanes]`) into its halves, written to
-/// `dw`, `da` (`[2·lanes]`, left half first), with normals `z` (`[rows, per]`).
+/// Splits a node of length `h` with state `(pw, pa)` (`[lanes]`, lane `r·m + j` for Brownian
+/// motion `j` of row `r`) into its halves, written to `dw`, `da` (`[2·lanes]`, left half
+/// first), with the current normals `z` (column `j` the increments', `m + j` the areas').
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn split_lanes(
     pw: &[f64],
     pa: &[f64],
-    z: &[f64],
-    per: usize,
+    z: &Normals,
     m: usize,
     h: f64,
     area: bool,
@@ -844,15 +864,16 @@ fn split_lanes(
     let half_sq = 0.5 * h.sqrt();
     if !area {
         if m == 1 {
-            for (l, zr) in z.chunks_exact(per).enumerate() {
-                let (w, x) = (0.5 * pw[l], half_sq * zr[0]);
+            let zc = z.column(0);
+            for l in 0..lanes {
+                let (w, x) = (0.5 * pw[l], half_sq * zc[l]);
                 w1[l] = w + x;
                 w2[l] = w - x;
             }
             return;
         }
-        for (r, zr) in z.chunks_exact(per).enumerate() {
-            for (j, &zj) in zr[..m].iter().enumerate() {
+        for j in 0..m {
+            for (r, &zj) in z.column(j).iter().enumerate() {
                 let l = r * m + j;
                 let (w, x) = (0.5 * pw[l], half_sq * zj);
                 w1[l] = w + x;
@@ -865,17 +886,63 @@ fn split_lanes(
     let inv_h = 1.0 / h;
     let half_h = 0.5 * h;
     let sq12 = (h / 12.0).sqrt();
-    for (r, zr) in z.chunks_exact(per).enumerate() {
-        for j in 0..m {
-            let l = r * m + j;
-            let (w, hh) = (pw[l], pa[l] * inv_h);
-            let d = 3.0 * hh + half_sq * zr[j];
-            w1[l] = 0.5 * (w + d);
-            w2[l] = 0.5 * (w - d);
-            let p = 2.0 * hh - 0.5 * d;
-            let q = sq12 * zr[m + j];
-            a1[l] = half_h * (0.5 * (p + q));
-            a2[l] = half_h * (0.5 * (p - q));
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn one(
+        l: usize,
+        zw: f64,
+        za: f64,
+        c: [f64; 4],
+        pw: &[f64],
+        pa: &[f64],
+        out: (&mut [f64], &mut [f64], &mut [f64], &mut [f64]),
+    ) {
+        let [inv_h, half_sq, half_h, sq12] = c;
+        let (w, hh) = (pw[l], pa[l] * inv_h);
+        let d = 3.0 * hh + half_sq * zw;
+        out.0[l] = 0.5 * (w + d);
+        out.1[l] = 0.5 * (w - d);
+        let p = 2.0 * hh - 0.5 * d;
+        let q = sq12 * za;
+        out.2[l] = half_h * (0.5 * (p + q));
+        out.3[l] = half_h * (0.5 * (p - q));
+    }
+    let c = [inv_h, half_sq, half_h, sq12];
+    if m == 1 {
+        let (zw, za) = (z.column(0), z.column(1));
+        let (pw, pa) = (&pw[..lanes], &pa[..lanes]);
+        let (zw, za) = (&zw[..lanes], &za[..lanes]);
+        let (w1, w2, a1, a2) = (
+            &mut w1[..lanes],
+            &mut w2[..lanes],
+            &mut a1[..lanes],
+            &mut a2[..lanes],
+        );
+        for l in 0..lanes {
+            one(
+                l,
+                zw[l],
+                za[l],
+                c,
+                pw,
+                pa,
+                (&mut *w1, &mut *w2, &mut *a1, &mut *a2),
+            );
+        }
+        return;
+    }
+    for j in 0..m {
+        let (zw, za) = (z.column(j), z.column(m + j));
+        for (r, (&zw, &za)) in zw.iter().zip(za).enumerate() {
+            one(
+                r * m + j,
+                zw,
+                za,
+                c,
+                pw,
+                pa,
+                (&mut *w1, &mut *w2, &mut *a1, &mut *a2),
+            );
         }
     }
 }
@@ -1113,10 +1180,10 @@ mod tests {
         assert_eq!(w[0], 0.5 * (2.0 * z[0] + d));
         let (p, q) = (2.0 * hh - 0.5 * d, (4.0f64 / 12.0).sqrt() * z[3]);
         assert_eq!(h[0], (2.0 * (0.5 * (p + q))) / 2.0);
-        // Increments only: Lévy's construction with normal 2 (node 1, two normals per node).
+        // Increments only: Lévy's construction with normal 1 (node 1, one normal per node).
         let tree = BrownianTree::new(42, 0.0, 4.0, 2.0, 1, LevyArea::None).unwrap();
         tree.increment(7, 2.0, 4.0, &mut w).unwrap();
-        assert_eq!(w[0], 0.5 * (2.0 * z[0]) - 1.0 * z[2]);
+        assert_eq!(w[0], 0.5 * (2.0 * z[0]) - 1.0 * z[1]);
         assert_eq!(
             [z[0], z[2]],
             [-0.10045217473884713, -3.364729014433334],
