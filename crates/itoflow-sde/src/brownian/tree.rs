@@ -132,6 +132,33 @@ pub struct BrownianTree {
     per_node: usize,
     /// Node length per level, `span / 2^level`.
     lens: Vec<f64>,
+    /// The constants of a split per level.
+    consts: Vec<SplitConsts>,
+}
+
+/// The constants of splitting a node of length `h`, computed once per level (the same
+/// expressions, so the same bits, as computing them at every split).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct SplitConsts {
+    /// `√h / 2`.
+    half_sq: f64,
+    /// `1/h`.
+    inv_h: f64,
+    /// `h/2`.
+    half_h: f64,
+    /// `√(h/12)`.
+    sq12: f64,
+}
+
+impl SplitConsts {
+    fn new(h: f64) -> Self {
+        Self {
+            half_sq: 0.5 * h.sqrt(),
+            inv_h: 1.0 / h,
+            half_h: 0.5 * h,
+            sq12: (h / 12.0).sqrt(),
+        }
+    }
 }
 
 impl BrownianTree {
@@ -215,6 +242,9 @@ impl BrownianTree {
             depth,
             per_node,
             lens: (0..=depth).map(|l| span * (-(l as f64)).exp2()).collect(),
+            consts: (0..=depth)
+                .map(|l| SplitConsts::new(span * (-(l as f64)).exp2()))
+                .collect(),
         })
     }
 
@@ -373,30 +403,113 @@ struct Split {
 /// Where the normals of a group of paths come from.
 #[derive(Clone, Debug)]
 enum Normals {
-    /// One path: its stream, the normals of the current split and the last generator block
-    /// (index and words; consecutive splits of a level often share it).
-    One(RandomStream, Vec<f64>, (u64, [u64; 2])),
+    /// One path.
+    One(Box<OnePath>),
     /// Consecutive paths: a tile that generates a node's normals for every row at once, column
     /// by column (normal `start + q` of every row side by side).
     Many(NormalTile, usize),
 }
 
-impl Normals {
-    /// Makes normals `start … start + per − 1` of every path current.
+/// The normals of one path: its stream, the normals of the current split, the last generator
+/// block (consecutive splits of a level often share it), and the blocks of a query's splits
+/// generated ahead in one batch (several AES blocks in flight instead of one at a time), two
+/// slots per level (the path to `s`, the path to `t`).
+#[derive(Clone, Debug)]
+struct OnePath {
+    stream: RandomStream,
+    z: Vec<f64>,
+    last: (u64, [u64; 2]),
+    /// Blocks per slot: enough for any node's normals.
+    nb: usize,
+    /// Per level and slot, the first block held (`u64::MAX` for none).
+    ahead_first: Vec<[u64; 2]>,
+    /// `[levels, 2, nb]`.
+    ahead: Vec<[u64; 2]>,
+    /// Scratch of [`OnePath::fetch`]: the blocks wanted, their slots, the results.
+    want: Vec<u64>,
+    slots: Vec<(usize, usize, u64, usize)>,
+    got: Vec<[u64; 2]>,
+}
+
+/// Splits of one path with at most this many normals per node read their blocks ahead.
+const AHEAD_MAX_PER_NODE: usize = 16;
+
+impl OnePath {
+    fn new(stream: RandomStream, per: usize, depth: u32) -> Self {
+        let nb = per / 2 + 1;
+        let levels = depth as usize;
+        Self {
+            stream,
+            z: vec![0.0; per],
+            last: (u64::MAX, [0; 2]),
+            nb,
+            ahead_first: vec![[u64::MAX; 2]; levels],
+            ahead: vec![[0; 2]; levels * 2 * nb],
+            want: Vec::new(),
+            slots: Vec::new(),
+            got: Vec::new(),
+        }
+    }
+
+    /// Generates ahead the blocks of the splits `(level, slot, node)` in `splits` (`per`
+    /// normals per node).
+    fn fetch(&mut self, per: usize, splits: &[(usize, usize, u64)]) {
+        self.want.clear();
+        self.slots.clear();
+        for &(level, slot, id) in splits {
+            let start = per as u64 * id;
+            let (b0, b1) = (start / 2, (start + per as u64 - 1) / 2);
+            self.slots.push((level, slot, b0, (b1 - b0) as usize + 1));
+            self.want.extend(b0..=b1);
+        }
+        self.got.resize(self.want.len(), [0; 2]);
+        self.stream.blocks_at(&self.want, &mut self.got);
+        let mut at = 0;
+        for &(level, slot, b0, n) in &self.slots {
+            let dst = (level * 2 + slot) * self.nb;
+            self.ahead[dst..dst + n].copy_from_slice(&self.got[at..at + n]);
+            self.ahead_first[level][slot] = b0;
+            at += n;
+        }
+    }
+
+    /// Normals `start … start + per − 1` into `z` (the values of `fill_normals`), from the
+    /// blocks fetched ahead for `level` when they are there.
     #[inline]
-    fn prepare(&mut self, start: u64, per: usize) {
-        match self {
-            // A few normals of one stream: word by word (the values of `fill_normals`).
-            Normals::One(s, z, last) if per <= 16 => {
-                for (k, z) in z.iter_mut().enumerate() {
-                    let i = start + k as u64;
-                    if last.0 != i / 2 {
-                        *last = (i / 2, s.block(i / 2));
+    fn prepare(&mut self, level: Option<usize>, start: u64, per: usize) {
+        if per > AHEAD_MAX_PER_NODE {
+            self.stream.fill_normals(start, &mut self.z);
+            return;
+        }
+        let b0 = start / 2;
+        let ahead = level.and_then(|l| {
+            let slot = self.ahead_first[l].iter().position(|&f| f == b0)?;
+            let at = (l * 2 + slot) * self.nb;
+            Some(&self.ahead[at..at + self.nb])
+        });
+        for (k, z) in self.z.iter_mut().enumerate() {
+            let i = start + k as u64;
+            let words = match ahead {
+                Some(a) => a[(i / 2 - b0) as usize],
+                None => {
+                    if self.last.0 != i / 2 {
+                        self.last = (i / 2, self.stream.block(i / 2));
                     }
-                    *z = s.normal_from(last.1[(i & 1) as usize], i);
+                    self.last.1
                 }
-            }
-            Normals::One(s, z, _) => s.fill_normals(start, z),
+            };
+            *z = self.stream.normal_from(words[(i & 1) as usize], i);
+        }
+    }
+}
+
+impl Normals {
+    /// Makes normals `start … start + per − 1` of every path current (for a split at `level`,
+    /// `None` for the root).
+    #[inline]
+    fn prepare(&mut self, level: Option<usize>, start: u64, per: usize) {
+        match self {
+            Normals::One(o) => o.prepare(level, start, per),
             Normals::Many(tile, q) => *q = tile.ensure(start, per),
         }
     }
@@ -405,7 +518,7 @@ impl Normals {
     #[inline(always)]
     fn column(&self, j: usize) -> &[f64] {
         match self {
-            Normals::One(_, z, _) => &z[j..j + 1],
+            Normals::One(o) => &o.z[j..j + 1],
             Normals::Many(tile, q) => tile.column(q + j),
         }
     }
@@ -440,6 +553,8 @@ pub struct TreePath {
     /// Results of the last query, `[rows·dim]`: the increment and the area `A`.
     w: Vec<f64>,
     a: Vec<f64>,
+    /// Splits `(level, slot, node)` whose blocks a query generates ahead (one path).
+    ahead: Vec<(usize, usize, u64)>,
     /// Accumulators of a query: the nodes right of the path to `s`, the nodes left of the
     /// path to `t`, a leaf piece (increment and area each).
     acc: Acc,
@@ -485,11 +600,11 @@ impl TreePath {
     fn new(tree: &BrownianTree, first_path: u64, rows: usize) -> Self {
         let lanes = rows * tree.dim;
         let normals = if rows == 1 {
-            Normals::One(
+            Normals::One(Box::new(OnePath::new(
                 RandomStream::new(tree.seed, first_path, tree.tag),
-                vec![0.0; tree.per_node],
-                (u64::MAX, [0; 2]),
-            )
+                tree.per_node,
+                tree.depth,
+            )))
         } else {
             Normals::Many(
                 NormalTile::new(tree.seed, first_path, tree.tag, rows, tree.per_node),
@@ -518,6 +633,7 @@ impl TreePath {
             },
             w: zeros(lanes),
             a: zeros(al),
+            ahead: Vec::new(),
             acc: Acc {
                 rw: zeros(lanes),
                 ra: zeros(al),
@@ -632,8 +748,8 @@ impl TreePath {
         let tree = &self.tree;
         let per = tree.per_node;
         let start = per as u64 * id;
-        self.normals.prepare(start, per);
-        let h = tree.node_len(level);
+        self.normals.prepare(Some(lvl), start, per);
+        let k = &tree.consts[lvl];
         let area = tree.levy == LevyArea::SpaceTime;
         let lanes = self.nodes.lanes;
         let (above, below) = self.nodes.levels.split_at_mut(lvl);
@@ -655,7 +771,7 @@ impl TreePath {
             pa,
             &self.normals,
             tree.dim,
-            h,
+            k,
             area,
             &mut dst.w,
             &mut dst.a,
@@ -704,17 +820,14 @@ impl TreePath {
         // The lowest common ancestor of the two leaves, at level c < d.
         let c = d - (u64::BITS - (ks ^ kt).leading_zeros());
         let anc = ks >> (d - c);
-        self.descend(c, anc);
         if aligned_s && aligned_t && ks == anc << (d - c) && kt == ((anc + 1) << (d - c)) - 1 {
             // [s, t] is the node itself.
+            self.descend(c, anc);
             let (w, a) = self.nodes.state(c, anc);
             self.w.copy_from_slice(w);
             self.a.copy_from_slice(a);
             return;
         }
-        // Split the ancestor: its left child roots the s side, its right child the t side.
-        self.split(c, anc);
-        let mut acc = std::mem::take(&mut self.acc);
         // How deep each side descends: to the shallowest node on its path that ends at s
         // (starts at t) when that end is aligned, else to the leaf.
         let s_stop = if aligned_s {
@@ -727,6 +840,11 @@ impl TreePath {
         } else {
             d
         };
+        self.fetch_ahead(c, anc, ks, kt, s_stop, t_stop);
+        self.descend(c, anc);
+        // Split the ancestor: its left child roots the s side, its right child the t side.
+        self.split(c, anc);
+        let mut acc = std::mem::take(&mut self.acc);
 
         // s side: the nodes right of the path down to s, prepended level by level (R).
         let mut r_len = 0.0;
@@ -823,11 +941,53 @@ impl TreePath {
         self.acc = acc;
     }
 
+    /// For one path: generates the blocks of every split the query below will make in one
+    /// batch (the splits down to the ancestor `(c, anc)` and the ancestor's, in slot 0; the
+    /// path to `s` down to level `s_stop`, slot 0; the path to `t` down to `t_stop`, slot 1 —
+    /// the `s` side overwrites the cache of the levels it passes, so the `t` side splits anew
+    /// there).
+    fn fetch_ahead(&mut self, c: u32, anc: u64, ks: u64, kt: u64, s_stop: u32, t_stop: u32) {
+        let Normals::One(one) = &mut self.normals else {
+            return;
+        };
+        let per = self.tree.per_node;
+        if per > AHEAD_MAX_PER_NODE {
+            return;
+        }
+        let d = self.tree.depth;
+        let levels = &self.nodes.levels;
+        let splits = &mut self.ahead;
+        splits.clear();
+        let cached = |l: u32, id: u64| levels[l as usize].node == id;
+        for l in 0..=c {
+            let id = (1u64 << l) + (anc >> (c - l));
+            if !cached(l, id) {
+                splits.push((l as usize, 0, id));
+            }
+        }
+        for l in c + 1..s_stop {
+            let id = (1u64 << l) + (ks >> (d - l));
+            if !cached(l, id) {
+                splits.push((l as usize, 0, id));
+            }
+        }
+        for l in c + 1..t_stop {
+            let id = (1u64 << l) + (kt >> (d - l));
+            if l < s_stop || !cached(l, id) {
+                splits.push((l as usize, 1, id));
+            }
+        }
+        // One split gains nothing from a batch.
+        if splits.len() > 1 {
+            one.fetch(per, splits);
+        }
+    }
+
     /// The root's increment and area from normals `0 … per_node − 1`.
     fn root(&mut self) {
         let tree = &self.tree;
         let per = tree.per_node;
-        self.normals.prepare(0, per);
+        self.normals.prepare(None, 0, per);
         let m = tree.dim;
         let sq = tree.span.sqrt();
         let sa = tree.span * (tree.span / 12.0).sqrt();
@@ -844,7 +1004,7 @@ impl TreePath {
     }
 }
 
-/// Splits a node of length `h` with state `(pw, pa)` (`[lanes]`, lane `r·m + j` for Brownian
+/// Splits a node (constants `k` of its length) with state `(pw, pa)` (`[lanes]`, lane `r·m + j` for Brownian
 /// motion `j` of row `r`) into its halves, written to `dw`, `da` (`[2·lanes]`, left half
 /// first), with the current normals `z` (column `j` the increments', `m + j` the areas').
 #[allow(clippy::too_many_arguments)]
@@ -854,14 +1014,14 @@ fn split_lanes(
     pa: &[f64],
     z: &Normals,
     m: usize,
-    h: f64,
+    k: &SplitConsts,
     area: bool,
     dw: &mut [f64],
     da: &mut [f64],
 ) {
     let lanes = pw.len();
     let (w1, w2) = dw.split_at_mut(lanes);
-    let half_sq = 0.5 * h.sqrt();
+    let half_sq = k.half_sq;
     if !area {
         if m == 1 {
             let zc = z.column(0);
@@ -883,9 +1043,7 @@ fn split_lanes(
         return;
     }
     let (a1, a2) = da.split_at_mut(lanes);
-    let inv_h = 1.0 / h;
-    let half_h = 0.5 * h;
-    let sq12 = (h / 12.0).sqrt();
+    let (inv_h, half_h, sq12) = (k.inv_h, k.half_h, k.sq12);
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn one(
