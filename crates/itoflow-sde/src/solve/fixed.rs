@@ -191,7 +191,9 @@ fn run<T: Real>(
     })
 }
 
-/// The Brownian source of a fixed-grid SDE solve.
+/// The Brownian source of a fixed-grid SDE solve (one per solve: the size difference of the
+/// variants does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Noise<T> {
     Grid(GridPath<T>),
     Tree(TreePath),
