@@ -21,7 +21,7 @@
 //!   would do on that row alone), but all active rows still share one batched call per stage
 //!   (each row at its own time); finished rows drop out of the batch.
 
-use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, Array3, ArrayView2, Axis};
 
 use super::dense::{DENSE_DEGREE, DenseOutput};
 use crate::control::{
@@ -411,16 +411,17 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         step_of: impl Fn(&Group<T>) -> usize,
     ) -> Result<(), SolveError> {
         let n = self.active;
+        // The first n rows (`split_at`: cheaper than `slice` for a solve of a few rows).
         let src = match input {
-            Which::Y => self.y.slice(s![..n, ..]),
-            Which::Tmp => self.tmp.slice(s![..n, ..]),
-            Which::YNew => self.y_new.slice(s![..n, ..]),
+            Which::Y => &self.y,
+            Which::Tmp => &self.tmp,
+            Which::YNew => &self.y_new,
         };
         let res = self.sys.rhs_indexed(
-            self.times.slice(s![..n]),
-            src,
+            self.times.view().split_at(Axis(0), n).0,
+            src.view().split_at(Axis(0), n).0,
             &self.orig[..n],
-            self.k[stage].slice_mut(s![..n, ..]),
+            self.k[stage].view_mut().split_at(Axis(0), n).0,
         );
         self.calls += 1;
         self.row_evals += n;
@@ -689,7 +690,14 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             let y_new = &self.y_new.as_slice().expect("contiguous")[..n];
             let sq = &mut self.tmp.as_slice_mut().expect("contiguous")[..n];
             let h = steps(&self.groups, &self.h_el, n);
-            error_squares(sq, y, y_new, &self.k, &self.atol, self.rtol, h);
+            let atol = if self.atol.iter().all(|&a| a == self.atol[0]) {
+                // One value for every component (SciPy's scalar atol): the same numbers
+                // without the per-component lookup.
+                &self.atol[..1]
+            } else {
+                &self.atol[..]
+            };
+            error_squares(sq, y, y_new, &self.k, atol, self.rtol, h);
         }
         for gi in 0..self.groups.len() {
             let err = self.error_norm(gi);
@@ -832,13 +840,19 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 dense.push(self.orig[r], t_old, t_new, h, &y[r * dim..(r + 1) * dim], q);
             }
         }
-        // y <- y_new, f <- f_new (FSAL).
-        let range = start * dim..(start + len) * dim;
-        self.y.as_slice_mut().expect("contiguous")[range.clone()]
-            .copy_from_slice(&self.y_new.as_slice().expect("contiguous")[range.clone()]);
-        let (first, rest) = self.k.split_at_mut(1);
-        first[0].as_slice_mut().expect("contiguous")[range.clone()]
-            .copy_from_slice(&rest[STAGES - 1].as_slice().expect("contiguous")[range]);
+        // y <- y_new, f <- f_new (FSAL): swapped when the group is the whole array (`y_new`
+        // and the last stage are scratch until the next attempt writes them), else copied.
+        if start == 0 && len * dim == self.y.len() {
+            std::mem::swap(&mut self.y, &mut self.y_new);
+            self.k.swap(0, STAGES);
+        } else {
+            let range = start * dim..(start + len) * dim;
+            self.y.as_slice_mut().expect("contiguous")[range.clone()]
+                .copy_from_slice(&self.y_new.as_slice().expect("contiguous")[range.clone()]);
+            let (first, rest) = self.k.split_at_mut(1);
+            first[0].as_slice_mut().expect("contiguous")[range.clone()]
+                .copy_from_slice(&rest[STAGES - 1].as_slice().expect("contiguous")[range]);
+        }
         let whole = self.opts.mode == BatchMode::WholeBatch;
         let g = &mut self.groups[gi];
         g.t = t_new;
@@ -995,8 +1009,8 @@ fn combine_avx2<T: Real, const S: usize>(
 }
 
 /// `sq[i] = (h_i·Σ_j e_j k_j[i] / (atol_c + max(|y[i]|, |y_new[i]|)·rtol))²` for the first
-/// `sq.len()` elements of `[rows, dim]` arrays (`c` the component of element `i`, the sum over
-/// `j` in order from zero): the squared scaled errors whose in-order sum is SciPy's RMS norm,
+/// `sq.len()` elements of `[rows, dim]` arrays (`c` the component of element `i`, `atol` of
+/// length `dim` or one value for all; the sum over `j` in order from zero): the squared scaled errors whose in-order sum is SciPy's RMS norm,
 /// computed element by element in parallel (AVX-512 / AVX2 chosen at run time, no FMA).
 fn error_squares<T: Real>(
     sq: &mut [T],
