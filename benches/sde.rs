@@ -36,6 +36,21 @@ fn gbm(c: &mut Criterion) {
             b.iter(|| solve(&sde, &EulerMaruyama, x0.view(), &opts).unwrap())
         });
     }
+    // The generator alone: the 10⁷ normals of the solve, as the fixed-step driver draws them
+    // (the floor of the solve's cost; the solve's time over this one is the overhead of the
+    // drift, diffusion, update and checks).
+    g.bench_function("10k_x_1000_normals_only", |b| {
+        b.iter(|| {
+            let paths = BrownianPaths::new(1);
+            let mut inc = itoflow::sde::brownian::IncrementGenerator::new(&paths, GBM_PATHS, 1);
+            let mut acc = 0.0;
+            for k in 0..GBM_STEPS {
+                let (z, s) = inc.normals(k, 1e-3).unwrap();
+                acc += z[0] * s;
+            }
+            black_box(acc)
+        })
+    });
     // The per-row closure adapter on the same problem.
     let closure = SdeFn::diagonal(
         1,
