@@ -12,7 +12,8 @@
 //! multiplicative noise `σ √(1 + X²) dW` solved with SRIW1. The wells are stiff (the
 //! linearisation there is −2λ = −60), the jump is a fast transient at a different time for
 //! every path: fixed steps must be small everywhere, adaptive ones (per path) where it matters.
-//! Adaptive steps (per path, PI controller, `rtol = atol = tol`) and fixed steps (16 … 4096)
+//! Adaptive steps (PI controller, `rtol = atol = tol`; per path, and with one step size for the
+//! batch: `adaptive-batch`) and fixed steps (16 … 4096)
 //! all read the same virtual Brownian tree (tolerance 2⁻²⁰), so every solve integrates the same
 //! Brownian path; the reference is SRA3 (additive) or SRIW1 (multiplicative) on 2¹⁶ fixed steps
 //! of that tree. Error: mean over paths of |X(1) − X_ref(1)|. Work: row evaluations of the drift
@@ -142,13 +143,14 @@ fn point(
             kind,
             param,
             error: error(x.view(), reference),
-            // A grid's steps are every path's; adaptive counts are summed over the paths.
+            // A grid's steps are every path's; adaptive counts are summed over the step-size
+            // groups (every path in per-path mode, the batch in whole-batch mode).
             steps_per_path: if kind == "fixed" {
                 param
             } else {
-                sol.stats.steps as f64 / PATHS as f64
+                sol.stats.steps as f64 / sol.stats.groups.len() as f64
             },
-            rejected_per_path: sol.stats.rejected as f64 / PATHS as f64,
+            rejected_per_path: sol.stats.rejected as f64 / sol.stats.groups.len().max(1) as f64,
             row_evals: sol.stats.row_evals,
             seconds,
         },
@@ -180,20 +182,25 @@ fn study<S: SdeStepper<f64>, R: SdeStepper<f64>>(
     };
     let (xref, _, _) = run(sde, reference, &x, &grid(1 << 16), 1).expect("the reference solve");
     let name = method.name();
-    for tol in [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4] {
-        let opts = SolveOptions::adaptive(0.0, 1.0)
-            .rtol(tol)
-            .atol(tol)
-            .per_row()
-            .seed(SEED)
-            .brownian_tree(TREE_TOL);
-        points.push(point(
-            name,
-            "adaptive",
-            tol,
-            run(sde, method, &x, &opts, REPS),
-            &xref,
-        ));
+    for (kind, mode) in [
+        ("adaptive", BatchMode::PerRow),
+        ("adaptive-batch", BatchMode::WholeBatch),
+    ] {
+        for tol in [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4] {
+            let opts = SolveOptions::adaptive(0.0, 1.0)
+                .rtol(tol)
+                .atol(tol)
+                .mode(mode)
+                .seed(SEED)
+                .brownian_tree(TREE_TOL);
+            points.push(point(
+                name,
+                kind,
+                tol,
+                run(sde, method, &x, &opts, REPS),
+                &xref,
+            ));
+        }
     }
     for n in [16usize, 32, 64, 128, 256, 512, 1024, 2048, 4096] {
         let r = run(sde, method, &x, &grid(n), REPS);
@@ -232,7 +239,7 @@ fn main() {
         } else {
             "multiplicative"
         };
-        let param = if p.kind == "adaptive" {
+        let param = if p.kind != "fixed" {
             format!("{:e}", p.param)
         } else {
             format!("{}", p.param)

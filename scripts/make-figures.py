@@ -118,10 +118,10 @@ def work_precision():
             ax = axes[row][col]
             for (method, kind), qs in series.items():
                 qs = [q for q in qs if q[key]]
-                style = {"adaptive": "o-", "fixed": "s--"}[kind]
+                style = {"adaptive": "o-", "adaptive-batch": "^-", "fixed": "s--"}[kind]
                 ax.plot([q[key] for q in qs], [q["error"] for q in qs], style, ms=4,
                         label=f"{method} {kind}")
-                if kind == "adaptive" and row == 0:
+                if kind != "fixed" and row == 0:
                     for q in qs:
                         ax.annotate(f"{q['param']:g}", (q[key], q["error"]), fontsize=6,
                                     xytext=(3, 3), textcoords="offset points")
@@ -135,8 +135,8 @@ def work_precision():
             if row == 0:
                 ax.set_title(f"{prob} noise ({wp['paths']} paths; adaptive: rtol = atol, "
                              "labelled)", fontsize=8)
-    fig.suptitle("Work–precision on the tilted double well (λ = 30, σ = 0.1): adaptive per-path "
-                 "steps vs fixed steps, one Brownian tree", fontsize=9)
+    fig.suptitle("Work–precision on the tilted double well (λ = 30, σ = 0.1): adaptive steps "
+                 "(per path, whole batch) vs fixed steps, one Brownian tree", fontsize=9)
     fig.tight_layout()
     out = os.path.join(IMG, "work_precision.png")
     fig.savefig(out, dpi=110)
