@@ -11,8 +11,10 @@ mod problems;
 
 use std::time::Instant;
 
+use itoflow::sde::brownian::{BrownianTree, LevyArea};
 use itoflow::sde::prelude::*;
-use ndarray::{Array2, array};
+use itoflow::sde::sde::SdeStepper;
+use ndarray::{Array1, Array2, array};
 use problems::*;
 
 struct Case {
@@ -119,7 +121,165 @@ fn cases() -> Vec<Case> {
             }),
         });
     }
+    for levy in [LevyArea::None, LevyArea::SpaceTime] {
+        let dt = 1.0 / TREE_STEPS as f64;
+        let tree = BrownianTree::new(3, 0.0, 1.0, dt / 2.0, 1, levy).unwrap();
+        let area = levy == LevyArea::SpaceTime;
+        let (mut w, mut h) = (
+            Array2::<f64>::zeros((TREE_PATHS, 1)),
+            Array2::<f64>::zeros((TREE_PATHS, 1)),
+        );
+        v.push(Case {
+            id: if area {
+                "tree_levy_1024"
+            } else {
+                "tree_w_1024"
+            },
+            work: (TREE_PATHS * TREE_STEPS) as f64,
+            unit: "increments",
+            note: format!(
+                "BrownianTree tol dt/2, TreePath over {TREE_PATHS} paths, {TREE_STEPS} steps{}",
+                if area {
+                    ", with the space-time Lévy area"
+                } else {
+                    ""
+                }
+            ),
+            run: Box::new(move || {
+                let mut path = tree.path(0, TREE_PATHS);
+                let mut sum = 0.0;
+                for k in 0..TREE_STEPS {
+                    let (s, t) = (k as f64 * dt, (k + 1) as f64 * dt);
+                    path.fill(s, t, w.view_mut(), area.then(|| h.view_mut()))
+                        .unwrap();
+                    sum += w[[0, 0]];
+                }
+                sum
+            }),
+        });
+    }
     v
+}
+
+/// One point of an adaptive sweep.
+struct Point {
+    tol: f64,
+    error: f64,
+    attempts_per_path: f64,
+    seconds: f64,
+}
+
+const ADAPT_SEED: u64 = 11;
+
+/// Adaptive solves at every tolerance of `ADAPT_TOLS`, per path (per-row step control) or with
+/// one step size for the batch, PI controller, on a Brownian tree of tolerance `ADAPT_TREE_TOL`: the mean absolute error at
+/// t = 1 against `exact`, attempted steps per path, the best time of `reps`.
+fn sweep<P: Sde<f64>, S: SdeStepper<f64>>(
+    sde: &P,
+    method: &S,
+    x0: f64,
+    exact: &Array1<f64>,
+    mode: BatchMode,
+    reps: usize,
+) -> Vec<Point> {
+    let x = Array2::from_elem((ADAPT_PATHS, 1), x0);
+    ADAPT_TOLS
+        .iter()
+        .map(|&tol| {
+            let opts = SolveOptions::adaptive(0.0, 1.0)
+                .rtol(tol)
+                .atol(tol)
+                .mode(mode)
+                .seed(ADAPT_SEED)
+                .brownian_tree(ADAPT_TREE_TOL);
+            let mut best = f64::INFINITY;
+            let mut sol = None;
+            for _ in 0..reps + 1 {
+                let t = Instant::now();
+                let s = solve(sde, method, x.view(), &opts).unwrap();
+                best = best.min(t.elapsed().as_secs_f64());
+                sol = Some(s);
+            }
+            let sol = sol.unwrap();
+            let last = sol.last();
+            let error = last
+                .column(0)
+                .iter()
+                .zip(exact)
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f64>()
+                / ADAPT_PATHS as f64;
+            Point {
+                tol,
+                error,
+                // Per step-size group: every path's in per-path mode, the batch's otherwise.
+                attempts_per_path: (sol.stats.steps + sol.stats.rejected) as f64
+                    / sol.stats.groups.len() as f64,
+                seconds: best,
+            }
+        })
+        .collect()
+}
+
+/// The adaptive comparisons: GBM against its exact solution on the tree's `W(1)` (SRIW1), the
+/// stiff transient against SRA1 on `ADAPT_REF_STEPS` fixed steps of the same tree (SRA1).
+fn adaptive_cases(reps: usize, only: &Option<Vec<String>>) -> Vec<serde_json::Value> {
+    let wanted = |id: &str| {
+        only.as_ref()
+            .is_none_or(|o| o.iter().any(|p| id.starts_with(p.as_str())))
+    };
+    let mut out = Vec::new();
+    if wanted("adaptive_gbm") {
+        let tree = BrownianTree::new(ADAPT_SEED, 0.0, 1.0, ADAPT_TREE_TOL, 1, LevyArea::SpaceTime)
+            .unwrap();
+        let exact = Array1::from_iter((0..ADAPT_PATHS).map(|p| {
+            let mut w = [0.0];
+            tree.increment(p as u64, 0.0, 1.0, &mut w).unwrap();
+            (AGBM_LAMBDA - 0.5 * AGBM_MU * AGBM_MU + AGBM_MU * w[0]).exp()
+        }));
+        let sde = Gbm {
+            mu: AGBM_LAMBDA,
+            sigma: AGBM_MU,
+        };
+        for mode in [BatchMode::PerRow, BatchMode::WholeBatch] {
+            let points = sweep(&sde, &Sriw1, 1.0, &exact, mode, reps);
+            out.push(sweep_json("adaptive_gbm", "SRIW1", mode, points));
+        }
+    }
+    if wanted("adaptive_transient") {
+        let grid = TimeGrid::uniform(0.0, 1.0, ADAPT_REF_STEPS).unwrap();
+        let opts = SolveOptions::grid(grid)
+            .seed(ADAPT_SEED)
+            .brownian_tree(ADAPT_TREE_TOL);
+        let x = Array2::from_elem((ADAPT_PATHS, 1), -1.0);
+        let reference = solve(&Transient, &Sra1, x.view(), &opts).unwrap();
+        let exact = reference.last().column(0).to_owned();
+        for mode in [BatchMode::PerRow, BatchMode::WholeBatch] {
+            let points = sweep(&Transient, &Sra1, -1.0, &exact, mode, reps);
+            out.push(sweep_json("adaptive_transient", "SRA1", mode, points));
+        }
+    }
+    out
+}
+
+fn sweep_json(id: &str, method: &str, mode: BatchMode, points: Vec<Point>) -> serde_json::Value {
+    let (name, control) = match mode {
+        BatchMode::PerRow => ("itoflow", "per-path"),
+        BatchMode::WholeBatch => ("itoflow (one step size for the batch)", "whole-batch"),
+    };
+    serde_json::json!({
+        "problem": id,
+        "impl": name,
+        "note": format!("{method}, {control} PI control, Brownian tree tol {ADAPT_TREE_TOL:e}"),
+        "unit": "solves",
+        "work": 1.0,
+        "sweep": points.iter().map(|p| serde_json::json!({
+            "tol": p.tol,
+            "error": p.error,
+            "attempts_per_path": p.attempts_per_path,
+            "seconds": p.seconds,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn main() {
@@ -162,6 +322,12 @@ fn main() {
             "note": c.note,
             "reps": reps,
         }));
+    }
+    for v in adaptive_cases(reps, &only) {
+        if !json {
+            println!("{} itoflow: {}", v["problem"], v["sweep"]);
+        }
+        out.push(v);
     }
     if json {
         println!("{}", serde_json::Value::Array(out));

@@ -2,7 +2,7 @@
 //!
 //! `dX = λX dt + μX dW`, λ = 2, μ = 1, X0 = 1 on [0, 1] (Higham, SIAM Review 43(3), 2001), with
 //! the exact solution `X(1) = exp((λ − μ²/2) + μ W(1))` on the *same* Brownian path: every grid
-//! (2^4 … 2^9 steps) sums fine increments of a 2^10-step path (`SdeOptions::refine`), and W(1)
+//! (2^4 … 2^9 steps) sums fine increments of a 2^10-step path (`SolveOptions::refine`), and W(1)
 //! comes from `BrownianPaths::walk` on that fine grid.
 //!
 //! ```text

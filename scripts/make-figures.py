@@ -2,13 +2,13 @@
 """Figures for docs/benchmarks.md, from the JSON the benchmarks and examples write.
 
     cargo run --release --example convergence_table > docs/data/convergence.json
+    cargo run --release --example work_precision > docs/data/work_precision.json
+    cargo run --release --example sampler_work_precision   # writes docs/data/sampler_work_precision.json
     scripts/bench-peers.sh                       # writes docs/data/peers.json
     .venv-peers/bin/python scripts/make-figures.py
 
-    cargo run --release --example sampler_work_precision   # docs/data/sampler_work_precision.json
-
-Writes docs/img/strong_convergence.png, docs/img/peers.png and
-docs/img/sampler_work_precision.png (matplotlib, Agg backend), and
+Writes docs/img/strong_convergence.png, docs/img/work_precision.png, docs/img/peers.png,
+docs/img/adaptive_peers.png and docs/img/sampler_work_precision.png (matplotlib, Agg backend), and
 docs/img/digits_samples.png: 100 digits from the embedded demo model with the `itoflow` CLI
 (`cargo build --release -p itoflow-cli` first; predictor–corrector, 1000 steps, seed 0).
 """
@@ -98,6 +98,52 @@ def peers():
     print(out)
 
 
+def work_precision():
+    path = os.path.join(DATA, "work_precision.json")
+    if not os.path.exists(path):
+        print(f"skip: {path} missing", file=sys.stderr)
+        return
+    with open(path) as f:
+        wp = json.load(f)
+    pts = wp["points"]
+    problems = ["additive", "multiplicative"]
+    fig, axes = plt.subplots(2, 2, figsize=(9, 7))
+    for col, prob in enumerate(problems):
+        series = {}
+        for q in pts:
+            if q["problem"] != prob or q["error"] is None:
+                continue
+            series.setdefault((q["method"], q["kind"]), []).append(q)
+        for row, (key, label) in enumerate([("row_evals", "row evaluations (drift + diffusion)"),
+                                            ("seconds", "time (s, one thread)")]):
+            ax = axes[row][col]
+            for (method, kind), qs in series.items():
+                qs = [q for q in qs if q[key]]
+                style = {"adaptive": "o-", "adaptive-batch": "^-", "fixed": "s--"}[kind]
+                ax.plot([q[key] for q in qs], [q["error"] for q in qs], style, ms=4,
+                        label=f"{method} {kind}")
+                if kind != "fixed" and row == 0:
+                    for q in qs:
+                        ax.annotate(f"{q['param']:g}", (q[key], q["error"]), fontsize=6,
+                                    xytext=(3, 3), textcoords="offset points")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(label, fontsize=8)
+            ax.set_ylabel("mean |X(1) − X_ref(1)|", fontsize=8)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=7)
+            if row == 0:
+                ax.set_title(f"{prob} noise ({wp['paths']} paths; adaptive: rtol = atol, "
+                             "labelled)", fontsize=8)
+    fig.suptitle("Work–precision on the tilted double well (λ = 30, σ = 0.1): adaptive steps "
+                 "(per path, whole batch) vs fixed steps, one Brownian tree", fontsize=9)
+    fig.tight_layout()
+    out = os.path.join(IMG, "work_precision.png")
+    fig.savefig(out, dpi=110)
+    print(out)
+
+
 def sampler_work_precision():
     path = os.path.join(DATA, "sampler_work_precision.json")
     if not os.path.exists(path):
@@ -130,6 +176,44 @@ def sampler_work_precision():
     print(out)
 
 
+def adaptive_peers():
+    path = os.path.join(DATA, "peers.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rep = json.load(f)
+    sweeps = rep.get("adaptive") or []
+    if not sweeps:
+        print("skip: no adaptive sweeps in peers.json", file=sys.stderr)
+        return
+    problems = sorted({r["problem"] for r in sweeps})
+    fig, axes = plt.subplots(1, len(problems), figsize=(5 * len(problems), 4.2))
+    if len(problems) == 1:
+        axes = [axes]
+    for ax, prob in zip(axes, problems):
+        for r in sweeps:
+            if r["problem"] != prob:
+                continue
+            qs = r["sweep"]
+            ax.plot([q["seconds"] for q in qs], [q["error"] for q in qs], "o-", ms=3,
+                    label=r["impl"])
+            ax.axhline(r.get("target_error", float("nan")), color="k", lw=0.6, ls=":")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("time (s, one thread)", fontsize=8)
+        ax.set_ylabel("mean error at t = 1", fontsize=8)
+        ax.set_title(prob, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    m = rep["machine"]
+    fig.suptitle(f"Adaptive SDE solves, error vs time ({m['cpu']}, {m['date']})", fontsize=9)
+    fig.tight_layout()
+    out = os.path.join(IMG, "adaptive_peers.png")
+    fig.savefig(out, dpi=110)
+    print(out)
+
+
 def digits_grid():
     import subprocess
 
@@ -147,5 +231,7 @@ if __name__ == "__main__":
     os.makedirs(IMG, exist_ok=True)
     convergence()
     peers()
+    work_precision()
+    adaptive_peers()
     sampler_work_precision()
     digits_grid()

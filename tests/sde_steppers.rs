@@ -52,6 +52,7 @@ fn one_step<S: SdeStepper<f64>, P: Sde<f64> + ?Sized>(
         levy: extra.slice(ndarray::s![.., ..0]),
         extra: extra.view(),
         signs: signs.view(),
+        normals: None,
     };
     let ev = stepper
         .step(sde, t, dt, xs.view_mut(), &noise, &mut ws)
@@ -711,6 +712,7 @@ fn unsupported_noise_is_refused_with_a_hint() {
         levy: extra.view(),
         extra: extra.view(),
         signs: extra.view(),
+        normals: None,
     };
     assert!(
         pc.step(&*d, D_T, D_DT, x.view_mut(), &noise, &mut ws)
@@ -891,6 +893,7 @@ fn direct_step<S: SdeStepper<f64>>(
         levy: signs.slice(ndarray::s![.., ..0]),
         extra,
         signs,
+        normals: None,
     };
     stepper
         .step(sde, 0.0, 0.1, x.view_mut(), &noise, ws)
@@ -1159,4 +1162,55 @@ fn steppers_declare_their_calculus_and_orders() {
         SdeStepper::<f64>::random_signs(&RobertsHeun, 3, NoiseKind::Scalar),
         1
     );
+}
+
+/// Euler–Maruyama forms ΔW = √Δt·z inside its update for one Brownian motion on a
+/// one-dimensional state (`SdeStepper::fuses_increments`): bitwise the same as the plain step
+/// with the increments materialised, in f64 and f32.
+#[test]
+fn fused_euler_maruyama_equals_the_plain_update() {
+    use itoflow::sde::brownian::{BrownianPaths, IncrementGenerator};
+    fn check<T: Real>() {
+        let gbm = SdeFn::diagonal(
+            1,
+            |_t: T, x, mut f| f[0] = T::c(0.3) * x[0],
+            |_t: T, x, mut g| g[0] = T::c(0.7) * x[0],
+        );
+        let (rows, steps) = (37, 25);
+        let x0 = Array2::from_shape_fn((rows, 1), |(r, _)| T::c(0.5 + 0.01 * r as f64));
+        let grid = TimeGrid::uniform(T::zero(), T::one(), steps).unwrap();
+        let fused = solve(
+            &gbm,
+            &EulerMaruyama,
+            x0.view(),
+            &SolveOptions::grid(grid.clone()).seed(5).first_path(3),
+        )
+        .unwrap();
+        assert!(SdeStepper::<T>::fuses_increments(
+            &EulerMaruyama,
+            1,
+            NoiseKind::Diagonal
+        ));
+        let mut increments = IncrementGenerator::new(&BrownianPaths::new(5).first_path(3), rows, 1);
+        let mut ws = SdeStepper::<T>::workspace(&EulerMaruyama, rows, 1, NoiseKind::Diagonal);
+        let (mut x, mut dw) = (x0.clone(), Array2::<T>::zeros((rows, 1)));
+        for k in 0..steps {
+            increments.fill(k, grid.dt(k), dw.view_mut());
+            EulerMaruyama
+                .step(
+                    &gbm,
+                    grid.times()[k],
+                    grid.dt(k),
+                    x.view_mut(),
+                    &StepNoise::increments(dw.view()),
+                    &mut ws,
+                )
+                .unwrap();
+        }
+        let bits =
+            |a: ndarray::ArrayView2<'_, T>| a.iter().map(|v| v.f64().to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(fused.last()), bits(x.view()));
+    }
+    check::<f64>();
+    check::<f32>();
 }

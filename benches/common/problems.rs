@@ -41,6 +41,61 @@ pub const LIN_T1: f64 = 10.0;
 pub const LIN_RTOL: f64 = 1e-6;
 pub const LIN_ATOL: f64 = 1e-9;
 
+/// Brownian-tree queries: paths, steps of `[0, 1]` (tolerance half a step).
+pub const TREE_PATHS: usize = 1024;
+pub const TREE_STEPS: usize = 1000;
+
+/// Adaptive solves: paths, the tree tolerance every implementation uses, the tolerance sweep
+/// (`rtol = atol`), the reference's fixed steps (the transient).
+pub const ADAPT_PATHS: usize = 256;
+pub const ADAPT_TREE_TOL: f64 = 1.0 / 65536.0;
+pub const ADAPT_TOLS: [f64; 6] = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4];
+pub const ADAPT_REF_STEPS: usize = 8192;
+/// Adaptive GBM (Higham 2001): `dX = λX dt + μX dW`, `X0 = 1`, `t ∈ [0, 1]`.
+pub const AGBM_LAMBDA: f64 = 2.0;
+pub const AGBM_MU: f64 = 1.0;
+/// The stiff transient: `dX = λ(X − X³ + c(t)) dt + σ dW`, `c(t) = −0.6 + 1.2 t`, `X0 = −1`.
+pub const TRANS_LAMBDA: f64 = 30.0;
+pub const TRANS_SIGMA: f64 = 0.1;
+
+/// The tilted double well whose left well disappears at t ≈ 0.82 (additive noise): every path
+/// jumps to the right well at its own time (the stiff-transient problem of the adaptive
+/// comparison and of `examples/work_precision.rs`).
+#[derive(Clone, Copy, Debug)]
+pub struct Transient;
+
+impl Sde<f64> for Transient {
+    fn dim(&self) -> usize {
+        1
+    }
+    fn noise(&self) -> NoiseKind {
+        NoiseKind::Additive
+    }
+    fn drift(
+        &self,
+        t: ArrayView1<'_, f64>,
+        x: ArrayView2<'_, f64>,
+        mut f: ArrayViewMut2<'_, f64>,
+    ) -> Result<(), ProblemError> {
+        Zip::from(f.rows_mut())
+            .and(x.rows())
+            .and(&t)
+            .for_each(|mut f, x, &t| {
+                f[0] = TRANS_LAMBDA * (x[0] - x[0] * x[0] * x[0] + (-0.6 + 1.2 * t))
+            });
+        Ok(())
+    }
+    fn diffusion(
+        &self,
+        _t: ArrayView1<'_, f64>,
+        _x: ArrayView2<'_, f64>,
+        mut g: ArrayViewMut3<'_, f64>,
+    ) -> Result<(), ProblemError> {
+        g.fill(TRANS_SIGMA);
+        Ok(())
+    }
+}
+
 /// `out = op(x)` elementwise: a slice loop when both are contiguous, else an ndarray `Zip`.
 #[inline(always)]
 fn map_into<T: Copy>(x: ArrayView2<'_, T>, mut out: ArrayViewMut2<'_, T>, op: impl Fn(T) -> T) {

@@ -268,7 +268,20 @@ pub(crate) mod x86 {
             let c = std::array::from_fn(|l| counters[j0 + l]);
             out[j0..j0 + 8].copy_from_slice(&lanes::<R, 8>(c, k));
         }
-        for j in whole..n {
+        let mut j = whole;
+        if n - j >= 4 {
+            let k = std::array::from_fn(|l| keys[j + l]);
+            let c = std::array::from_fn(|l| counters[j + l]);
+            out[j..j + 4].copy_from_slice(&lanes::<R, 4>(c, k));
+            j += 4;
+        }
+        if n - j >= 2 {
+            let k = std::array::from_fn(|l| keys[j + l]);
+            let c = std::array::from_fn(|l| counters[j + l]);
+            out[j..j + 2].copy_from_slice(&lanes::<R, 2>(c, k));
+            j += 2;
+        }
+        if j < n {
             out[j] = one::<R>(counters[j], keys[j]);
         }
     }
@@ -555,6 +568,12 @@ mod tests {
                     .collect();
                 unsafe { x86::many::<ARS_ROUNDS>(&keys, &counters, &mut out) };
                 assert_eq!(out, many_want, "AES-NI many");
+                // Every remainder (eight, four, two and one in flight).
+                for n in 0..16 {
+                    let mut out = vec![[0; 2]; n];
+                    unsafe { x86::many::<ARS_ROUNDS>(&keys[..n], &counters[..n], &mut out) };
+                    assert_eq!(out, many_want[..n], "AES-NI many of {n}");
+                }
             }
             if super::super::cpu::vaes() {
                 unsafe { x86::rows_vaes::<ARS_ROUNDS>(&keys, block, c_hi, &mut lo, &mut hi) };

@@ -407,6 +407,17 @@ impl IncrementGenerator {
         }
     }
 
+    /// The standard normals of grid step `step` for one Brownian motion without refinement,
+    /// `[rows]`, and the scale `√|dt|` that makes them `ΔW` (what [`IncrementGenerator::fill`]
+    /// writes is `T::from(scale·z)`); `None` for other shapes.
+    pub fn normals<T: Real>(&mut self, step: usize, dt: T) -> Option<(&[f64], f64)> {
+        if self.m != 1 || self.refine != 1 {
+            return None;
+        }
+        let off = self.tile.ensure(step as u64, 1);
+        Some((self.tile.column(off), dt.f64().abs().sqrt()))
+    }
+
     /// Writes `ΔW` of grid step `step` (of length `dt`, either sign) into `out` `[rows, m]`.
     pub fn fill<T: Real>(&mut self, step: usize, dt: T, mut out: ArrayViewMut2<'_, T>) {
         let (m, r) = (self.m, self.refine);

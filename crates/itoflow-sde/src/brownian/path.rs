@@ -102,6 +102,17 @@ impl<T: Real> GridPath<T> {
         }
     }
 
+    /// The standard normals and scale of step `k` (one Brownian motion, no refinement; see
+    /// [`IncrementGenerator::normals`]).
+    pub fn step_normals(&mut self, k: usize) -> Option<(&[f64], f64)> {
+        if k + 1 >= self.times.len() {
+            return None;
+        }
+        let dt = self.times[k + 1] - self.times[k];
+        self.next = k + 1;
+        self.increments.normals(k, dt)
+    }
+
     /// Writes `ΔW` (and `H`) of step `k` directly.
     pub fn fill_step(
         &mut self,

@@ -21,7 +21,7 @@
 //!   would do on that row alone), but all active rows still share one batched call per stage
 //!   (each row at its own time); finished rows drop out of the batch.
 
-use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, Array3, ArrayView2, Axis};
 
 use super::dense::{DENSE_DEGREE, DenseOutput};
 use crate::control::{
@@ -213,6 +213,8 @@ struct Run<'a, T: Real, P: ?Sized> {
     y_new: Array2<T>,
     tmp: Array2<T>,
     k: Vec<Array2<T>>,
+    /// The step of every active element, when the groups' steps differ (per-row mode).
+    h_el: Vec<T>,
     times: Array1<T>,
     calls: usize,
     row_evals: usize,
@@ -383,6 +385,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             y_new: zeros(),
             tmp: zeros(),
             k: (0..=STAGES).map(|_| zeros()).collect(),
+            h_el: vec![T::zero(); if ngroups > 1 { rows * dim } else { 0 }],
             times: Array1::zeros(rows),
             calls: 0,
             row_evals: 0,
@@ -408,16 +411,17 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         step_of: impl Fn(&Group<T>) -> usize,
     ) -> Result<(), SolveError> {
         let n = self.active;
+        // The first n rows (`split_at`: cheaper than `slice` for a solve of a few rows).
         let src = match input {
-            Which::Y => self.y.slice(s![..n, ..]),
-            Which::Tmp => self.tmp.slice(s![..n, ..]),
-            Which::YNew => self.y_new.slice(s![..n, ..]),
+            Which::Y => &self.y,
+            Which::Tmp => &self.tmp,
+            Which::YNew => &self.y_new,
         };
         let res = self.sys.rhs_indexed(
-            self.times.slice(s![..n]),
-            src,
+            self.times.view().split_at(Axis(0), n).0,
+            src.view().split_at(Axis(0), n).0,
             &self.orig[..n],
-            self.k[stage].slice_mut(s![..n, ..]),
+            self.k[stage].view_mut().split_at(Axis(0), n).0,
         );
         self.calls += 1;
         self.row_evals += n;
@@ -635,6 +639,12 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             g.t_new = t_new;
         }
 
+        if self.groups.len() > 1 {
+            let dim = self.dim;
+            for g in &self.groups {
+                self.h_el[g.start * dim..(g.start + g.len) * dim].fill(g.h);
+            }
+        }
         // Stages 1..6.
         for stage in 1..STAGES {
             let times = self.times.as_slice_mut().expect("contiguous");
@@ -642,17 +652,19 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 times[g.start..g.start + g.len].fill(g.t + T::c(C[stage]) * g.h);
             }
             {
-                // tmp = y + h Σ_j a_sj k_j, summed over j in order for every element (as
-                // SciPy's sequential sum does), one pass over the active rows per stage.
+                // tmp = y + h Σ_j a_sj k_j, summed over j in order from zero for every element
+                // (as SciPy's sequential sum does), one pass over the active rows.
                 let n = self.active * dim;
                 let y = &self.y.as_slice().expect("contiguous")[..n];
                 let tmp = &mut self.tmp.as_slice_mut().expect("contiguous")[..n];
-                stage_sum(tmp, &self.k, &A[stage][..stage]);
-                for g in &self.groups {
-                    let range = g.start * dim..(g.start + g.len) * dim;
-                    for (t, &y) in tmp[range.clone()].iter_mut().zip(&y[range]) {
-                        *t = y + *t * g.h;
-                    }
+                let h = steps(&self.groups, &self.h_el, n);
+                let (k, a) = (&self.k, &A[stage]);
+                match stage {
+                    1 => combine::<T, 1>(tmp, y, k, a, h),
+                    2 => combine::<T, 2>(tmp, y, k, a, h),
+                    3 => combine::<T, 3>(tmp, y, k, a, h),
+                    4 => combine::<T, 4>(tmp, y, k, a, h),
+                    _ => combine::<T, 5>(tmp, y, k, a, h),
                 }
             }
             self.eval(Which::Tmp, stage, |g| g.stats.naccepted)?;
@@ -662,13 +674,7 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
             let n = self.active * dim;
             let y = &self.y.as_slice().expect("contiguous")[..n];
             let y_new = &mut self.y_new.as_slice_mut().expect("contiguous")[..n];
-            stage_sum(y_new, &self.k, &B);
-            for g in &self.groups {
-                let range = g.start * dim..(g.start + g.len) * dim;
-                for (o, &y) in y_new[range.clone()].iter_mut().zip(&y[range]) {
-                    *o = y + g.h * *o;
-                }
-            }
+            combine::<T, STAGES>(y_new, y, &self.k, &B, steps(&self.groups, &self.h_el, n));
         }
         let times = self.times.as_slice_mut().expect("contiguous");
         for g in &self.groups {
@@ -676,14 +682,23 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         }
         self.eval(Which::YNew, STAGES, |g| g.stats.naccepted)?;
 
-        // Error norms, acceptance, dense output. `tmp` (free after the last stage) takes
-        // Σ_j e_j k_j for the active rows.
-        let n = self.active * dim;
-        stage_sum(
-            &mut self.tmp.as_slice_mut().expect("contiguous")[..n],
-            &self.k,
-            &E,
-        );
+        // Error norms, acceptance, dense output. `tmp` (free after the last stage) takes the
+        // squared scaled errors of the active elements.
+        {
+            let n = self.active * dim;
+            let y = &self.y.as_slice().expect("contiguous")[..n];
+            let y_new = &self.y_new.as_slice().expect("contiguous")[..n];
+            let sq = &mut self.tmp.as_slice_mut().expect("contiguous")[..n];
+            let h = steps(&self.groups, &self.h_el, n);
+            let atol = if self.atol.iter().all(|&a| a == self.atol[0]) {
+                // One value for every component (SciPy's scalar atol): the same numbers
+                // without the per-component lookup.
+                &self.atol[..1]
+            } else {
+                &self.atol[..]
+            };
+            error_squares(sq, y, y_new, &self.k, atol, self.rtol, h);
+        }
         for gi in 0..self.groups.len() {
             let err = self.error_norm(gi);
             let g = &self.groups[gi];
@@ -709,19 +724,14 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
         Ok(())
     }
 
+    /// The group's RMS error norm from the squared scaled errors in `tmp`, summed in order
+    /// (SciPy's `ddot` as a sequential sum).
     fn error_norm(&self, gi: usize) -> T {
         let g = &self.groups[gi];
-        let dim = self.dim;
-        let y = self.y.as_slice().expect("contiguous");
-        let y_new = self.y_new.as_slice().expect("contiguous");
-        // Σ_j e_j k_j, left in `tmp` by `attempt`.
-        let err = self.tmp.as_slice().expect("contiguous");
+        let range = g.start * self.dim..(g.start + g.len) * self.dim;
         let mut sum = T::zero();
-        for idx in g.start * dim..(g.start + g.len) * dim {
-            let e = err[idx] * g.h;
-            let scale = self.atol_at(idx) + y[idx].abs().max(y_new[idx].abs()) * self.rtol;
-            let v = e / scale;
-            sum += v * v;
+        for &v in &self.tmp.as_slice().expect("contiguous")[range] {
+            sum += v;
         }
         sum.sqrt() / g.rms_div
     }
@@ -830,13 +840,19 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
                 dense.push(self.orig[r], t_old, t_new, h, &y[r * dim..(r + 1) * dim], q);
             }
         }
-        // y <- y_new, f <- f_new (FSAL).
-        let range = start * dim..(start + len) * dim;
-        self.y.as_slice_mut().expect("contiguous")[range.clone()]
-            .copy_from_slice(&self.y_new.as_slice().expect("contiguous")[range.clone()]);
-        let (first, rest) = self.k.split_at_mut(1);
-        first[0].as_slice_mut().expect("contiguous")[range.clone()]
-            .copy_from_slice(&rest[STAGES - 1].as_slice().expect("contiguous")[range]);
+        // y <- y_new, f <- f_new (FSAL): swapped when the group is the whole array (`y_new`
+        // and the last stage are scratch until the next attempt writes them), else copied.
+        if start == 0 && len * dim == self.y.len() {
+            std::mem::swap(&mut self.y, &mut self.y_new);
+            self.k.swap(0, STAGES);
+        } else {
+            let range = start * dim..(start + len) * dim;
+            self.y.as_slice_mut().expect("contiguous")[range.clone()]
+                .copy_from_slice(&self.y_new.as_slice().expect("contiguous")[range.clone()]);
+            let (first, rest) = self.k.split_at_mut(1);
+            first[0].as_slice_mut().expect("contiguous")[range.clone()]
+                .copy_from_slice(&rest[STAGES - 1].as_slice().expect("contiguous")[range]);
+        }
         let whole = self.opts.mode == BatchMode::WholeBatch;
         let g = &mut self.groups[gi];
         g.t = t_new;
@@ -894,16 +910,192 @@ impl<'a, T: Real, P: OdeSystem<T> + ?Sized> Run<'a, T, P> {
     }
 }
 
-/// `out[i] = Σ_j k_j[i]·w_j` for the first `out.len()` elements, summed over `j` in order from
-/// zero (SciPy's sequential sum, element for element), one pass per stage.
-fn stage_sum<T: Real>(out: &mut [T], k: &[Array2<T>], weights: &[f64]) {
-    out.fill(T::zero());
-    for (kj, &w) in k.iter().zip(weights) {
-        let w = T::c(w);
-        for (o, &x) in out.iter_mut().zip(kj.as_slice().expect("contiguous")) {
-            *o += x * w;
+/// The step of each element of a combination: one for all, or one per element.
+#[derive(Clone, Copy)]
+enum Steps<'a, T> {
+    One(T),
+    Each(&'a [T]),
+}
+
+/// The steps of the `n` active elements: the one step of the batch, or (several groups)
+/// `h_el`, filled from the groups' steps at the start of the attempt.
+fn steps<'a, T: Real>(groups: &[Group<T>], h_el: &'a [T], n: usize) -> Steps<'a, T> {
+    match groups {
+        [g] => Steps::One(g.h),
+        _ => Steps::Each(&h_el[..n]),
+    }
+}
+
+/// `out[i] = y[i] + h_i·(((0 + k_0[i]·w_0) + k_1[i]·w_1) + …)` over the `S` first stages, for
+/// the first `out.len()` elements: SciPy's `y + h·(Kᵀw)` with a sequential sum, element for
+/// element, in one pass (compiled for AVX-512 and AVX2 as well and chosen at run time; no FMA,
+/// so the same bits on every path).
+#[inline]
+fn combine<T: Real, const S: usize>(
+    out: &mut [T],
+    y: &[T],
+    k: &[Array2<T>],
+    w: &[f64],
+    h: Steps<'_, T>,
+) {
+    use crate::brownian::{Level, level};
+    let k: [&[T]; S] = std::array::from_fn(|j| k[j].as_slice().expect("contiguous"));
+    let w: [T; S] = std::array::from_fn(|j| T::c(w[j]));
+    match level() {
+        // SAFETY: the features were detected at run time.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { combine_avx512(out, y, k, w, h) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { combine_avx2(out, y, k, w, h) },
+        Level::Base => combine_body(out, y, k, w, h),
+    }
+}
+
+#[inline(always)]
+fn combine_body<T: Real, const S: usize>(
+    out: &mut [T],
+    y: &[T],
+    k: [&[T]; S],
+    w: [T; S],
+    h: Steps<'_, T>,
+) {
+    let n = out.len();
+    let y = &y[..n];
+    let k = k.map(|kj| &kj[..n]);
+    let sum = |i: usize| {
+        let mut acc = T::zero();
+        for j in 0..S {
+            acc += k[j][i] * w[j];
+        }
+        acc
+    };
+    match h {
+        Steps::One(h) => {
+            for i in 0..n {
+                out[i] = y[i] + sum(i) * h;
+            }
+        }
+        Steps::Each(h) => {
+            let h = &h[..n];
+            for i in 0..n {
+                out[i] = y[i] + sum(i) * h[i];
+            }
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn combine_avx512<T: Real, const S: usize>(
+    out: &mut [T],
+    y: &[T],
+    k: [&[T]; S],
+    w: [T; S],
+    h: Steps<'_, T>,
+) {
+    combine_body(out, y, k, w, h)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn combine_avx2<T: Real, const S: usize>(
+    out: &mut [T],
+    y: &[T],
+    k: [&[T]; S],
+    w: [T; S],
+    h: Steps<'_, T>,
+) {
+    combine_body(out, y, k, w, h)
+}
+
+/// `sq[i] = (h_i·Σ_j e_j k_j[i] / (atol_c + max(|y[i]|, |y_new[i]|)·rtol))²` for the first
+/// `sq.len()` elements of `[rows, dim]` arrays (`c` the component of element `i`, `atol` of
+/// length `dim` or one value for all; the sum over `j` in order from zero): the squared scaled errors whose in-order sum is SciPy's RMS norm,
+/// computed element by element in parallel (AVX-512 / AVX2 chosen at run time, no FMA).
+fn error_squares<T: Real>(
+    sq: &mut [T],
+    y: &[T],
+    y_new: &[T],
+    k: &[Array2<T>],
+    atol: &[T],
+    rtol: T,
+    h: Steps<'_, T>,
+) {
+    use crate::brownian::{Level, level};
+    let k: [&[T]; STAGES + 1] = std::array::from_fn(|j| k[j].as_slice().expect("contiguous"));
+    let a = ErrArgs {
+        k,
+        e: E.map(T::c),
+        atol,
+        rtol,
+        h,
+    };
+    match level() {
+        // SAFETY: the features were detected at run time.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { squares_avx512(sq, y, y_new, &a) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { squares_avx2(sq, y, y_new, &a) },
+        Level::Base => squares_body(sq, y, y_new, &a),
+    }
+}
+
+/// The inputs of [`error_squares`] besides the arrays it walks.
+struct ErrArgs<'a, T> {
+    k: [&'a [T]; STAGES + 1],
+    e: [T; STAGES + 1],
+    atol: &'a [T],
+    rtol: T,
+    h: Steps<'a, T>,
+}
+
+#[inline(always)]
+fn squares_body<T: Real>(sq: &mut [T], y: &[T], y_new: &[T], a: &ErrArgs<'_, T>) {
+    let n = sq.len();
+    let (y, y_new) = (&y[..n], &y_new[..n]);
+    let k = a.k.map(|kj| &kj[..n]);
+    let (e, rtol) = (a.e, a.rtol);
+    let err = |i: usize| {
+        let mut acc = T::zero();
+        for j in 0..STAGES + 1 {
+            acc += k[j][i] * e[j];
+        }
+        acc
+    };
+    let h_at = |i: usize| match a.h {
+        Steps::One(h) => h,
+        Steps::Each(h) => h[i],
+    };
+    let dim = a.atol.len();
+    if dim == 1 {
+        let atol = a.atol[0];
+        for i in 0..n {
+            let scale = atol + y[i].abs().max(y_new[i].abs()) * rtol;
+            let v = err(i) * h_at(i) / scale;
+            sq[i] = v * v;
+        }
+        return;
+    }
+    for (r, sqr) in sq.chunks_exact_mut(dim).enumerate() {
+        for (c, s) in sqr.iter_mut().enumerate() {
+            let i = r * dim + c;
+            let scale = a.atol[c] + y[i].abs().max(y_new[i].abs()) * rtol;
+            let v = err(i) * h_at(i) / scale;
+            *s = v * v;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn squares_avx512<T: Real>(sq: &mut [T], y: &[T], y_new: &[T], a: &ErrArgs<'_, T>) {
+    squares_body(sq, y, y_new, a)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn squares_avx2<T: Real>(sq: &mut [T], y: &[T], y_new: &[T], a: &ErrArgs<'_, T>) {
+    squares_body(sq, y, y_new, a)
 }
 
 #[derive(Clone, Copy)]

@@ -71,6 +71,10 @@ pub struct StepNoise<'a, T> {
     pub extra: ArrayView2<'a, T>,
     /// Random signs `±1`, `[rows, random_signs]` (see [`SdeStepper::random_signs`]).
     pub signs: ArrayView2<'a, T>,
+    /// For steppers that fuse the increments into their update
+    /// ([`SdeStepper::fuses_increments`]): standard normals `z` (`[rows]`, one Brownian motion)
+    /// and the scale `s` with `ΔW = T::from(s·z)`, given *instead of* `dw` (then `[rows, 0]`).
+    pub normals: Option<(&'a [f64], f64)>,
 }
 
 impl<'a, T> StepNoise<'a, T> {
@@ -84,6 +88,7 @@ impl<'a, T> StepNoise<'a, T> {
             levy: empty(),
             extra: empty(),
             signs: empty(),
+            normals: None,
         }
     }
 
@@ -156,6 +161,21 @@ pub trait SdeStepper<T: Real> {
     /// them from the path's [`tags::SIGNS`](crate::brownian::tags::SIGNS) stream, one bit each.
     fn random_signs(&self, _dim: usize, _noise: NoiseKind) -> usize {
         0
+    }
+
+    /// Whether [`SdeStepper::step`] takes the increments of one Brownian motion as standard
+    /// normals and a scale ([`StepNoise::normals`]) and applies `ΔW = s·z` inside its update,
+    /// saving a pass over the batch. Drivers then hand `normals` instead of `dw`; the result is
+    /// bitwise the same.
+    fn fuses_increments(&self, _dim: usize, _noise: NoiseKind) -> bool {
+        false
+    }
+
+    /// Whether the state after the last [`SdeStepper::step`] was all finite, when the stepper
+    /// checked it while writing it (so that the driver need not scan it again); `None` when it
+    /// did not check.
+    fn step_was_finite(&self, _ws: &Self::Workspace) -> Option<bool> {
+        None
     }
 
     /// Whether the method needs the space–time Lévy areas of its steps
@@ -327,6 +347,73 @@ fn fused_avx512<T: Real>(x: &mut [T], f: &[T], g: &[T], w: &[T], dt: T) {
 #[target_feature(enable = "avx2")]
 fn fused_avx2<T: Real>(x: &mut [T], f: &[T], g: &[T], w: &[T], dt: T) {
     fused_body(x, f, g, w, dt)
+}
+
+/// `x += f·dt + g·T::from(s·z)` elementwise over equal-length slices (the Euler–Maruyama
+/// update with the increments `ΔW = s·z` formed on the fly, bitwise what [`euler_update`]
+/// gives with `dw = s·z`), returning whether every new `x` is finite (`Σ x·0` is NaN exactly
+/// when one is not). Compiled for AVX-512 and AVX2 as well and chosen at run time.
+pub(crate) fn fused_update_normals<T: Real>(
+    x: &mut [T],
+    f: &[T],
+    g: &[T],
+    z: &[f64],
+    s: f64,
+    dt: T,
+) -> bool {
+    use crate::brownian::{Level, level};
+    match level() {
+        // SAFETY: the features were detected at run time.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { fused_normals_avx512(x, f, g, z, s, dt) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { fused_normals_avx2(x, f, g, z, s, dt) },
+        Level::Base => fused_normals_body(x, f, g, z, s, dt),
+    }
+}
+
+#[inline(always)]
+fn fused_normals_body<T: Real>(x: &mut [T], f: &[T], g: &[T], z: &[f64], s: f64, dt: T) -> bool {
+    let zero = T::zero();
+    let mut acc = [zero; 8];
+    let n = x.len().min(f.len()).min(g.len()).min(z.len());
+    let (x, f, g, z) = (&mut x[..n], &f[..n], &g[..n], &z[..n]);
+    let mut xc = x.chunks_exact_mut(8);
+    let (mut fc, mut gc, mut zc) = (f.chunks_exact(8), g.chunks_exact(8), z.chunks_exact(8));
+    for (((x, f), g), z) in (&mut xc).zip(&mut fc).zip(&mut gc).zip(&mut zc) {
+        for k in 0..8 {
+            let v = x[k] + (f[k] * dt + g[k] * T::c(s * z[k]));
+            x[k] = v;
+            acc[k] += v * zero;
+        }
+    }
+    let mut total = zero;
+    for (((x, &f), &g), &z) in xc
+        .into_remainder()
+        .iter_mut()
+        .zip(fc.remainder())
+        .zip(gc.remainder())
+        .zip(zc.remainder())
+    {
+        *x += f * dt + g * T::c(s * z);
+        total += *x * zero;
+    }
+    for a in acc {
+        total += a;
+    }
+    !total.is_nan()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fused_normals_avx512<T: Real>(x: &mut [T], f: &[T], g: &[T], z: &[f64], s: f64, dt: T) -> bool {
+    fused_normals_body(x, f, g, z, s, dt)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn fused_normals_avx2<T: Real>(x: &mut [T], f: &[T], g: &[T], z: &[f64], s: f64, dt: T) -> bool {
+    fused_normals_body(x, f, g, z, s, dt)
 }
 
 /// A time array `[rows]` filled with one value (the drivers' per-row time argument).

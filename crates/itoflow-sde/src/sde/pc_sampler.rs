@@ -167,6 +167,7 @@ where
             levy: noise.levy,
             extra: pe,
             signs: noise.signs,
+            normals: None,
         };
         let mut evals = Evals::default();
         if self.corrector_first {

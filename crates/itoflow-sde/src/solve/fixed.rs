@@ -103,7 +103,8 @@ impl<T: Real> Recorder<T> {
 }
 
 /// The grid loop: `step(k, t, dt, x)` advances the batch over grid step `k` and returns the
-/// evaluations it made.
+/// evaluations it made and, when it checked them itself, whether the new states are all
+/// finite (so that the loop need not scan them again).
 fn run<T: Real>(
     name: &str,
     x0: ArrayView2<'_, T>,
@@ -111,7 +112,7 @@ fn run<T: Real>(
     grid: &TimeGrid<T>,
     opts: &SolveOptions<T>,
     observer: &mut dyn FnMut(Progress<'_, T>),
-    mut step: impl FnMut(usize, T, T, ArrayViewMut2<'_, T>) -> Result<Evals, SolveError>,
+    mut step: impl FnMut(usize, T, T, ArrayViewMut2<'_, T>) -> Result<(Evals, Option<bool>), SolveError>,
 ) -> Result<Solution<T>, SolveError> {
     crate::problem::check_dim(name, &x0, dim)?;
     let first = opts.first_path as usize;
@@ -142,9 +143,11 @@ fn run<T: Real>(
     }
     for k in 0..steps {
         let (t, dt) = (grid.times()[k], grid.dt(k));
-        evals += step(k, t, dt, x.view_mut())?;
+        let (ev, finite) = step(k, t, dt, x.view_mut())?;
+        evals += ev;
         let t_next = grid.times()[k + 1];
         if opts.check_finite
+            && finite != Some(true)
             && let Some(r) = first_non_finite_row(&x.view())
         {
             return Err(SolveError::NonFinite {
@@ -188,7 +191,9 @@ fn run<T: Real>(
     })
 }
 
-/// The Brownian source of a fixed-grid SDE solve.
+/// The Brownian source of a fixed-grid SDE solve (one per solve: the size difference of the
+/// variants does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Noise<T> {
     Grid(GridPath<T>),
     Tree(TreePath),
@@ -238,7 +243,34 @@ where
     let mut sz = Array2::zeros((rows, n_signs));
     let mut ws = stepper.workspace(rows, dim, noise);
     let area = levy == LevyArea::SpaceTime;
+    // Steppers that form ΔW = √Δt·z inside their update get the normals themselves (one
+    // Brownian motion from the grid increments, no extras: GBM and OU with Euler–Maruyama).
+    let fuse = stepper.fuses_increments(dim, noise)
+        && matches!(source, Noise::Grid(_))
+        && !area
+        && n_extra == 0
+        && n_signs == 0
+        && m == 1
+        && opts.refine == 1;
+    let none = Array2::<T>::zeros((rows, 0));
     run("x0", x0, dim, grid, opts, observer, |k, t, dt, x| {
+        let err = |e| SolveError::from_problem_in_batch(e, t.f64(), k, rows, |r| first + r);
+        if fuse && let Noise::Grid(g) = &mut source {
+            let normals = g.step_normals(k);
+            if normals.is_some() {
+                let noise_k = StepNoise {
+                    dw: none.view(),
+                    levy: none.view(),
+                    extra: none.view(),
+                    signs: none.view(),
+                    normals,
+                };
+                let ev = stepper
+                    .step(sde, t, dt, x, &noise_k, &mut ws)
+                    .map_err(err)?;
+                return Ok((ev, stepper.step_was_finite(&ws)));
+            }
+        }
         let h = area.then(|| hw.view_mut());
         match &mut source {
             Noise::Grid(g) => g.fill_step(k, dw.view_mut(), h)?,
@@ -251,10 +283,12 @@ where
             levy: hw.view(),
             extra: ez.view(),
             signs: sz.view(),
+            normals: None,
         };
-        stepper
+        let ev = stepper
             .step(sde, t, dt, x, &noise_k, &mut ws)
-            .map_err(|e| SolveError::from_problem_in_batch(e, t.f64(), k, rows, |r| first + r))
+            .map_err(err)?;
+        Ok((ev, stepper.step_was_finite(&ws)))
     })
 }
 
@@ -280,10 +314,11 @@ where
         let calls = stepper
             .step(sys, t, dt, y, &mut ws)
             .map_err(|e| SolveError::from_problem_in_batch(e, t.f64(), k, rows, |r| first + r))?;
-        Ok(Evals {
+        let ev = Evals {
             drift: calls,
             diffusion: 0,
             other: 0,
-        })
+        };
+        Ok((ev, None))
     })
 }
