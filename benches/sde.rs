@@ -51,6 +51,16 @@ fn gbm(c: &mut Criterion) {
             black_box(acc)
         })
     });
+    // The same problem as scalar closures: Euler–Maruyama fuses drift, diffusion, ΔW and the
+    // update into one pass over the state.
+    let scalar = ScalarSde::new(
+        |_t: f64, x: f64| GBM_MU * x,
+        |_t: f64, x: f64| GBM_SIGMA * x,
+    );
+    let opts = SolveOptions::grid(grid.clone()).seed(1);
+    g.bench_function("10k_x_1000_scalar", |b| {
+        b.iter(|| solve(&scalar, &EulerMaruyama, x0.view(), &opts).unwrap())
+    });
     // The per-row closure adapter on the same problem.
     let closure = SdeFn::diagonal(
         1,

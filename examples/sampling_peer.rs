@@ -1,12 +1,12 @@
 //! itoflow's side of the sampling peer (`benches/peers/kdiff_sampling.py`): Euler, Heun and
 //! DPM++(2M) at equal NFE (51) on the same ONNX file (`tests/data/samplers/digits_uncond.onnx`),
-//! Karras σ (ρ = 7) from σ̃(1e-3) to σ̃(1), batch 1, 64 and 256, one ONNX Runtime thread, the
+//! Karras σ (ρ = 7) from σ̃(1e-3) to σ̃(1), batch 1, 64 and 256 (or the comma list `BATCHES`), one ONNX Runtime thread, the
 //! state in `f32` as the peer's torch tensors. The session is opened once, outside the timing;
 //! each configuration gets one untimed warm-up and `REPS` timed runs (best and median), and the
 //! time inside ONNX Runtime's `Run` during the best run.
 //!
 //! ```sh
-//! cargo run --release --example sampling_peer [-- REPS [THREADS]] > docs/data/itoflow_sampling.json
+//! cargo run --release --example sampling_peer [-- REPS [THREADS [BATCHES]]] > docs/data/itoflow_sampling.json
 //! ```
 
 use std::time::Instant;
@@ -22,6 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let reps: usize = args.next().map_or(Ok(5), |s| s.parse())?;
     let threads: usize = args.next().map_or(Ok(1), |s| s.parse())?;
+    let batches: Vec<usize> = match args.next() {
+        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
+        None => vec![1, 64, 256],
+    };
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/samplers/digits_uncond.onnx");
     let opts = OnnxOptions {
@@ -35,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (sigma_min, sigma_max) = (sde.sigma_tilde(1e-3), sde.sigma_tilde(1.0));
     let nfe = 51usize;
     let mut results = Vec::new();
-    for batch in [1usize, 64, 256] {
+    for batch in batches {
         // Any fixed states: x̃ = σ_max z.
         let mut k = 0u64;
         let x0 = Array2::<f64>::from_shape_fn((batch, 64), |_| {

@@ -14,7 +14,8 @@ use itoflow::sde::sde::{
     StratonovichHeun,
 };
 use itoflow::sde::{
-    NoiseKind, ProblemError, Real, SaveAt, Sde, SdeFn, SolveError, SolveOptions, TimeGrid, solve,
+    NoiseKind, ProblemError, Real, SaveAt, ScalarSde, Sde, SdeFn, SolveError, SolveOptions,
+    TimeGrid, solve,
 };
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip, array};
 
@@ -1210,6 +1211,30 @@ fn fused_euler_maruyama_equals_the_plain_update() {
         let bits =
             |a: ndarray::ArrayView2<'_, T>| a.iter().map(|v| v.f64().to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(fused.last()), bits(x.view()));
+        // The same problem as scalar closures: drift, diffusion and update in one pass
+        // (`Sde::euler_step_fused`), the same bits.
+        let scalar = ScalarSde::new(|_t: T, x: T| T::c(0.3) * x, |_t: T, x: T| T::c(0.7) * x);
+        let one_pass = solve(
+            &scalar,
+            &EulerMaruyama,
+            x0.view(),
+            &SolveOptions::grid(grid.clone()).seed(5).first_path(3),
+        )
+        .unwrap();
+        assert_eq!(bits(one_pass.last()), bits(x.view()));
+        // A blow-up is reported as by the separate passes: same error, same path and step.
+        let blow = |x: T| x * x * T::c(1e3);
+        let scalar = ScalarSde::new(move |_t: T, x: T| blow(x), |_t: T, _x: T| T::one());
+        let rows_fn = SdeFn::diagonal(
+            1,
+            move |_t: T, x, mut f| f[0] = blow(x[0]),
+            |_t: T, _x, mut g| g[0] = T::one(),
+        );
+        let opts = SolveOptions::grid(grid).seed(5);
+        let a = solve(&scalar, &EulerMaruyama, x0.view(), &opts).unwrap_err();
+        let b = solve(&rows_fn, &EulerMaruyama, x0.view(), &opts).unwrap_err();
+        assert_eq!(a.to_string(), b.to_string());
+        assert!(a.to_string().contains("path"), "{a}");
     }
     check::<f64>();
     check::<f32>();

@@ -54,7 +54,8 @@ pub use error::{BoxError, ProblemError, SolveError};
 pub use grid::TimeGrid;
 pub use problem::{
     AdditiveDiffusion, AnalyticDerivative, Calculus, CholeskyFactor, MatrixDiffusion, NoDerivative,
-    NoiseKind, OdeFn, OdeSystem, RowDerivative, RowDiffusion, Sde, SdeFn, VectorDiffusion,
+    NoiseKind, OdeFn, OdeSystem, RowDerivative, RowDiffusion, ScalarSde, Sde, SdeFn,
+    VectorDiffusion,
 };
 pub use real::Real;
 pub use solve::{
@@ -74,6 +75,7 @@ pub mod prelude {
     };
     pub use crate::{
         BatchMode, BrownianSource, Ensemble, NoiseKind, OdeFn, OdeSystem, ProblemError, Real, Save,
-        SaveAt, Sde, SdeFn, Solution, SolveError, SolveOptions, TimeGrid, solve, solve_with,
+        SaveAt, ScalarSde, Sde, SdeFn, Solution, SolveError, SolveOptions, TimeGrid, solve,
+        solve_with,
     };
 }

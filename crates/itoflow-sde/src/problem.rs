@@ -194,6 +194,20 @@ pub trait Sde<T: Real> {
     ) -> Option<Result<(), ProblemError>> {
         None
     }
+
+    /// Optionally, one Euler–Maruyama step of a one-component state in a single pass:
+    /// `x_r ← x_r + f(t, x_r) Δt + g(t, x_r) s z_r` for every row (`ΔW_r = s z_r`), returning
+    /// whether every new `x_r` is finite.
+    ///
+    /// Problems whose drift and diffusion are cheap functions of one number implement it (as
+    /// [`ScalarSde`] does) so that a step reads and writes the state once instead of making
+    /// separate drift, diffusion and update passes; the result must equal, bit for bit, the
+    /// update from [`Sde::drift`] and [`Sde::diffusion`], which is `x + (f Δt + g (s z))`
+    /// with the products rounded in that order. `None` (the default): not provided.
+    fn euler_step_fused(&self, t: T, dt: T, x: &mut [T], z: &[f64], s: f64) -> Option<bool> {
+        let _ = (t, dt, x, z, s);
+        None
+    }
 }
 
 impl<T: Real, P: OdeSystem<T> + ?Sized> OdeSystem<T> for &P {
@@ -250,6 +264,9 @@ impl<T: Real, P: Sde<T> + ?Sized> Sde<T> for &P {
         out: ArrayViewMut2<'_, T>,
     ) -> Option<Result<(), ProblemError>> {
         (**self).dg_g(t, x, g, out)
+    }
+    fn euler_step_fused(&self, t: T, dt: T, x: &mut [T], z: &[f64], s: f64) -> Option<bool> {
+        (**self).euler_step_fused(t, dt, x, z, s)
     }
 }
 
@@ -319,6 +336,80 @@ where
             (self.f)(*t, y, dy);
         }
         Ok(())
+    }
+}
+
+/// A one-dimensional Itô SDE `dX = f(t, X) dt + g(t, X) dW` given by two scalar closures,
+/// solved for a batch of independent paths (one row each).
+///
+/// The quickest way to state GBM-, OU- or CIR-type ensembles: the closures take and return plain
+/// numbers, so the solvers' array passes are simple loops, and Euler–Maruyama on a fixed grid
+/// fuses drift, diffusion, `ΔW = √Δt z` and the update into one pass over the state
+/// ([`Sde::euler_step_fused`]) with the same bits as the separate passes.
+///
+/// ```
+/// use itoflow_sde::{NoiseKind, ScalarSde, Sde};
+/// // Geometric Brownian motion dX = 2X dt + X dW (Higham 2001).
+/// let gbm = ScalarSde::new(|_t: f64, x: f64| 2.0 * x, |_t: f64, x: f64| x);
+/// assert_eq!(Sde::<f64>::dim(&gbm), 1);
+/// assert_eq!(Sde::<f64>::noise(&gbm), NoiseKind::Diagonal);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ScalarSde<F, G> {
+    drift: F,
+    diffusion: G,
+}
+
+impl<F, G> ScalarSde<F, G> {
+    /// The SDE with drift `f(t, x)` and diffusion `g(t, x)`.
+    pub fn new<T: Real>(drift: F, diffusion: G) -> Self
+    where
+        F: Fn(T, T) -> T,
+        G: Fn(T, T) -> T,
+    {
+        Self { drift, diffusion }
+    }
+}
+
+impl<T: Real, F: Fn(T, T) -> T, G: Fn(T, T) -> T> Sde<T> for ScalarSde<F, G> {
+    fn dim(&self) -> usize {
+        1
+    }
+    fn noise(&self) -> NoiseKind {
+        NoiseKind::Diagonal
+    }
+    fn drift(
+        &self,
+        t: ArrayView1<'_, T>,
+        x: ArrayView2<'_, T>,
+        mut f: ArrayViewMut2<'_, T>,
+    ) -> Result<(), ProblemError> {
+        for ((f, &x), &t) in f.iter_mut().zip(x.iter()).zip(t.iter()) {
+            *f = (self.drift)(t, x);
+        }
+        Ok(())
+    }
+    fn diffusion(
+        &self,
+        t: ArrayView1<'_, T>,
+        x: ArrayView2<'_, T>,
+        mut g: ArrayViewMut3<'_, T>,
+    ) -> Result<(), ProblemError> {
+        for ((g, &x), &t) in g.iter_mut().zip(x.iter()).zip(t.iter()) {
+            *g = (self.diffusion)(t, x);
+        }
+        Ok(())
+    }
+    fn euler_step_fused(&self, t: T, dt: T, x: &mut [T], z: &[f64], s: f64) -> Option<bool> {
+        Some(crate::sde::fused_scalar_euler(
+            &self.drift,
+            &self.diffusion,
+            t,
+            dt,
+            x,
+            z,
+            s,
+        ))
     }
 }
 

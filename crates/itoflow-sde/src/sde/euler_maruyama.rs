@@ -121,6 +121,17 @@ fn fused_step<T: Real, P: Sde<T> + ?Sized>(
             noise.name()
         )));
     }
+    let evals = Evals {
+        drift: 1,
+        diffusion: 1,
+        other: 0,
+    };
+    if let Some(xs) = x.as_slice_mut()
+        && let Some(finite) = sde.euler_step_fused(t, dt, xs, z, s)
+    {
+        ws.finite = Some(finite);
+        return Ok(evals);
+    }
     fill_times(&mut ws.t, t);
     sde.drift(ws.t.view(), x.view(), ws.f.view_mut())?;
     sde.diffusion(ws.t.view(), x.view(), ws.g.view_mut())?;
@@ -135,9 +146,5 @@ fn fused_step<T: Real, P: Sde<T> + ?Sized>(
             }
         }
     }
-    Ok(Evals {
-        drift: 1,
-        diffusion: 1,
-        other: 0,
-    })
+    Ok(evals)
 }

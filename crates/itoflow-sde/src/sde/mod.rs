@@ -372,6 +372,91 @@ pub(crate) fn fused_update_normals<T: Real>(
     }
 }
 
+/// `x_r ← x_r + (f(t, x_r) Δt + g(t, x_r) (s z_r))` in one pass, for [`crate::ScalarSde`];
+/// returns whether the new state is finite (a NaN or ±∞ makes `Σ x·0` NaN). The instruction
+/// set is chosen at run time; the arithmetic is the same on every path (no fused multiply–add).
+pub(crate) fn fused_scalar_euler<T: Real, F: Fn(T, T) -> T, G: Fn(T, T) -> T>(
+    f: &F,
+    g: &G,
+    t: T,
+    dt: T,
+    x: &mut [T],
+    z: &[f64],
+    s: f64,
+) -> bool {
+    use crate::brownian::{Level, level};
+    match level() {
+        // SAFETY: the features were detected at run time.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { scalar_euler_avx512(f, g, t, dt, x, z, s) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { scalar_euler_avx2(f, g, t, dt, x, z, s) },
+        Level::Base => scalar_euler_body(f, g, t, dt, x, z, s),
+    }
+}
+
+#[inline(always)]
+fn scalar_euler_body<T: Real, F: Fn(T, T) -> T, G: Fn(T, T) -> T>(
+    f: &F,
+    g: &G,
+    t: T,
+    dt: T,
+    x: &mut [T],
+    z: &[f64],
+    s: f64,
+) -> bool {
+    let zero = T::zero();
+    let mut acc = [zero; 8];
+    let n = x.len().min(z.len());
+    let (x, z) = (&mut x[..n], &z[..n]);
+    let mut xc = x.chunks_exact_mut(8);
+    let mut zc = z.chunks_exact(8);
+    for (x, z) in (&mut xc).zip(&mut zc) {
+        for k in 0..8 {
+            let v = x[k] + (f(t, x[k]) * dt + g(t, x[k]) * T::c(s * z[k]));
+            x[k] = v;
+            acc[k] += v * zero;
+        }
+    }
+    let mut total = zero;
+    for (x, &z) in xc.into_remainder().iter_mut().zip(zc.remainder()) {
+        *x += f(t, *x) * dt + g(t, *x) * T::c(s * z);
+        total += *x * zero;
+    }
+    for a in acc {
+        total += a;
+    }
+    !total.is_nan()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn scalar_euler_avx512<T: Real, F: Fn(T, T) -> T, G: Fn(T, T) -> T>(
+    f: &F,
+    g: &G,
+    t: T,
+    dt: T,
+    x: &mut [T],
+    z: &[f64],
+    s: f64,
+) -> bool {
+    scalar_euler_body(f, g, t, dt, x, z, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn scalar_euler_avx2<T: Real, F: Fn(T, T) -> T, G: Fn(T, T) -> T>(
+    f: &F,
+    g: &G,
+    t: T,
+    dt: T,
+    x: &mut [T],
+    z: &[f64],
+    s: f64,
+) -> bool {
+    scalar_euler_body(f, g, t, dt, x, z, s)
+}
+
 #[inline(always)]
 fn fused_normals_body<T: Real>(x: &mut [T], f: &[T], g: &[T], z: &[f64], s: f64, dt: T) -> bool {
     let zero = T::zero();
