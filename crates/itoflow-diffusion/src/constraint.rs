@@ -40,7 +40,7 @@ use ndarray::{Array1, Array2, ArrayView1, Zip};
 use crate::DiffusionError;
 use crate::ScoreModel;
 use crate::forward::ForwardSde;
-use crate::sampler::common::Ctx;
+use crate::sampler::common::{Ctx, KnownEntries};
 use itoflow_sde::Real;
 
 /// RePaint's resampling schedule.
@@ -341,28 +341,32 @@ impl Constraint {
         };
         match self {
             Constraint::Inpaint(i) => {
+                // Only the known entries are replaced, so only they get noise: each row draws
+                // as many normals as the most-known row has known entries (its own stream, so
+                // the values depend only on the sample).
+                let rows = x.nrows();
+                let known = match ctx.known.take() {
+                    Some(k) if k.rows == rows => k,
+                    _ => known_entries(i, rows),
+                };
                 let mut z = std::mem::take(&mut ctx.constraint_noise);
-                if z.dim() != x.dim() {
-                    z = Array2::<T>::zeros(x.raw_dim());
+                if z.dim() != (rows, known.widest) {
+                    z = Array2::<T>::zeros((rows, known.widest));
                 }
-                if b > 0.0 {
+                if b > 0.0 && known.widest > 0 {
                     ctx.constraint_normals(z.view_mut());
                 }
                 let (a, b) = (T::c(a), T::c(b));
                 for (r, (mut xr, zr)) in x.outer_iter_mut().zip(z.outer_iter()).enumerate() {
-                    let y = row(&i.data, r);
-                    let m = row(&i.mask, r);
-                    Zip::from(&mut xr)
-                        .and(&y)
-                        .and(&m)
-                        .and(&zr)
-                        .for_each(|x, &y, &m, &z| {
-                            if m != 0.0 {
-                                *x = a * T::c(y) + b * z;
-                            }
-                        });
+                    let span = known.offsets[r]..known.offsets[r + 1];
+                    let columns = &known.columns[span.clone()];
+                    let values = &known.values[span];
+                    for ((&c, &y), &z) in columns.iter().zip(values).zip(zr.iter()) {
+                        xr[c] = a * y + b * z;
+                    }
                 }
                 ctx.constraint_noise = z;
+                ctx.known = Some(known);
                 Ok(())
             }
             Constraint::Colorize(c) => {
@@ -446,6 +450,32 @@ fn dps_step<T: Real, M: ScoreModel<T> + ?Sized>(
 }
 
 /// Row `r` of a per-sample array, or its only row.
+/// The known entries of `i` for a batch of `rows` samples (row `r` uses mask and data row `r`,
+/// or their single row).
+fn known_entries<T: Real>(i: &Inpaint, rows: usize) -> KnownEntries<T> {
+    let mut k = KnownEntries {
+        rows,
+        offsets: Vec::with_capacity(rows + 1),
+        columns: Vec::new(),
+        values: Vec::new(),
+        widest: 0,
+    };
+    k.offsets.push(0);
+    for r in 0..rows {
+        let (y, m) = (row(&i.data, r), row(&i.mask, r));
+        let before = k.columns.len();
+        for (c, (&y, &m)) in y.iter().zip(m.iter()).enumerate() {
+            if m != 0.0 {
+                k.columns.push(c);
+                k.values.push(T::c(y));
+            }
+        }
+        k.widest = k.widest.max(k.columns.len() - before);
+        k.offsets.push(k.columns.len());
+    }
+    k
+}
+
 fn row(a: &Array2<f64>, r: usize) -> ArrayView1<'_, f64> {
     a.row(if a.nrows() == 1 { 0 } else { r })
 }

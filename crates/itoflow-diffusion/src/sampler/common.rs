@@ -38,13 +38,28 @@ pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
     buf: Vec<f64>,
     /// Scratch for a constraint's per-step noise (reused across steps).
     pub(crate) constraint_noise: Array2<T>,
+    /// The known entries of an inpainting constraint for the current batch (built on first use).
+    pub(crate) known: Option<KnownEntries<T>>,
+}
+
+/// The known entries of an inpainting mask for a batch, row by row: row `r`'s known columns
+/// are `columns[offsets[r]..offsets[r + 1]]` and their data values `values[…]` (in `T`).
+#[derive(Debug)]
+pub(crate) struct KnownEntries<T> {
+    pub rows: usize,
+    pub offsets: Vec<usize>,
+    pub columns: Vec<usize>,
+    pub values: Vec<T>,
+    /// The most known entries of a row.
+    pub widest: usize,
 }
 
 /// Below this dimension the noise of a step is drawn for the whole batch at once (the core's
 /// tiles); from it on, sample by sample, each row's `d` normals by the stream's batched fill.
-/// The values are the same either way; the threshold is where the two cost about the same
-/// (`docs/benchmarks.md`, "Sampler overhead per step per sample").
-const TILE_BELOW_DIM: usize = 32;
+/// The values are the same either way; the threshold is about where the two cost the same
+/// (`docs/benchmarks.md`, "Sampler overhead per step per sample"), so that the 8×8 digits
+/// (d = 64) take the tiles.
+const TILE_BELOW_DIM: usize = 65;
 
 impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
     pub fn new(
@@ -74,6 +89,7 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
             tree: None,
             buf: Vec::new(),
             constraint_noise: Array2::zeros((0, 0)),
+            known: None,
         }
     }
 
