@@ -700,3 +700,55 @@ fn dps_block_average_reduces_the_residual() {
     eprintln!("DPS block average: RMS residual {free:.4} unguided, {guided:.4} with ζ = 1");
     assert!(guided < 0.5 * free, "{guided} vs {free}");
 }
+
+/// Euler–Maruyama runs the core crate's stepper on the reverse-time SDE; every sample's class
+/// label reaches its row there: with labels 0, 2, 0, 2, … each sample equals, bitwise, the
+/// same sample drawn in a request where every sample has its label, and each half follows its
+/// class's law (1000 steps; the same allowance as the unconditional EM laws).
+#[test]
+fn euler_maruyama_on_the_reverse_sde_conditions_every_row() {
+    let model = labelled();
+    let em = Sampler::from_name("em").unwrap();
+    let mixed = Conditioning::labels(
+        (0..N)
+            .map(|i| if i % 2 == 0 { 0 } else { 2 })
+            .collect::<Vec<i64>>(),
+    );
+    let x = SampleRequest::new(&model, em)
+        .schedule(Schedule::uniform(1000))
+        .conditioning(&mixed)
+        .seed(8)
+        .indices(0..N as u64)
+        .run::<f64>()
+        .unwrap();
+    assert_eq!(x.report.nfe, 1000);
+    for y in [0_i64, 2] {
+        let all = Conditioning::labels(vec![y; N]);
+        let same = SampleRequest::new(&model, em)
+            .schedule(Schedule::uniform(1000))
+            .conditioning(&all)
+            .seed(8)
+            .indices(0..N as u64)
+            .run::<f64>()
+            .unwrap();
+        let parity = y as usize / 2;
+        let rows: Vec<usize> = (parity..N).step_by(2).collect();
+        let ours = x.x.select(ndarray::Axis(0), &rows);
+        assert_eq!(
+            ours.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            same.x
+                .select(ndarray::Axis(0), &rows)
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>(),
+            "class {y}"
+        );
+        check_law(
+            &format!("em, class {y}"),
+            &model.class(y as usize).unwrap(),
+            &ours,
+            0.0,
+            0.01,
+        );
+    }
+}

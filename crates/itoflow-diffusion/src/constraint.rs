@@ -357,12 +357,35 @@ impl Constraint {
                     ctx.constraint_normals(z.view_mut());
                 }
                 let (a, b) = (T::c(a), T::c(b));
-                for (r, (mut xr, zr)) in x.outer_iter_mut().zip(z.outer_iter()).enumerate() {
-                    let span = known.offsets[r]..known.offsets[r + 1];
-                    let columns = &known.columns[span.clone()];
-                    let values = &known.values[span];
-                    for ((&c, &y), &z) in columns.iter().zip(values).zip(zr.iter()) {
-                        xr[c] = a * y + b * z;
+                let replace = |xr: &mut [T], zr: &[T], r: usize| {
+                    let values = &known.values[known.offsets[r]..known.offsets[r + 1]];
+                    let mut k = 0;
+                    for &(c, len) in &known.runs[known.run_offsets[r]..known.run_offsets[r + 1]] {
+                        let (xs, ys, zs) =
+                            (&mut xr[c..c + len], &values[k..k + len], &zr[k..k + len]);
+                        for ((x, &y), &z) in xs.iter_mut().zip(ys).zip(zs) {
+                            *x = a * y + b * z;
+                        }
+                        k += len;
+                    }
+                };
+                for (r, mut xr) in x.outer_iter_mut().enumerate() {
+                    let zr = z.row(r);
+                    let owned;
+                    let zr = match zr.as_slice() {
+                        Some(zs) => zs,
+                        None => {
+                            owned = zr.to_vec();
+                            &owned[..]
+                        }
+                    };
+                    match xr.as_slice_mut() {
+                        Some(xs) => replace(xs, zr, r),
+                        None => {
+                            let mut row = xr.to_vec();
+                            replace(&mut row, zr, r);
+                            xr.assign(&ndarray::ArrayView1::from(&row[..]));
+                        }
                     }
                 }
                 ctx.constraint_noise = z;
@@ -456,22 +479,34 @@ fn known_entries<T: Real>(i: &Inpaint, rows: usize) -> KnownEntries<T> {
     let mut k = KnownEntries {
         rows,
         offsets: Vec::with_capacity(rows + 1),
-        columns: Vec::new(),
+        run_offsets: Vec::with_capacity(rows + 1),
+        runs: Vec::new(),
         values: Vec::new(),
         widest: 0,
     };
     k.offsets.push(0);
+    k.run_offsets.push(0);
     for r in 0..rows {
         let (y, m) = (row(&i.data, r), row(&i.mask, r));
-        let before = k.columns.len();
+        let before = k.values.len();
+        let mut run: Option<(usize, usize)> = None;
         for (c, (&y, &m)) in y.iter().zip(m.iter()).enumerate() {
             if m != 0.0 {
-                k.columns.push(c);
                 k.values.push(T::c(y));
+                run = match run {
+                    Some((c0, len)) if c0 + len == c => Some((c0, len + 1)),
+                    Some(done) => {
+                        k.runs.push(done);
+                        Some((c, 1))
+                    }
+                    None => Some((c, 1)),
+                };
             }
         }
-        k.widest = k.widest.max(k.columns.len() - before);
-        k.offsets.push(k.columns.len());
+        k.runs.extend(run);
+        k.widest = k.widest.max(k.values.len() - before);
+        k.offsets.push(k.values.len());
+        k.run_offsets.push(k.runs.len());
     }
     k
 }

@@ -25,6 +25,8 @@
 //! conditional model keeps the sample's label in `s` (Dhariwal & Nichol guide a conditional
 //! model); an unconditional model is called without conditioning.
 
+use std::any::Any;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Zip, s};
@@ -272,6 +274,39 @@ pub struct Guided<'a, M: ?Sized> {
     guidance: Guidance<'a>,
     calls: AtomicUsize,
     rows: AtomicU64,
+    /// The doubled batch's buffers ([`Doubled`]), kept between calls.
+    scratch: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+/// The buffers of a classifier-free-guidance call: the doubled batch (conditional rows, then
+/// the guided rows again with the null conditioning), its output, and the guided-row list.
+struct Doubled<T> {
+    x: Array2<T>,
+    t: Array1<T>,
+    v: Array2<T>,
+    labels: Array1<i64>,
+    out: Array2<T>,
+    guided: Vec<usize>,
+}
+
+impl<T: Real> Doubled<T> {
+    fn new() -> Self {
+        Doubled {
+            x: Array2::zeros((0, 0)),
+            t: Array1::zeros(0),
+            v: Array2::zeros((0, 0)),
+            labels: Array1::zeros(0),
+            out: Array2::zeros((0, 0)),
+            guided: Vec::new(),
+        }
+    }
+}
+
+/// `a` reshaped to `shape` (reallocated only when the shape changes; contents unspecified).
+fn fit2<T: Clone + num_traits::Zero>(a: &mut Array2<T>, shape: (usize, usize)) {
+    if a.dim() != shape {
+        *a = Array2::zeros(shape);
+    }
 }
 
 impl<'a, M: ?Sized> Guided<'a, M> {
@@ -282,6 +317,7 @@ impl<'a, M: ?Sized> Guided<'a, M> {
             guidance,
             calls: AtomicUsize::new(0),
             rows: AtomicU64::new(0),
+            scratch: Mutex::new(None),
         }
     }
 
@@ -302,58 +338,80 @@ impl<'a, M: ?Sized> Guided<'a, M> {
 }
 
 impl<M: ?Sized> Guided<'_, M> {
-    /// Rows whose time lies in the guidance interval.
+    /// Rows whose time lies in the guidance interval, into `rows`.
     fn guided_rows<T: Real>(
         &self,
         t: &ArrayView1<'_, T>,
         interval: Option<(f64, f64)>,
-    ) -> Vec<usize>
-    where
+        rows: &mut Vec<usize>,
+    ) where
         M: ScoreModel<T>,
     {
         let sde = self.model.sde();
-        (0..t.len())
-            .filter(|&r| match interval {
-                None => true,
-                Some((lo, hi)) => {
-                    let s = sde.sigma_tilde(t[r].f64());
-                    s >= lo && s <= hi
-                }
-            })
-            .collect()
+        rows.clear();
+        rows.extend((0..t.len()).filter(|&r| match interval {
+            None => true,
+            Some((lo, hi)) => {
+                let s = sde.sigma_tilde(t[r].f64());
+                s >= lo && s <= hi
+            }
+        }));
+    }
+
+    /// Takes the kept buffers for element type `T` (new ones the first time or after a call
+    /// with another type).
+    fn take_scratch<T: Real>(&self) -> Doubled<T> {
+        let kept = self.scratch.lock().ok().and_then(|mut s| s.take());
+        match kept.map(|b| b.downcast::<Doubled<T>>()) {
+            Some(Ok(d)) => *d,
+            _ => Doubled::new(),
+        }
+    }
+
+    fn keep_scratch<T: Real>(&self, d: Doubled<T>) {
+        if let Ok(mut s) = self.scratch.lock() {
+            *s = Some(Box::new(d));
+        }
     }
 
     /// The model's output for `x` (conditional rows) followed by the `guided` rows again with
-    /// the null conditioning, in one call; `product`: `Some(v)` evaluates `J v` / `vᵀJ`.
+    /// the null conditioning, in one call, into `d.out`; `product`: `Some(v)` evaluates `J v` /
+    /// `vᵀJ`.
     fn doubled<T: Real>(
         &self,
         x: ArrayView2<'_, T>,
         t: ArrayView1<'_, T>,
         cond: Cond<'_>,
-        guided: &[usize],
+        d: &mut Doubled<T>,
         product: Option<(ArrayView2<'_, T>, bool)>,
-    ) -> Result<Array2<T>, ScoreError>
+    ) -> Result<(), ScoreError>
     where
         M: ScoreModel<T>,
     {
-        let (b, d) = x.dim();
-        let g = guided.len();
+        let (b, dim) = x.dim();
+        let g = d.guided.len();
         let n = b + g;
-        let mut xs = Array2::<T>::zeros((n, d));
-        let mut ts = Array1::<T>::zeros(n);
-        xs.slice_mut(s![..b, ..]).assign(&x);
-        ts.slice_mut(s![..b]).assign(&t);
-        for (i, &r) in guided.iter().enumerate() {
-            xs.row_mut(b + i).assign(&x.row(r));
-            ts[b + i] = t[r];
+        fit2(&mut d.x, (n, dim));
+        fit2(&mut d.out, (n, dim));
+        if d.t.len() != n {
+            d.t = Array1::zeros(n);
+        }
+        d.x.slice_mut(s![..b, ..]).assign(&x);
+        d.t.slice_mut(s![..b]).assign(&t);
+        for (i, &r) in d.guided.iter().enumerate() {
+            d.x.row_mut(b + i).assign(&x.row(r));
+            d.t[b + i] = t[r];
         }
         let spec = self.model.conditioning();
-        let labels = cond.labels.map(|l| {
-            let null = spec.null_label.unwrap_or(0);
-            let mut v = Array1::from_elem(n, null);
-            v.slice_mut(s![..b]).assign(&l);
-            v
-        });
+        if let Some(l) = cond.labels {
+            if d.labels.len() != n {
+                d.labels = Array1::zeros(n);
+            }
+            d.labels.slice_mut(s![..b]).assign(&l);
+            d.labels
+                .slice_mut(s![b..])
+                .fill(spec.null_label.unwrap_or(0));
+        }
         let embedding = cond.embedding.map(|e| {
             let k = e.ncols();
             let null = spec.embedding_null.clone().unwrap_or_else(|| vec![0.0; k]);
@@ -365,29 +423,40 @@ impl<M: ?Sized> Guided<'_, M> {
             m
         });
         let c2 = Cond {
-            labels: labels.as_ref().map(|l| l.view()),
+            labels: cond.labels.map(|_| d.labels.view()),
             embedding: embedding.as_ref().map(|e| e.view()),
         };
-        let mut out = Array2::<T>::zeros((n, d));
         self.count(n);
         match product {
-            None => self.model.score(xs.view(), ts.view(), c2, out.view_mut())?,
+            None => self
+                .model
+                .score(d.x.view(), d.t.view(), c2, d.out.view_mut())?,
             Some((v, vjp)) => {
-                let mut vs = Array2::<T>::zeros((n, d));
-                vs.slice_mut(s![..b, ..]).assign(&v);
-                for (i, &r) in guided.iter().enumerate() {
-                    vs.row_mut(b + i).assign(&v.row(r));
+                fit2(&mut d.v, (n, dim));
+                d.v.slice_mut(s![..b, ..]).assign(&v);
+                for (i, &r) in d.guided.iter().enumerate() {
+                    d.v.row_mut(b + i).assign(&v.row(r));
                 }
                 if vjp {
-                    self.model
-                        .score_vjp(xs.view(), ts.view(), c2, vs.view(), out.view_mut())?
+                    self.model.score_vjp(
+                        d.x.view(),
+                        d.t.view(),
+                        c2,
+                        d.v.view(),
+                        d.out.view_mut(),
+                    )?
                 } else {
-                    self.model
-                        .score_jvp(xs.view(), ts.view(), c2, vs.view(), out.view_mut())?
+                    self.model.score_jvp(
+                        d.x.view(),
+                        d.t.view(),
+                        c2,
+                        d.v.view(),
+                        d.out.view_mut(),
+                    )?
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -404,18 +473,22 @@ impl<M: ?Sized> Guided<'_, M> {
     where
         M: ScoreModel<T>,
     {
-        let guided = self.guided_rows(&t, interval);
-        let both = self.doubled(x, t, cond, &guided, product)?;
-        let b = x.nrows();
-        out.assign(&both.slice(s![..b, ..]));
-        let w = T::c(scale);
-        for (i, &r) in guided.iter().enumerate() {
-            let u = both.row(b + i);
-            Zip::from(out.row_mut(r))
-                .and(&u)
-                .for_each(|o, &u| *o = u + w * (*o - u));
+        let mut d = self.take_scratch::<T>();
+        self.guided_rows(&t, interval, &mut d.guided);
+        let res = self.doubled(x, t, cond, &mut d, product);
+        if res.is_ok() {
+            let b = x.nrows();
+            out.assign(&d.out.slice(s![..b, ..]));
+            let w = T::c(scale);
+            for (i, &r) in d.guided.iter().enumerate() {
+                let u = d.out.row(b + i);
+                Zip::from(out.row_mut(r))
+                    .and(&u)
+                    .for_each(|o, &u| *o = u + w * (*o - u));
+            }
         }
-        Ok(())
+        self.keep_scratch(d);
+        res
     }
 }
 

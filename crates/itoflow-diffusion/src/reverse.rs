@@ -77,13 +77,74 @@ fn drift_from_score<T: Real, S: ForwardSde + ?Sized>(
 pub struct ReverseSde<'a, S: ?Sized, M: ?Sized> {
     sde: &'a S,
     model: &'a M,
+    cond: Option<&'a Conditioning>,
 }
 
 impl<'a, S: ?Sized, M: ?Sized> ReverseSde<'a, S, M> {
     /// The reverse SDE of `sde` with score `model`.
     pub fn new(sde: &'a S, model: &'a M) -> Self {
-        Self { sde, model }
+        Self {
+            sde,
+            model,
+            cond: None,
+        }
     }
+
+    /// Conditions row `r` of the batch on row `r` of `cond` (the solve's batch must be the
+    /// conditioning's rows, in order).
+    pub fn with_conditioning(mut self, cond: &'a Conditioning) -> Self {
+        self.cond = Some(cond).filter(|c| !c.is_none());
+        self
+    }
+}
+
+/// `out ← ∇ₓ log p_t(x | c)` for rows `x` that are rows `index` of the conditioning (all rows in
+/// order when `index` is `None`), in calls of at most the model's `max_batch` rows; row indices
+/// in errors are rows of `x`.
+fn score_rows<T: Real, M: ScoreModel<T> + ?Sized>(
+    model: &M,
+    cond: Option<&Conditioning>,
+    index: Option<&[usize]>,
+    t: ArrayView1<'_, T>,
+    x: ArrayView2<'_, T>,
+    mut out: ArrayViewMut2<'_, T>,
+) -> Result<(), ProblemError> {
+    let selected;
+    let cond = match (cond, index) {
+        (None, _) => Cond::default(),
+        (Some(c), None) => c.view(),
+        (Some(c), Some(index)) => {
+            selected = c.select(index);
+            selected.view()
+        }
+    };
+    let n = x.nrows();
+    let chunk = model.max_batch().unwrap_or(n).max(1);
+    let mut start = 0;
+    while start < n {
+        let end = (start + chunk).min(n);
+        let rows = ndarray::s![start..end, ..];
+        model
+            .score(
+                x.slice(rows),
+                t.slice(ndarray::s![start..end]),
+                cond.rows(start..end),
+                out.slice_mut(rows),
+            )
+            .map_err(|e| match e {
+                crate::ScoreError::NonFinite { row, t } => crate::ScoreError::NonFinite {
+                    row: start + row,
+                    t,
+                },
+                crate::ScoreError::Condition { row, reason } => crate::ScoreError::Condition {
+                    row: start + row,
+                    reason,
+                },
+                other => other,
+            })?;
+        start = end;
+    }
+    Ok(())
 }
 
 impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> Sde<T> for ReverseSde<'_, S, M> {
@@ -99,7 +160,7 @@ impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> Sde<T> for Reve
         x: ArrayView2<'_, T>,
         mut f: ArrayViewMut2<'_, T>,
     ) -> Result<(), ProblemError> {
-        self.model.score(x, t, Cond::NONE, f.view_mut())?;
+        score_rows(self.model, self.cond, None, t, x, f.view_mut())?;
         drift_from_score(self.sde, 1.0, t, x, f);
         Ok(())
     }
@@ -170,41 +231,7 @@ impl<T: Real, S: ForwardSde + ?Sized, M: ScoreModel<T> + ?Sized> OdeSystem<T>
         index: &[usize],
         mut dxdt: ArrayViewMut2<'_, T>,
     ) -> Result<(), ProblemError> {
-        let selected;
-        let cond = match self.cond {
-            None => Cond::default(),
-            Some(c) => {
-                selected = c.select(index);
-                selected.view()
-            }
-        };
-        // Calls of at most the model's `max_batch` rows.
-        let n = x.nrows();
-        let chunk = self.model.max_batch().unwrap_or(n).max(1);
-        let mut start = 0;
-        while start < n {
-            let end = (start + chunk).min(n);
-            let rows = ndarray::s![start..end, ..];
-            self.model
-                .score(
-                    x.slice(rows),
-                    t.slice(ndarray::s![start..end]),
-                    cond.rows(start..end),
-                    dxdt.slice_mut(rows),
-                )
-                .map_err(|e| match e {
-                    crate::ScoreError::NonFinite { row, t } => crate::ScoreError::NonFinite {
-                        row: start + row,
-                        t,
-                    },
-                    crate::ScoreError::Condition { row, reason } => crate::ScoreError::Condition {
-                        row: start + row,
-                        reason,
-                    },
-                    other => other,
-                })?;
-            start = end;
-        }
+        score_rows(self.model, self.cond, Some(index), t, x, dxdt.view_mut())?;
         drift_from_score(self.sde, 0.5, t, x, dxdt);
         Ok(())
     }

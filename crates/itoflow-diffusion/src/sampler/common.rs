@@ -11,8 +11,9 @@ use crate::forward::{Forward, ForwardSde};
 use crate::guidance::Guided;
 use crate::schedule::Levels;
 use crate::{DiffusionError, ScoreModel};
-use itoflow_sde::Real;
 use itoflow_sde::brownian::{BrownianPaths, BrownianTree, ExtraNormals, LevyArea, RandomStream};
+use itoflow_sde::sde::{EulerMaruyama, EulerMaruyamaWorkspace, SdeStepper, StepNoise};
+use itoflow_sde::{Real, SolveError};
 
 /// The state of one sampling run besides `x`.
 pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
@@ -42,13 +43,16 @@ pub(crate) struct Ctx<'a, T: Real, M: ScoreModel<T> + ?Sized> {
     pub(crate) known: Option<KnownEntries<T>>,
 }
 
-/// The known entries of an inpainting mask for a batch, row by row: row `r`'s known columns
-/// are `columns[offsets[r]..offsets[r + 1]]` and their data values `values[…]` (in `T`).
+/// The known entries of an inpainting mask for a batch, row by row, as runs of consecutive
+/// columns: row `r`'s runs are `runs[run_offsets[r]..run_offsets[r + 1]]`, each `(first
+/// column, length)`, and its known data values, in column order, `values[offsets[r]..offsets[r
+/// + 1]]` (in `T`).
 #[derive(Debug)]
 pub(crate) struct KnownEntries<T> {
     pub rows: usize,
     pub offsets: Vec<usize>,
-    pub columns: Vec<usize>,
+    pub run_offsets: Vec<usize>,
+    pub runs: Vec<(usize, usize)>,
     pub values: Vec<T>,
     /// The most known entries of a row.
     pub widest: usize,
@@ -398,6 +402,36 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
                 t,
             });
         }
+        Ok(())
+    }
+
+    /// One Euler–Maruyama step of the reverse-time SDE ([`crate::reverse::ReverseSde`] with the
+    /// request's guided model and conditioning) by the core crate's stepper:
+    /// `x ← x + [f(t) x − g(t)² s(x, t)] Δt + g(t) ΔW̄` with `Δt = −dt` (backwards in time) and
+    /// the increments `dw` (variance `dt`); one model call. `step` is the step number for
+    /// errors.
+    pub fn reverse_euler_step(
+        &mut self,
+        x: ArrayViewMut2<'_, T>,
+        t: f64,
+        dt: f64,
+        dw: ArrayView2<'_, T>,
+        ws: &mut EulerMaruyamaWorkspace<T>,
+        step: usize,
+    ) -> Result<(), DiffusionError> {
+        let mut rev = crate::reverse::ReverseSde::new(self.sde, &self.model);
+        if let Some(c) = self.cond {
+            rev = rev.with_conditioning(c);
+        }
+        let (rows, first) = (x.nrows(), self.first as usize);
+        EulerMaruyama
+            .step(&rev, T::c(t), T::c(-dt), x, &StepNoise::increments(dw), ws)
+            .map_err(|e| {
+                DiffusionError::from(SolveError::from_problem_in_batch(e, t, step, rows, |r| {
+                    first + r
+                }))
+            })?;
+        self.nfe += 1;
         Ok(())
     }
 

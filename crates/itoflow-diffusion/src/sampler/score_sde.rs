@@ -4,8 +4,12 @@
 //!
 //! All run on score_sde's grid `t_k = linspace(T, ε, N)[k]`, `k = 0 … N−1` (the positive levels
 //! of [`Schedule::Uniform`](crate::schedule::Schedule::Uniform)), with the step noise of sample
-//! `i` drawn from the stream `(seed, i, tags::PREDICTOR)`, one draw per step.
+//! `i` drawn from the stream `(seed, i, tags::PREDICTOR)`, one draw per step. Euler–Maruyama is
+//! the core crate's [`EulerMaruyama`] stepper on the reverse-time SDE
+//! ([`ReverseSde`](crate::reverse::ReverseSde)); the others are score_sde's discrete updates.
 
+use itoflow_sde::NoiseKind;
+use itoflow_sde::sde::{EulerMaruyama, SdeStepper};
 use ndarray::{Array2, Zip};
 
 use super::common::{Ctx, with_levels};
@@ -76,8 +80,36 @@ pub(super) fn run<T: Real, M: ScoreModel<T> + ?Sized>(
         | Sampler::Pc { denoise, .. } => denoise,
         _ => unreachable!("not a score_sde sampler"),
     };
+    let mut em = matches!(sampler, Sampler::EulerMaruyama { .. }).then(|| {
+        SdeStepper::<T>::workspace(&EulerMaruyama, x.nrows(), x.ncols(), NoiseKind::Additive)
+    });
     for k in 0..n {
         let t = levels.t[k];
+        if let Some(ws) = em.as_mut() {
+            // ΔW̄ = √Δt z; with `denoise` the last step's noise-free mean is the output, so that
+            // step is taken without noise (one model call) and the noise added afterwards.
+            ctx.step_noise(t, levels.t[k + 1], z.view_mut());
+            let sq = T::c(dt.sqrt());
+            z.mapv_inplace(|v| v * sq);
+            let (s_next, t_next) = (levels.sigma[k + 1], levels.t[k + 1]);
+            if denoise && k + 1 == n {
+                mean.assign(&x);
+                let none = Array2::<T>::zeros(x.raw_dim());
+                ctx.reverse_euler_step(mean.view_mut(), t, dt, none.view(), ws, k)?;
+                let g = T::c(sde.diffusion(t));
+                Zip::from(&mut x)
+                    .and(&mean)
+                    .and(&z)
+                    .for_each(|x, &m, &w| *x = m + g * w);
+            } else {
+                ctx.reverse_euler_step(x.view_mut(), t, dt, z.view(), ws, k)?;
+            }
+            ctx.after_step(&mut x, s_next, t_next, false)?;
+            if denoise && k + 1 == n {
+                ctx_last_mean(ctx, &mut mean, s_next, t_next)?;
+            }
+            continue;
+        }
         if let Sampler::Pc {
             snr,
             corrector_steps,
@@ -110,11 +142,6 @@ pub(super) fn run<T: Real, M: ScoreModel<T> + ?Sized>(
         ctx.score(x.view(), t, score.view_mut())?;
         ctx.step_noise(t, levels.t[k + 1], z.view_mut());
         let (cx, cs, cz) = match sampler {
-            // x̄ = x − [f(t) x − g(t)² s] Δt,  x ← x̄ + g(t) √Δt z.
-            Sampler::EulerMaruyama { .. } => {
-                let (f, g) = (sde.drift_coef(t), sde.diffusion(t));
-                (1.0 - f * dt, g * g * dt, g * dt.sqrt())
-            }
             // Song et al. 2021, Eq. 46: x̄ = x − f_coef x + G² s,  x ← x̄ + G z.
             Sampler::ReverseDiffusion { .. } | Sampler::Pc { .. } => {
                 let d = discrete.discretize(t);
