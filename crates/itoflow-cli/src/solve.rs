@@ -31,11 +31,13 @@ use crate::store::{self, ChunkedRun, Meta, RunSpec, Shard, ShardArg};
 pub struct SolveArgs {
     #[command(subcommand)]
     problem: ProblemArgs,
-    /// Solver (default: em for problems with noise, rk45 otherwise).
+    /// Solver (default: rk45 for ODEs; for SDEs em, or with adaptive steps sra1 for additive
+    /// and sri for scalar/diagonal noise).
     #[arg(long, global = true, value_enum)]
     solver: Option<Solver>,
     /// Adaptive steps to --rtol/--atol, every path its own step size, on a virtual Brownian
-    /// tree (solvers with an error estimate; rk45 is always adaptive).
+    /// tree (solvers with an error estimate; rk45 is always adaptive; implied by --rtol and
+    /// --atol).
     #[arg(long, global = true)]
     adaptive: bool,
     /// Number of sample paths.
@@ -364,10 +366,18 @@ pub fn run(a: &SolveArgs) -> Result<()> {
         CatalogProblem::Ode(p) => (None, Some(&**p)),
     };
     let noisy = sde.is_some_and(|p| !noiseless(p, t0, &x0_row));
-    let method = a.solver.map(|s| s.0).unwrap_or(if noisy {
-        MethodName::EulerMaruyama
-    } else {
-        MethodName::Dopri5
+    // Default solver: RK45 for ODEs; for SDEs Euler–Maruyama on a grid, or with adaptive steps
+    // (--adaptive, --rtol, --atol) the strong-order-1.5 method for the noise (SRA1 additive,
+    // SRIW1 scalar/diagonal; general noise has none and is refused below).
+    let wants_adaptive = a.adaptive || a.rtol.is_some() || a.atol.is_some();
+    let method = a.solver.map(|s| s.0).unwrap_or(match sde {
+        Some(p) if noisy && wants_adaptive => match Sde::<f64>::noise(p) {
+            NoiseKind::Additive => MethodName::Sra1,
+            NoiseKind::Scalar | NoiseKind::Diagonal => MethodName::Sriw1,
+            _ => MethodName::EulerMaruyama,
+        },
+        _ if noisy => MethodName::EulerMaruyama,
+        _ => MethodName::Dopri5,
     });
     let names = |sde: bool| -> String {
         MethodName::ALL
@@ -389,20 +399,37 @@ pub fn run(a: &SolveArgs) -> Result<()> {
             names(true)
         );
     }
-    let adaptive = method.adaptive_only() || a.adaptive;
+    // Tolerances ask for adaptive steps as --adaptive does.
+    let tolerances = a.rtol.is_some() || a.atol.is_some();
+    let adaptive = method.adaptive_only() || a.adaptive || tolerances;
     if adaptive && !method.has_error_estimate() {
         let with: Vec<&str> = MethodName::ALL
             .iter()
             .filter(|m| m.has_error_estimate() && m.for_sde())
             .map(|m| m.name())
             .collect();
+        let what = if a.adaptive {
+            "--adaptive needs"
+        } else {
+            "--rtol and --atol set adaptive steps, which need"
+        };
+        if a.solver.is_none() {
+            let drop = if a.adaptive {
+                "--adaptive"
+            } else {
+                "the tolerances"
+            };
+            bail!(
+                "{what} a solver with an error estimate; none is chosen by default for {name}'s \
+                 noise (general: euler-heun is the Stratonovich method, right for state-independent \
+                 noise); give --solver ({}) or drop {drop}",
+                with.join(", ")
+            );
+        }
         bail!(
-            "--adaptive needs a solver with an error estimate ({}); '{method}' takes fixed steps",
+            "{what} a solver with an error estimate ({}); '{method}' takes fixed steps",
             with.join(", ")
         );
-    }
-    if !adaptive && (a.rtol.is_some() || a.atol.is_some()) {
-        bail!("--rtol and --atol set adaptive steps; add --adaptive (or use rk45)");
     }
     let (rtol, atol) = match method {
         MethodName::Dopri5 => (a.rtol.unwrap_or(1e-6), a.atol.unwrap_or(1e-9)),

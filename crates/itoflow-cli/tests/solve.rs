@@ -438,6 +438,25 @@ fn adaptive_solvers_meet_their_tolerance_and_report_steps() {
                 .and(predicate::str::contains("accepted"))
                 .and(predicate::str::contains("rejected")),
         );
+    // Tolerances alone ask for adaptive steps, with the strong-order-1.5 method for the noise
+    // when no solver is given: the same numbers as naming it with --adaptive.
+    for (problem, solver) in [("gbm", "sri"), ("additive", "sra1")] {
+        let implied = json_out(&["solve", problem, "--paths", "64", "--rtol", "1e-3"]);
+        let named = json_out(&[
+            "solve",
+            problem,
+            "--solver",
+            solver,
+            "--adaptive",
+            "--paths",
+            "64",
+            "--rtol",
+            "1e-3",
+        ]);
+        assert_eq!(implied["solver"], solver, "{problem}");
+        assert_eq!(implied["stats_at_t1"], named["stats_at_t1"], "{problem}");
+        assert_eq!(implied["adaptive"], named["adaptive"], "{problem}");
+    }
     // The solver list is the library's.
     let help = itoflow()
         .args(["solve", "gbm", "--help"])
@@ -564,8 +583,12 @@ fn adaptive_usage_errors_are_one_line() {
             "--adaptive needs a solver with an error estimate",
         ),
         (
-            &["solve", "gbm", "--solver", "sri", "--rtol", "1e-3"],
-            "add --adaptive",
+            &["solve", "mvou", "--rtol", "1e-3"],
+            "none is chosen by default for mvou's noise",
+        ),
+        (
+            &["solve", "gbm", "--solver", "em", "--rtol", "1e-3"],
+            "--rtol and --atol set adaptive steps, which need a solver with an error estimate",
         ),
         (
             &[
