@@ -655,8 +655,10 @@ fn read_samples(path: &Path, flag: &str, shape: &[usize], scaling: Scaling) -> R
         .x)
 }
 
-/// Reads the inpainting mask: the data shape or `[1, …]` (one mask for all) or `[n, …]` (per row
-/// of X).
+/// Reads the inpainting mask: one mask for all samples — a shape that broadcasts (NumPy's rules)
+/// to the data shape, e.g. the data shape itself, `[1, …]`, `[H, W]` for `[C, H, W]` data — or
+/// one per row of X: `[n, …]` broadcasting to `[n, data shape]`; flat `[dim]` and `[n, dim]`
+/// as well.
 fn read_mask(path: &Path, shape: &[usize], n: usize) -> Result<Array2<f64>> {
     let (raw, _) = data::read_data(path).map_err(|e| anyhow!("--mask: {e}"))?;
     let (dims, values): (Vec<usize>, Vec<f64>) = match raw {
@@ -664,26 +666,53 @@ fn read_mask(path: &Path, shape: &[usize], n: usize) -> Result<Array2<f64>> {
         data::RawData::F32(a) => (a.shape().to_vec(), a.iter().map(|&v| v as f64).collect()),
         data::RawData::F64(a) => (a.shape().to_vec(), a.iter().copied().collect()),
     };
-    let dim: usize = shape.iter().product();
-    let one = |d: &[usize]| d == shape || d == [dim];
-    let rows = if one(&dims) || (dims.len() > 1 && dims[0] == 1 && one(&dims[1..])) {
-        1
-    } else if !dims.is_empty() && dims[0] == n && (dims[1..] == *shape || dims[1..] == [dim]) {
-        n
-    } else {
-        bail!(
-            "--mask '{}' has shape {dims:?}; expected the data shape {shape:?} or the inpainting \
-             data's shape [{n}, …]",
-            path.display()
-        );
-    };
     if let Some(v) = values.iter().find(|&&v| v != 0.0 && v != 1.0) {
         bail!(
             "--mask '{}' must hold 0 and 1 only (1 = known), found {v}",
             path.display()
         );
     }
-    Array2::from_shape_vec((rows, dim), values).map_err(|e| anyhow!("{e}"))
+    let dim: usize = shape.iter().product();
+    if dims == [dim] {
+        return Array2::from_shape_vec((1, dim), values).map_err(|e| anyhow!("{e}"));
+    }
+    if dims == [n, dim] {
+        return Array2::from_shape_vec((n, dim), values).map_err(|e| anyhow!("{e}"));
+    }
+    let mask = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&dims), values)
+        .map_err(|e| anyhow!("{e}"))?;
+    // One mask for all: leading axes of length 1 beyond the data's rank dropped, then NumPy
+    // broadcasting to the data shape.
+    let mut lead = 0;
+    while dims.len() - lead > shape.len() && dims[lead] == 1 {
+        lead += 1;
+    }
+    let inner = mask
+        .view()
+        .into_shape_with_order(ndarray::IxDyn(&dims[lead..]))
+        .ok();
+    if let Some(b) = inner
+        .as_ref()
+        .and_then(|m| m.broadcast(ndarray::IxDyn(shape)))
+    {
+        let v: Vec<f64> = b.iter().copied().collect();
+        return Array2::from_shape_vec((1, dim), v).map_err(|e| anyhow!("{e}"));
+    }
+    // One mask per row of X.
+    let mut full = vec![n];
+    full.extend_from_slice(shape);
+    if dims.len() == full.len()
+        && dims[0] == n
+        && let Some(b) = mask.broadcast(ndarray::IxDyn(&full))
+    {
+        let v: Vec<f64> = b.iter().copied().collect();
+        return Array2::from_shape_vec((n, dim), v).map_err(|e| anyhow!("{e}"));
+    }
+    bail!(
+        "--mask '{}' has shape {dims:?}; expected a shape that broadcasts to the data shape \
+         {shape:?} (one mask for all) or to the inpainting data's shape [{n}, …] (one per row)",
+        path.display()
+    )
 }
 
 /// Rows `start..start+count` of `a`, sample `i` taking row `i mod N`.
