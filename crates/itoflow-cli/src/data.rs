@@ -91,11 +91,15 @@ pub struct ModelData {
     pub x: Array2<f64>,
 }
 
-/// The number of samples in `raw` if its shape is `[N, …shape]` or `[N, dim]` with `N ≥ 1`.
+/// The number of samples in `raw` if its shape is `[N, …shape]`, `[N, dim]`, or `[N, …]` with
+/// the sample shape's axes of length 1 left out or added (`[N, 8, 8]` for samples of shape
+/// `[1, 8, 8]`), with `N ≥ 1`.
 fn sample_count(raw: &RawData, name: &str, shape: &[usize]) -> Result<usize> {
     let dim: usize = shape.iter().product();
     let s = raw.shape().to_vec();
-    let ok = !s.is_empty() && (s[1..] == *shape || s[1..] == [dim]);
+    let squeezed = |d: &[usize]| d.iter().copied().filter(|&n| n != 1).collect::<Vec<_>>();
+    let ok = !s.is_empty()
+        && (s[1..] == *shape || s[1..] == [dim] || squeezed(&s[1..]) == squeezed(shape));
     if !ok {
         bail!(
             "'{name}' has shape {s:?}, but the model expects [N, {}] (samples of shape {shape:?})",

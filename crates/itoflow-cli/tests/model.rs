@@ -129,6 +129,12 @@ fn uint8_levels_and_float_midpoints_agree() {
     write_npy(&p, &flat).unwrap();
     let c = run(p, "c.npy");
     assert_eq!(c["mean_bpd"], b["mean_bpd"]);
+    // And [N, 8, 8], the channel axis of length 1 left out (scikit-learn's `images` layout).
+    let images = flat.into_shape_with_order((n, 8, 8)).unwrap();
+    let p = dir.path().join("images.npy");
+    write_npy(&p, &images).unwrap();
+    let d = run(p, "d.npy");
+    assert_eq!(d["mean_bpd"], b["mean_bpd"]);
 }
 
 #[test]
