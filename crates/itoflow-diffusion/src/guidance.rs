@@ -126,6 +126,26 @@ impl Classifier for GaussianMixture {
 
 /// [`ScoreError::NonFinite`] for the first row with a NaN/∞ entry.
 fn check_finite<T: Real>(out: &ArrayView2<'_, T>, t: &ArrayView1<'_, T>) -> Result<(), ScoreError> {
+    // One branch-free pass first (`Σ v·0` is NaN exactly when some `v` is NaN or ±∞); the row is
+    // looked for only when there is one.
+    let finite = match out.as_slice() {
+        Some(values) => {
+            let zero = T::zero();
+            let mut acc = [zero; 8];
+            let mut chunks = values.chunks_exact(8);
+            for c in &mut chunks {
+                for k in 0..8 {
+                    acc[k] += c[k] * zero;
+                }
+            }
+            let tail = chunks.remainder().iter().fold(zero, |a, &v| a + v * zero);
+            !(acc.iter().fold(tail, |a, &v| a + v)).is_nan()
+        }
+        None => out.iter().all(|v| v.is_finite()),
+    };
+    if finite {
+        return Ok(());
+    }
     for (r, row) in out.outer_iter().enumerate() {
         if row.iter().any(|v| !v.is_finite()) {
             return Err(ScoreError::NonFinite {

@@ -722,12 +722,33 @@ fn affine_rows<T: Real>(
     {
         let (a, b) = coef(m);
         let (a, b) = (T::c(a), T::c(b));
-        let mut finite = true;
-        Zip::from(&mut o).and(&yr).for_each(|o, &y| {
-            *o = a * *o + b * y;
-            finite &= o.is_finite();
-        });
-        if !finite {
+        // `Σ o·0` is NaN exactly when some new `o` is NaN or ±∞ (branch-free, so it vectorises).
+        let zero = T::zero();
+        let mut check = zero;
+        match (o.as_slice_mut(), yr.as_slice()) {
+            (Some(os), Some(ys)) => {
+                let mut lanes = [zero; 8];
+                let mut oc = os.chunks_exact_mut(8);
+                let mut yc = ys.chunks_exact(8);
+                for (o8, y8) in (&mut oc).zip(&mut yc) {
+                    for k in 0..8 {
+                        let v = a * o8[k] + b * y8[k];
+                        o8[k] = v;
+                        lanes[k] += v * zero;
+                    }
+                }
+                for (o, &y) in oc.into_remainder().iter_mut().zip(yc.remainder()) {
+                    *o = a * *o + b * y;
+                    check += *o * zero;
+                }
+                check = lanes.iter().fold(check, |s, &v| s + v);
+            }
+            _ => Zip::from(&mut o).and(&yr).for_each(|o, &y| {
+                *o = a * *o + b * y;
+                check += *o * zero;
+            }),
+        }
+        if check.is_nan() {
             return Err(ScoreError::NonFinite {
                 row: r,
                 t: t[r].f64(),
