@@ -706,7 +706,8 @@ impl<T: Real, N: Network<T>> ScoreModel<T> for Parameterised<N> {
 
 /// `out ← α out + β y` per row with `(α, β) = coef(map of the row)`: the score
 /// (`(a, b)`, `y = x`) or the chain rule of a Jacobian product through the affine map
-/// (`(a c_in, b)`, `y = v`).
+/// (`(a c_in, b)`, `y = v`). Consecutive rows with the same coefficients (a batch at one time)
+/// are one pass over their block.
 fn affine_rows<T: Real>(
     maps: &[Affine],
     coef: impl Fn(&Affine) -> (f64, f64),
@@ -714,48 +715,61 @@ fn affine_rows<T: Real>(
     y: ArrayView2<'_, T>,
     mut out: ArrayViewMut2<'_, T>,
 ) -> Result<(), ScoreError> {
-    for (r, ((mut o, yr), m)) in out
-        .outer_iter_mut()
-        .zip(y.outer_iter())
-        .zip(maps)
-        .enumerate()
-    {
-        let (a, b) = coef(m);
-        let (a, b) = (T::c(a), T::c(b));
-        // `Σ o·0` is NaN exactly when some new `o` is NaN or ±∞ (branch-free, so it vectorises).
-        let zero = T::zero();
-        let mut check = zero;
-        match (o.as_slice_mut(), yr.as_slice()) {
-            (Some(os), Some(ys)) => {
-                let mut lanes = [zero; 8];
-                let mut oc = os.chunks_exact_mut(8);
-                let mut yc = ys.chunks_exact(8);
-                for (o8, y8) in (&mut oc).zip(&mut yc) {
-                    for k in 0..8 {
-                        let v = a * o8[k] + b * y8[k];
-                        o8[k] = v;
-                        lanes[k] += v * zero;
-                    }
-                }
-                for (o, &y) in oc.into_remainder().iter_mut().zip(yc.remainder()) {
-                    *o = a * *o + b * y;
-                    check += *o * zero;
-                }
-                check = lanes.iter().fold(check, |s, &v| s + v);
-            }
-            _ => Zip::from(&mut o).and(&yr).for_each(|o, &y| {
-                *o = a * *o + b * y;
-                check += *o * zero;
-            }),
+    let n = out.nrows().min(y.nrows()).min(maps.len());
+    let mut start = 0;
+    while start < n {
+        let (a, b) = coef(&maps[start]);
+        let mut end = start + 1;
+        while end < n && coef(&maps[end]) == (a, b) {
+            end += 1;
         }
-        if check.is_nan() {
+        let rows = ndarray::s![start..end, ..];
+        if !affine_block(T::c(a), T::c(b), y.slice(rows), out.slice_mut(rows)) {
+            // Name the first row with a value that is not finite.
+            let block = out.slice(rows);
+            let r = block
+                .outer_iter()
+                .position(|row| row.iter().any(|v| !v.is_finite()))
+                .unwrap_or(0);
             return Err(ScoreError::NonFinite {
-                row: r,
-                t: t[r].f64(),
+                row: start + r,
+                t: t[start + r].f64(),
             });
         }
+        start = end;
     }
     Ok(())
+}
+
+/// `out ← a out + b y` elementwise; returns whether every new value is finite (`Σ out·0` is
+/// NaN exactly when one is not: branch-free, so the loop vectorises).
+fn affine_block<T: Real>(a: T, b: T, y: ArrayView2<'_, T>, mut out: ArrayViewMut2<'_, T>) -> bool {
+    let zero = T::zero();
+    let mut check = zero;
+    match (out.as_slice_mut(), y.as_slice()) {
+        (Some(os), Some(ys)) => {
+            let mut lanes = [zero; 8];
+            let mut oc = os.chunks_exact_mut(8);
+            let mut yc = ys.chunks_exact(8);
+            for (o8, y8) in (&mut oc).zip(&mut yc) {
+                for k in 0..8 {
+                    let v = a * o8[k] + b * y8[k];
+                    o8[k] = v;
+                    lanes[k] += v * zero;
+                }
+            }
+            for (o, &y) in oc.into_remainder().iter_mut().zip(yc.remainder()) {
+                *o = a * *o + b * y;
+                check += *o * zero;
+            }
+            check = lanes.iter().fold(check, |s, &v| s + v);
+        }
+        _ => Zip::from(&mut out).and(&y).for_each(|o, &y| {
+            *o = a * *o + b * y;
+            check += *o * zero;
+        }),
+    }
+    !check.is_nan()
 }
 
 /// The score coefficients of a row map.
@@ -772,6 +786,62 @@ fn product_coef(m: &Affine) -> (f64, f64) {
 mod tests {
     use super::*;
     use crate::forward::Vp;
+
+    /// A network that returns `x` except for a NaN in row 2.
+    struct NanInRowTwo;
+    impl Network<f32> for NanInRowTwo {
+        fn dim(&self) -> usize {
+            3
+        }
+        fn forward(
+            &self,
+            x: ArrayView2<'_, f32>,
+            _time: ArrayView1<'_, f32>,
+            _cond: Cond<'_>,
+            mut out: ArrayViewMut2<'_, f32>,
+        ) -> Result<(), ScoreError> {
+            out.assign(&x);
+            if out.nrows() > 2 {
+                out[[2, 1]] = f32::NAN;
+            }
+            Ok(())
+        }
+    }
+
+    /// A non-finite network output is an error naming its row (rows at one time are converted
+    /// as one block; rows at different times block by block).
+    #[test]
+    fn non_finite_outputs_name_their_row() {
+        let sde = Forward::Vp(Vp::default());
+        let p = Parameterised::new(NanInRowTwo, sde, Prediction::Epsilon, TimeInput::T).unwrap();
+        let x = ndarray::Array2::<f32>::ones((5, 3));
+        let mut out = ndarray::Array2::<f32>::zeros((5, 3));
+        for t in [
+            ndarray::Array1::from_elem(5, 0.5f32),
+            ndarray::array![0.1f32, 0.2, 0.3, 0.4, 0.5],
+        ] {
+            let e = p
+                .score(x.view(), t.view(), Cond::default(), out.view_mut())
+                .unwrap_err();
+            match e {
+                ScoreError::NonFinite { row, t: tr } => {
+                    assert_eq!(row, 2);
+                    assert_eq!(tr, t[2] as f64);
+                }
+                other => panic!("{other}"),
+            }
+        }
+        let ok = ndarray::Array2::<f32>::ones((2, 3));
+        let mut out = ndarray::Array2::<f32>::zeros((2, 3));
+        p.score(
+            ok.view(),
+            ndarray::array![0.5f32, 0.5].view(),
+            Cond::default(),
+            out.view_mut(),
+        )
+        .unwrap();
+        assert!(out.iter().all(|v| v.is_finite()));
+    }
 
     /// A discrete-time VP model is evaluated at exactly its integer timestep on every discrete
     /// level (what diffusers passes), whatever time the continuous SDE assigns to that level, and
