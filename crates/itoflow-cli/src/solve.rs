@@ -369,6 +369,7 @@ pub fn run(a: &SolveArgs) -> Result<()> {
     // Default solver: RK45 for ODEs; for SDEs Euler–Maruyama on a grid, or with adaptive steps
     // (--adaptive, --rtol, --atol) the strong-order-1.5 method for the noise (SRA1 additive,
     // SRIW1 scalar/diagonal; general noise has none and is refused below).
+    // Tolerances ask for adaptive steps as --adaptive does.
     let wants_adaptive = a.adaptive || a.rtol.is_some() || a.atol.is_some();
     let method = a.solver.map(|s| s.0).unwrap_or(match sde {
         Some(p) if noisy && wants_adaptive => match Sde::<f64>::noise(p) {
@@ -399,9 +400,7 @@ pub fn run(a: &SolveArgs) -> Result<()> {
             names(true)
         );
     }
-    // Tolerances ask for adaptive steps as --adaptive does.
-    let tolerances = a.rtol.is_some() || a.atol.is_some();
-    let adaptive = method.adaptive_only() || a.adaptive || tolerances;
+    let adaptive = method.adaptive_only() || wants_adaptive;
     if adaptive && !method.has_error_estimate() {
         let with: Vec<&str> = MethodName::ALL
             .iter()

@@ -118,32 +118,17 @@ fn score_rows<T: Real, M: ScoreModel<T> + ?Sized>(
             selected.view()
         }
     };
-    let n = x.nrows();
-    let chunk = model.max_batch().unwrap_or(n).max(1);
-    let mut start = 0;
-    while start < n {
-        let end = (start + chunk).min(n);
-        let rows = ndarray::s![start..end, ..];
-        model
-            .score(
-                x.slice(rows),
-                t.slice(ndarray::s![start..end]),
-                cond.rows(start..end),
-                out.slice_mut(rows),
-            )
-            .map_err(|e| match e {
-                crate::ScoreError::NonFinite { row, t } => crate::ScoreError::NonFinite {
-                    row: start + row,
-                    t,
-                },
-                crate::ScoreError::Condition { row, reason } => crate::ScoreError::Condition {
-                    row: start + row,
-                    reason,
-                },
-                other => other,
-            })?;
-        start = end;
-    }
+    crate::score::score_in_chunks(model, cond, t, x, out.view_mut(), |start, e| match e {
+        crate::ScoreError::NonFinite { row, t } => crate::ScoreError::NonFinite {
+            row: start + row,
+            t,
+        },
+        crate::ScoreError::Condition { row, reason } => crate::ScoreError::Condition {
+            row: start + row,
+            reason,
+        },
+        other => other,
+    })?;
     Ok(())
 }
 

@@ -704,6 +704,36 @@ impl<T: Real, N: Network<T>> ScoreModel<T> for Parameterised<N> {
     }
 }
 
+/// `out ← model.score(x, t, cond)` in calls of at most the model's `max_batch` rows; an error of
+/// the call for rows `start..` is passed to `on_err` with `start` (its row indices are relative
+/// to the call).
+pub(crate) fn score_in_chunks<T: Real, M: ScoreModel<T> + ?Sized, E>(
+    model: &M,
+    cond: Cond<'_>,
+    t: ArrayView1<'_, T>,
+    x: ArrayView2<'_, T>,
+    mut out: ArrayViewMut2<'_, T>,
+    on_err: impl Fn(usize, ScoreError) -> E,
+) -> Result<(), E> {
+    let n = x.nrows();
+    let chunk = model.max_batch().unwrap_or(n).max(1);
+    let mut start = 0;
+    while start < n {
+        let end = (start + chunk).min(n);
+        let rows = ndarray::s![start..end, ..];
+        model
+            .score(
+                x.slice(rows),
+                t.slice(ndarray::s![start..end]),
+                cond.rows(start..end),
+                out.slice_mut(rows),
+            )
+            .map_err(|e| on_err(start, e))?;
+        start = end;
+    }
+    Ok(())
+}
+
 /// `out ← α out + β y` per row with `(α, β) = coef(map of the row)`: the score
 /// (`(a, b)`, `y = x`) or the chain rule of a Jacobian product through the affine map
 /// (`(a c_in, b)`, `y = v`). Consecutive rows with the same coefficients (a batch at one time)

@@ -5,7 +5,7 @@
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, s};
 
 use super::{SamplerProgress, TreeClock, tags};
-use crate::condition::{Cond, Conditioning};
+use crate::condition::Conditioning;
 use crate::constraint::Constraint;
 use crate::forward::{Forward, ForwardSde};
 use crate::guidance::Guided;
@@ -169,22 +169,16 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
             self.times = Array1::zeros(n);
         }
         self.times.fill(T::c(t));
-        let chunk = self.model.max_batch().unwrap_or(n).max(1);
         let all = self.cond.map(|c| c.view()).unwrap_or_default();
-        let mut start = 0;
-        while start < n {
-            let end = (start + chunk).min(n);
-            let cond: Cond<'_> = all.rows(start..end);
-            self.model
-                .score(
-                    x.slice(s![start..end, ..]),
-                    self.times.slice(s![start..end]),
-                    cond,
-                    out.slice_mut(s![start..end, ..]),
-                )
-                .map_err(|e| DiffusionError::from_score(e, self.first as usize + start, |_| t))?;
-            start = end;
-        }
+        let first = self.first as usize;
+        crate::score::score_in_chunks(
+            &self.model,
+            all,
+            self.times.view(),
+            x,
+            out.view_mut(),
+            |start, e| DiffusionError::from_score(e, first + start, |_| t),
+        )?;
         // (The guided model has checked every row for NaN/∞.)
         self.nfe += 1;
         Ok(())
@@ -262,7 +256,6 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
         rows: &[usize],
         out: &mut Array2<T>,
     ) -> Result<(), DiffusionError> {
-        let n = xt.nrows();
         let ts: Vec<f64> = sigmas
             .iter()
             .map(|&s| self.sde.t_of_sigma_tilde(s))
@@ -281,30 +274,21 @@ impl<'a, T: Real, M: ScoreModel<T> + ?Sized> Ctx<'a, T, M> {
         let times: Array1<T> = ts.iter().map(|&t| T::c(t)).collect();
         let selected = self.cond.map(|c| c.select(rows));
         let all = selected.as_ref().map(|c| c.view()).unwrap_or_default();
-        let chunk = self.model.max_batch().unwrap_or(n).max(1);
-        let mut start = 0;
-        while start < n {
-            let end = (start + chunk).min(n);
-            self.model
-                .score(
-                    scaled.slice(s![start..end, ..]),
-                    times.slice(s![start..end]),
-                    all.rows(start..end),
-                    out.slice_mut(s![start..end, ..]),
-                )
-                .map_err(|e| match e {
-                    crate::ScoreError::NonFinite { row, t } => DiffusionError::NonFiniteScore {
-                        sample: self.first as usize + rows[start + row],
-                        t,
-                    },
-                    other => {
-                        DiffusionError::from_score(other, self.first as usize + rows[start], |_| {
-                            ts[start]
-                        })
-                    }
-                })?;
-            start = end;
-        }
+        let first = self.first as usize;
+        crate::score::score_in_chunks(
+            &self.model,
+            all,
+            times.view(),
+            scaled.view(),
+            out.view_mut(),
+            |start, e| match e {
+                crate::ScoreError::NonFinite { row, t } => DiffusionError::NonFiniteScore {
+                    sample: first + rows[start + row],
+                    t,
+                },
+                other => DiffusionError::from_score(other, first + rows[start], |_| ts[start]),
+            },
+        )?;
         for (k, (mut o, x)) in out.outer_iter_mut().zip(xt.outer_iter()).enumerate() {
             let c = T::c(sigmas[k] * sigmas[k] * scale[k]);
             ndarray::Zip::from(&mut o)
