@@ -472,7 +472,6 @@ fn dps_step<T: Real, M: ScoreModel<T> + ?Sized>(
     Ok(())
 }
 
-/// Row `r` of a per-sample array, or its only row.
 /// The known entries of `i` for a batch of `rows` samples (row `r` uses mask and data row `r`,
 /// or their single row).
 fn known_entries<T: Real>(i: &Inpaint, rows: usize) -> KnownEntries<T> {
@@ -511,6 +510,7 @@ fn known_entries<T: Real>(i: &Inpaint, rows: usize) -> KnownEntries<T> {
     k
 }
 
+/// Row `r` of a per-sample array, or its only row.
 fn row(a: &Array2<f64>, r: usize) -> ArrayView1<'_, f64> {
     a.row(if a.nrows() == 1 { 0 } else { r })
 }
